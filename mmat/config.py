@@ -1,0 +1,140 @@
+"""One typed Settings object: defaults < mmat.toml < MMAT_* environment < CLI flags.
+
+All state lives under ``home`` (``MMAT_HOME``, default ``./.mmat``): the DuckDB file, content-addressed
+blobs, the DSPy cache, converted models and adapters. Tests point MMAT_HOME at a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from mmat.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "DEFAULT_TEACHER", "CONFIG_FILE_ENV"]
+
+DEFAULT_TEACHER = "local/smollm2-135m"
+CONFIG_FILE_ENV = "MMAT_CONFIG"  # path of the mmat.toml to read (default: ./mmat.toml if present)
+
+
+class Settings(BaseSettings):
+    """Every knob of mmat. Saved with every run (runs.settings) and every adapter (mmat_config.json)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMAT_", extra="forbid", validate_assignment=True)
+
+    home: Path = Field(Path(".mmat"), description="Directory that holds the store, blobs, caches, models and adapters.")
+
+    # models (litellm model strings; local/... are the embedded, offline models)
+    teacher: str = Field(DEFAULT_TEACHER, description="Model that writes tasks and files (any litellm model string).")
+    controller: str | None = Field(None, description="Model that drives the code agent; defaults to the teacher.")
+    verifier: str | None = Field(None, description="Model that verifies tasks and trajectories; defaults to the teacher.")
+    judge: str | None = Field(None, description="Model that ranks candidate steps for preference pairs; defaults to the verifier.")
+    vqa_model: str | None = Field(None, description="Multimodal model behind the visualizer tool; none means the offline derived-VQA backend.")
+    api_base: str | None = Field(None, description="Base URL for OpenAI-compatible servers (hosted_vllm/..., openai/... on a proxy).")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature for teacher calls.")
+    max_tokens: int = Field(1024, gt=0, description="Maximum completion tokens per LM call.")
+    num_retries: int = Field(3, ge=0, description="Retries with backoff on 429/5xx from a model API (litellm).")
+
+    # synthesis
+    concurrency: int = Field(4, ge=1, description="Seeds (or eval items) processed in parallel.")
+    seed: int = Field(0, description="Seed for sampling domains, examples and pool images.")
+    dedup_threshold: float = Field(0.92, ge=0.0, le=1.0, description="Cosine similarity above which a new query counts as a near-duplicate.")
+    trajectories_per_task: int = Field(1, ge=1, description="Trajectories sampled per verified task (M-TRACE style).")
+    file_retries: int = Field(3, ge=0, description="Times the teacher may fix its file-writing code after a traceback.")
+
+    # agent
+    agent_max_steps: int = Field(8, ge=1, description="Maximum agent steps before a fallback final answer (MAT: 8).")
+    agent_error_tolerance: int = Field(3, ge=0, description="Consecutive code errors tolerated before the agent stops (MAT: 3 in synthesis).")
+
+    # sandbox
+    step_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for one sandboxed step.")
+    sandbox_memory_mb: int = Field(2048, ge=128, description="Address-space limit of a sandbox worker, in MiB.")
+
+    # tools
+    search_backend: str = Field("auto", description="ask_search_agent backend: auto, bm25, simulated or web.")
+    search_corpus: Path | None = Field(None, description="Directory of text/markdown files for the bm25 search backend.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI flags (init) > environment > mmat.toml > field defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_config_file()))
+
+    # --- where state lives -------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "mmat.duckdb"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / "workspaces"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.blobs_dir, self.cache_dir, self.models_dir, self.adapters_dir, self.workspaces_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # --- model roles fall back along teacher -> verifier -> judge ------------------------------
+    @property
+    def controller_model(self) -> str:
+        return self.controller or self.teacher
+
+    @property
+    def verifier_model(self) -> str:
+        return self.verifier or self.teacher
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge or self.verifier_model
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-able snapshot for the runs table and adapter dirs (no secrets live in Settings)."""
+        return self.model_dump(mode="json")
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_FILE_ENV}={explicit} does not exist: create it or unset {CONFIG_FILE_ENV}.")
+        return path
+    default = Path("mmat.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from all sources; ``overrides`` are CLI flags (None means 'not given')."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid settings ({problems}): fix mmat.toml, the MMAT_* variable or the flag.") from None
+    except ValueError as e:  # a malformed mmat.toml surfaces here (tomllib.TOMLDecodeError is a ValueError)
+        raise ConfigError(f"cannot read mmat.toml: {e}") from None

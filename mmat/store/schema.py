@@ -1,0 +1,174 @@
+"""The store's schema as ordered, named migrations.
+
+A migration is applied once, in order, inside a transaction, and recorded in ``schema_migrations``.
+Never edit a migration that has shipped: add a new one. Primary keys are content-hash IDs
+(:func:`mmat.ids.content_id`), so the writer can upsert and reruns never duplicate rows.
+"""
+
+__all__ = ["MIGRATIONS", "TOOL_CALL_STRUCT", "EMBED_DIM"]
+
+EMBED_DIM = 384  # all-MiniLM-L6-v2
+
+# One tool call made by sandboxed code: recorded by the parent, nested in steps.tool_calls.
+TOOL_CALL_STRUCT = (
+    "STRUCT(name VARCHAR, arguments JSON, result VARCHAR, duration_ms DOUBLE, error VARCHAR)"
+)
+
+_M001_CORE = f"""
+CREATE TABLE runs (
+    run_id        VARCHAR PRIMARY KEY,   -- content_id(kind, settings, argv) for resumable kinds
+    kind          VARCHAR NOT NULL,      -- demo | synth | prefs | finetune | eval | optimize | ...
+    command       VARCHAR,               -- the CLI line or API call that started it
+    settings      JSON,                  -- Settings.to_record() of the run
+    status        VARCHAR,               -- running | done | failed | interrupted
+    summary       JSON,
+    mmat_version  VARCHAR,
+    started_at    TIMESTAMP,
+    finished_at   TIMESTAMP
+);
+CREATE TABLE lm_calls (
+    call_id            VARCHAR PRIMARY KEY,
+    run_id             VARCHAR,
+    module             VARCHAR,          -- DSPy module (program step) that made the call
+    model              VARCHAR,
+    prompt_tokens      INTEGER,
+    completion_tokens  INTEGER,
+    cost               DOUBLE,
+    latency_ms         DOUBLE,
+    cache_hit          BOOLEAN,
+    error              VARCHAR,
+    task_id            VARCHAR,
+    messages           JSON,             -- the request as sent (no keys ever live here)
+    outputs            JSON,
+    started_at         TIMESTAMP
+);
+CREATE TABLE tasks (
+    task_id          VARCHAR PRIMARY KEY, -- content_id("task", run_id, seed_idx, spec_idx)
+    run_id           VARCHAR,
+    seed_idx         INTEGER,
+    split            VARCHAR,             -- train | eval
+    domain           VARCHAR,
+    query            VARCHAR,             -- the (possibly rewritten) query the agent sees
+    original_query   VARCHAR,
+    intended_tools   VARCHAR[],
+    file_needs       JSON,
+    answer_type      VARCHAR,
+    expected_answer  VARCHAR,
+    status           VARCHAR,             -- generated | files_ok | verified | rejected | solved | failed
+    status_reason    VARCHAR,
+    created_at       TIMESTAMP
+);
+CREATE TABLE files (
+    file_id   VARCHAR PRIMARY KEY,        -- content_id(task_id, sha256)
+    task_id   VARCHAR,
+    name      VARCHAR,                    -- file name the agent sees in its workspace
+    path      VARCHAR,                    -- relative to MMAT_HOME/blobs (content-addressed)
+    sha256    VARCHAR,
+    modality  VARCHAR,                    -- image | document | table | text | code | archive | audio
+    mime      VARCHAR,
+    bytes     BIGINT,
+    source    VARCHAR,                    -- pool | generated | user
+    caption   VARCHAR,
+    created_at TIMESTAMP
+);
+CREATE TABLE trajectories (
+    traj_id      VARCHAR PRIMARY KEY,     -- content_id("traj", task_id, attempt, controller)
+    task_id      VARCHAR,
+    run_id       VARCHAR,
+    attempt      INTEGER,
+    controller   VARCHAR,
+    answer       VARCHAR,
+    status       VARCHAR,                 -- answered | fallback | error_limit | crashed
+    verdict      VARCHAR,                 -- correct | incorrect | NULL (not verified yet)
+    n_steps      INTEGER,
+    n_errors     INTEGER,
+    created_at   TIMESTAMP
+);
+CREATE TABLE steps (
+    traj_id      VARCHAR,
+    idx          INTEGER,
+    thought      VARCHAR,
+    code         VARCHAR,
+    observation  VARCHAR,
+    tool_calls   {TOOL_CALL_STRUCT}[],
+    error        VARCHAR,
+    images       VARCHAR[],               -- blob paths of images produced in this step
+    duration_ms  DOUBLE,
+    PRIMARY KEY (traj_id, idx)
+);
+CREATE TABLE verdicts (
+    verdict_id       VARCHAR PRIMARY KEY,
+    subject_kind     VARCHAR,             -- task | trajectory
+    subject_id       VARCHAR,
+    verifier         VARCHAR,             -- query_file | trajectory | label
+    model            VARCHAR,
+    passed           BOOLEAN,
+    verdict          VARCHAR,
+    score            DOUBLE,
+    reasons          JSON,
+    rewritten_query  VARCHAR,
+    created_at       TIMESTAMP
+);
+CREATE TABLE preference_pairs (
+    pair_id         VARCHAR PRIMARY KEY,
+    task_id         VARCHAR,
+    traj_id         VARCHAR,              -- trajectory whose chosen steps form the context
+    step_idx        INTEGER,              -- the pair is for the action at this step index
+    chosen          JSON,                 -- {{thought, code, observation, error}}
+    rejected        JSON,
+    judge           VARCHAR,
+    chosen_score    DOUBLE,
+    rejected_score  DOUBLE,
+    rule            VARCHAR,              -- error | format | margin
+    reasons         JSON,
+    created_at      TIMESTAMP
+);
+CREATE TABLE eval_runs (
+    eval_run_id  VARCHAR PRIMARY KEY,
+    bench        VARCHAR,                 -- gta | gaia | mmat
+    bench_path   VARCHAR,
+    controller   VARCHAR,
+    best_of_n    INTEGER,
+    settings     JSON,
+    n_items      INTEGER,
+    metrics      JSON,
+    created_at   TIMESTAMP
+);
+CREATE TABLE eval_items (
+    eval_run_id     VARCHAR,
+    item_key        VARCHAR,
+    sample_idx      INTEGER,              -- 0 = greedy; 1.. = best-of-N samples
+    level           VARCHAR,
+    question        VARCHAR,
+    answer          VARCHAR,
+    gt              JSON,
+    counted         BOOLEAN,              -- whether AnsAcc counts this item (e.g. GTA whitelist items)
+    ans_acc         JSON,                 -- {{"mat": 1.0, "gta": 0.0, "gaia": ...}}
+    tool_precision  DOUBLE,
+    tool_recall     DOUBLE,
+    tool_exact      BOOLEAN,
+    code_exec       DOUBLE,
+    n_steps         INTEGER,
+    traj_id         VARCHAR,
+    error           VARCHAR,
+    PRIMARY KEY (eval_run_id, item_key, sample_idx)
+);
+CREATE TABLE pool_images (
+    image_id   VARCHAR PRIMARY KEY,       -- sha256 of the image bytes
+    pool       VARCHAR,                   -- builtin | user folder name
+    path       VARCHAR,                   -- blob path
+    caption    VARCHAR,
+    width      INTEGER,
+    height     INTEGER,
+    embedding  FLOAT[{EMBED_DIM}]
+);
+CREATE TABLE query_embeddings (
+    task_id    VARCHAR PRIMARY KEY,
+    embedding  FLOAT[{EMBED_DIM}]
+);
+"""
+
+# (name, sql). Append only.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("001_core", _M001_CORE),
+]
