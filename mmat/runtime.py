@@ -1,0 +1,27 @@
+"""Process-wide wiring shared by the CLI and the library entry points: where the store lives, how it opens."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from mmat.config import Settings
+from mmat.errors import StoreError
+
+__all__ = ["open_store"]
+
+
+@contextmanager
+def open_store(settings: Settings, *, read_only: bool = False) -> Iterator["Store"]:  # noqa: F821
+    """Open (and migrate) the store under settings.home; always closes, flushing pending writes."""
+    from mmat.store import Store
+
+    if read_only and not settings.db_path.exists():
+        raise StoreError(f"no store at {settings.db_path}: run `mmat demo` or `mmat synth` first, or set MMAT_HOME.")
+    if not read_only:
+        settings.ensure_dirs()
+    store = Store.open(settings.db_path, read_only=read_only)
+    try:
+        yield store
+    finally:
+        store.close()
