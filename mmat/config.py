@@ -138,3 +138,12 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid settings ({problems}): fix mmat.toml, the MMAT_* variable or the flag.") from None
     except ValueError as e:  # a malformed mmat.toml surfaces here (tomllib.TOMLDecodeError is a ValueError)
         raise ConfigError(f"cannot read mmat.toml: {e}") from None
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the fields so it cannot drift (tests compare)."""
+    lines = ["| setting | env | default | what it does |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default is not None else ""
+        lines.append(f"| `{name}` | `MMAT_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(lines)
