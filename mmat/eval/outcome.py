@@ -1,0 +1,31 @@
+"""AgentOutcome: what a solver hands back to the eval runner for one (item, sample).
+
+The runner does not know how an agent works; any callable ``solve(item, sample_idx) -> AgentOutcome``
+can be evaluated (mmat's CodeAgent driven by a teacher or a tuned student, a scripted solver in tests).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+__all__ = ["AgentOutcome"]
+
+
+class AgentOutcome(BaseModel):
+    """The agent's final answer and the counts the scorers need."""
+
+    answer: str = Field("", description="The final answer text (empty when the agent gave none).")
+    tools_called: list[str] = Field(default_factory=list, description="mmat tool names called, in call order.")
+    n_code_steps: int = Field(0, ge=0, description="Steps that ran code in the sandbox.")
+    n_code_errors: int = Field(0, ge=0, description="Code steps that ended in an error.")
+    n_steps: int = Field(0, ge=0, description="All agent steps, including ones that ran no code.")
+    traj_id: str | None = Field(None, description="The stored trajectory, when the solver recorded one.")
+    error: str | None = Field(None, description="Why the agent stopped early (error limit, ...); the answer is still scored.")
+
+    @model_validator(mode="after")
+    def _counts_consistent(self) -> "AgentOutcome":
+        if self.n_code_errors > self.n_code_steps:
+            raise ValueError(f"n_code_errors ({self.n_code_errors}) exceeds n_code_steps ({self.n_code_steps})")
+        if self.n_code_steps > self.n_steps:
+            raise ValueError(f"n_code_steps ({self.n_code_steps}) exceeds n_steps ({self.n_steps})")
+        return self

@@ -1,0 +1,87 @@
+"""Rich tables for eval metrics and run comparisons, rendered to strings (the CLI prints them)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from mmat.eval.compare import MetricDelta
+from mmat.eval.metrics import Accuracy, EvalMetrics, GroupMetrics, summary_line
+
+__all__ = ["render_metrics", "render_compare"]
+
+_WIDTH = 110
+# Figures that are counts, not fractions: shown as plain numbers, never as percentages.
+_COUNT_FIGURES = ("n_items", "counted", "n_errors", "mean_steps")
+
+
+def _to_text(*renderables: object) -> str:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=_WIDTH, color_system=None, force_terminal=False, highlight=False)
+    for renderable in renderables:
+        console.print(renderable)
+    return buffer.getvalue()
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _acc_cell(acc: Accuracy | None) -> str:
+    if acc is None:
+        return "–"
+    return f"{_pct(acc.value)} ({acc.correct:g}/{acc.counted})"
+
+
+def _group_rows(table: Table, group: GroupMetrics, best: dict[str, Accuracy] | None) -> None:
+    for name, acc in group.ans_acc.items():
+        table.add_row(f"AnsAcc ({name})", _acc_cell(acc), _acc_cell((best or {}).get(name)) if best is not None else "")
+    table.add_row("ToolAcc precision", _pct(group.tool_precision), "")
+    table.add_row("ToolAcc recall", _pct(group.tool_recall), "")
+    table.add_row("ToolAcc exact set", _pct(group.tool_exact), "")
+    table.add_row("CodeExec", _pct(group.code_exec), "")
+    table.add_row("mean steps", "–" if group.mean_steps is None else f"{group.mean_steps:.2f}", "")
+    table.add_row("errors", str(group.n_errors), "")
+
+
+def render_metrics(metrics: EvalMetrics, *, title: str | None = None) -> str:
+    """The run's figures (percent) with greedy and best-of-N in separate columns, then one table per level."""
+    best_header = f"best-of-{metrics.best_of_n}" if metrics.best_of_n > 1 else ""
+    table = Table(title=title or f"{metrics.bench}: {metrics.n_items} items")
+    table.add_column("metric")
+    table.add_column("greedy", justify="right")
+    table.add_column(best_header, justify="right")
+    _group_rows(table, metrics.greedy, metrics.best_of_n_ans_acc)
+    tables: list[object] = [table]
+    for level, group in metrics.by_level.items():
+        level_table = Table(title=f"level {level}: {group.n_items} items")
+        level_table.add_column("metric")
+        level_table.add_column("greedy", justify="right")
+        level_table.add_column(best_header, justify="right")
+        best = metrics.best_of_n_by_level.get(level) if metrics.best_of_n > 1 else None
+        _group_rows(level_table, group, best)
+        tables.append(level_table)
+    return _to_text(*tables, summary_line(metrics))
+
+
+def _fmt(metric: str, value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    if metric.split(".")[-1] in _COUNT_FIGURES:
+        return f"{value:+g}" if signed else f"{value:g}"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def render_compare(deltas: Sequence[MetricDelta], *, run_a: str = "a", run_b: str = "b") -> str:
+    """A table of every figure for runs a and b and the change b - a (fractions shown as percent points)."""
+    table = Table(title=f"{run_b} vs {run_a}")
+    table.add_column("metric")
+    table.add_column(run_a, justify="right")
+    table.add_column(run_b, justify="right")
+    table.add_column("delta", justify="right")
+    for d in deltas:
+        table.add_row(d.metric, _fmt(d.metric, d.a), _fmt(d.metric, d.b), _fmt(d.metric, d.delta, signed=True))
+    return _to_text(table)
