@@ -104,7 +104,8 @@ def run_eval(
     done = _stored_results(store, run_id, by_key, best_of_n) if resume else {}
     todo = [(item, s) for item in items for s in range(best_of_n) if (item.key, s) not in done]
     fresh = _solve_all(todo, solve, store, run_id, bench, concurrency, progress)
-    results = sorted([*done.values(), *fresh], key=lambda r: (r.item_key, r.sample_idx))
+    order = {item.key: i for i, item in enumerate(items)}
+    results = sorted([*done.values(), *fresh], key=lambda r: (order[r.item_key], r.sample_idx))
     metrics = aggregate(bench, items, results, best_of_n)
     store.writer.put("eval_runs", [{**run_row, "metrics": metrics.model_dump(mode="json")}])
     store.writer.flush()
