@@ -125,3 +125,15 @@ def test_wrong_top_level_is_a_config_error(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="expected a JSON object keyed"):
         load_gta(bad)
+
+
+def test_load_bench_dispatches_and_names_the_fix(gta_dir):
+    from mmat.eval.loaders import load_bench
+
+    assert [i.key for i in load_bench("gta", gta_dir / "dataset.json").items] == ["0", "1", "2", "11"]
+    with pytest.raises(ConfigError, match="bench gta needs a benchmark file"):
+        load_bench("gta")
+    with pytest.raises(ConfigError, match="bench mmat reads tasks from the store"):
+        load_bench("mmat")
+    with pytest.raises(ConfigError, match="unknown bench 'mmlu': choose one of gta, gaia, mmat"):
+        load_bench("mmlu")
