@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmat.config import Settings
@@ -52,8 +52,6 @@ class _StoreLike(Protocol):
 
 class EvalRunResult(BaseModel):
     """What run_eval returns: the run's ID, its metrics, every scored sample and a one-line summary."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     eval_run_id: str
     bench: str

@@ -122,3 +122,29 @@ def test_gaia_items_count_under_gaia_and_mat_and_none_prediction_scores_zero():
     assert score_answer(item, "paris").scores == {"gaia": 1.0, "mat": 1.0}
     assert score_answer(item, "It is Paris.").scores == {"gaia": 0.0, "mat": 1.0}
     assert score_answer(item, None).scores == {"gaia": 0.0, "mat": 0.0}
+
+
+# ---- properties ---------------------------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ascii = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40)
+_alias = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8)
+
+
+@given(pred=_ascii, whitelist=st.lists(st.lists(_alias, min_size=1, max_size=3), min_size=1, max_size=3))
+def test_gta_right_implies_mat_right(pred, whitelist):
+    # a word-boundary match is a substring match, so the official rule is never more lenient than MAT's
+    if ans_acc_gta(pred, whitelist):
+        assert ans_acc_mat(pred, whitelist)
+
+
+@given(whitelist=st.lists(st.lists(_alias, min_size=1, max_size=3), min_size=1, max_size=3))
+def test_answer_listing_first_aliases_is_right_under_mat(whitelist):
+    assert ans_acc_mat(" | ".join(group[0] for group in whitelist), whitelist)
+
+
+@given(value=st.integers(min_value=-10**9, max_value=10**9))
+def test_gaia_accepts_thousands_separators_and_units_for_integers(value):
+    assert ans_acc_gaia(f"{value:,} units", str(value))
