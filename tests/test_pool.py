@@ -1,0 +1,139 @@
+"""Image pool: the builtin offline pool, folders with captions, search, cached embeddings."""
+
+import csv
+import io
+import json
+
+import duckdb
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmat.embed import Embedder
+from mmat.errors import ConfigError
+from mmat.ids import sha256_bytes
+from mmat.pool import BUILTIN_POOL, ImagePool
+from mmat.store.schema import EMBED_DIM, MIGRATIONS
+
+pytestmark = pytest.mark.embedded
+
+
+class CountingEmbedder(Embedder):
+    """The real embedder, counting the texts it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts):
+        self.texts.extend(texts)
+        return Embedder.shared().embed(texts)
+
+
+@pytest.fixture(scope="module")
+def default_pool():
+    return ImagePool.build_default()
+
+
+def _write_png(path, color):
+    Image.new("RGB", (40, 30), color).save(path)
+
+
+def test_builtin_pool_images_are_png_with_content_ids(default_pool):
+    assert len(default_pool) >= 20
+    for img in default_pool:
+        assert img.pool == BUILTIN_POOL and len(img.caption) > 40
+        assert img.image_id == sha256_bytes(img.png)
+        with Image.open(io.BytesIO(img.png)) as im:
+            assert im.format == "PNG" and im.size == (img.width, img.height)
+            assert max(im.size) <= 1024
+
+
+def test_search_finds_the_astronaut(default_pool):
+    best = default_pool.search("a person in a space suit", k=3)
+    assert best[0].name == "astronaut"
+    assert len({img.image_id for img in best}) == 3
+
+
+@pytest.mark.parametrize(
+    "text,name",
+    [("a cup of espresso", "coffee"), ("galaxies in deep space", "deep_field"), ("a red motorcycle", "motorcycle"),
+     ("a photo of a printed book page", "page"), ("an eye exam photo of the retina", "retina")],
+)
+def test_search_matches_captions(default_pool, text, name):
+    assert default_pool.search(text)[0].name == name
+
+
+def test_search_skips_excluded_images(default_pool):
+    astronaut = default_pool.search("a person in a space suit")[0]
+    second = default_pool.search("a person in a space suit", exclude=[astronaut.image_id])[0]
+    assert second.image_id != astronaut.image_id
+    assert default_pool.search("anything", k=0) == []
+
+
+def test_rows_fit_the_pool_images_table(default_pool):
+    con = duckdb.connect()
+    for _, sql in MIGRATIONS:
+        con.execute(sql)
+    first = next(iter(default_pool))
+    rows = default_pool.rows({first.image_id: "ab/cdef.png"})
+    assert len(rows) == len(default_pool)
+    by_id = {r["image_id"]: r for r in rows}
+    assert by_id[first.image_id]["path"] == "ab/cdef.png"
+    assert all(len(r["embedding"]) == EMBED_DIM for r in rows)
+    cols = list(rows[0])
+    con.executemany(
+        f"INSERT INTO pool_images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+        [[r[c] for c in cols] for r in rows],
+    )
+    assert con.execute("SELECT count(*) FROM pool_images").fetchall() == [(len(rows),)]
+
+
+def test_cached_embeddings_are_reused_unless_the_caption_changed(default_pool):
+    rows = default_pool.rows()
+    rows[0] = {**rows[0], "caption": "an outdated caption"}
+    embedder = CountingEmbedder()
+    fresh = ImagePool(list(default_pool), embedder=embedder)
+    assert fresh.load_embeddings(rows) == len(rows) - 1
+    fresh.search("a person in a space suit")
+    stale = default_pool.get(rows[0]["image_id"])
+    assert embedder.texts == [stale.caption, "a person in a space suit"]
+    np.testing.assert_allclose(
+        [r["embedding"] for r in fresh.rows()], [r["embedding"] for r in default_pool.rows()], atol=1e-5
+    )
+
+
+def test_add_folder_with_json_captions_and_sidecar_discovery(tmp_path):
+    _write_png(tmp_path / "red.png", "red")
+    _write_png(tmp_path / "blue.jpg", "blue")
+    (tmp_path / "captions.json").write_text(json.dumps({"red.png": "a plain red square", "blue": "a plain blue square"}))
+    pool = ImagePool(embedder=Embedder.shared())
+    added = pool.add_folder(tmp_path)
+    assert sorted(i.name for i in added) == ["blue", "red"]
+    assert {i.pool for i in added} == {tmp_path.name}
+    assert pool.search("something blue")[0].name == "blue"
+
+
+def test_add_folder_with_csv_captions_and_caption_fn(tmp_path):
+    _write_png(tmp_path / "a.png", "green")
+    _write_png(tmp_path / "b.png", "yellow")
+    captions = tmp_path.parent / "caps.csv"
+    with captions.open("w", newline="") as f:
+        csv.writer(f).writerows([["name", "caption"], ["a.png", "a green field"]])
+    pool = ImagePool()
+    added = pool.add_folder(tmp_path, captions_file=captions, caption_fn=lambda p: f"generated caption for {p.name}",
+                            pool="mine")
+    assert {i.name: i.caption for i in added} == {"a": "a green field", "b": "generated caption for b.png"}
+    assert all(i.pool == "mine" for i in added)
+
+
+def test_add_folder_refuses_uncaptioned_images(tmp_path):
+    _write_png(tmp_path / "a.png", "green")
+    _write_png(tmp_path / "b.png", "yellow")
+    with pytest.raises(ConfigError, match="no captions .* captions.json"):
+        ImagePool().add_folder(tmp_path)
+    (tmp_path / "captions.json").write_text(json.dumps({"a.png": "green"}))
+    with pytest.raises(ConfigError, match=r"1 image\(s\) .* no caption \(b.png\)"):
+        ImagePool().add_folder(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        ImagePool().add_folder(tmp_path / "nope")
