@@ -6,7 +6,7 @@ import pytest
 
 from mmat.errors import ConfigError
 from mmat.eval.gaia import load_gaia
-from tests.eval.helpers import make_image
+from .helpers import make_image
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 from mmat.errors import ConfigError
 from mmat.eval.gta import load_gta
-from tests.eval.helpers import make_image
+from .helpers import make_image
 
 
 def _dialogs(question, calls):

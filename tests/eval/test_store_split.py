@@ -4,7 +4,7 @@ import pytest
 
 from mmat.eval.loaders import load_bench
 from mmat.eval.store_split import load_store_split
-from tests.eval.helpers import make_image
+from .helpers import make_image
 
 store_mod = pytest.importorskip("mmat.store")
 if not hasattr(store_mod, "Store"):  # the store lands in parallel; until then these tests wait for it
