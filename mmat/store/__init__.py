@@ -1,0 +1,31 @@
+"""mmat's DuckDB store: migrations, the single writer, blobs, run records and the LM-call recorder.
+
+``LMCallRecorder`` is loaded on first use, so reading the store (``mmat sql``, benchmarks) does not
+import DSPy.
+"""
+
+from typing import Any
+
+from mmat.store.blobs import BlobStore
+from mmat.store.context import current_task_id, recording_task
+from mmat.store.db import Store
+from mmat.store.runs import resumable_run_id
+from mmat.store.writer import Writer
+
+__all__ = [
+    "Store",
+    "Writer",
+    "BlobStore",
+    "LMCallRecorder",
+    "recording_task",
+    "current_task_id",
+    "resumable_run_id",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LMCallRecorder":
+        from mmat.store.recorder import LMCallRecorder
+
+        return LMCallRecorder
+    raise AttributeError(f"module 'mmat.store' has no attribute {name!r}")

@@ -1,0 +1,87 @@
+"""Rows of the ``runs`` table: what was started, with which settings, and how it ended.
+
+A run written with a ``run_id`` that already exists is a resume: it is marked running again and keeps
+its original start time. Resumable commands pass :func:`resumable_run_id`, a content hash of what
+they were asked to do, so running the same command again continues the same run.
+Timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import mmat
+from mmat.config import Settings
+from mmat.errors import StoreError
+from mmat.ids import content_id
+
+if TYPE_CHECKING:
+    from mmat.store.db import Store
+
+__all__ = ["RUN_STATUSES", "FINAL_STATUSES", "resumable_run_id", "settings_record", "start_run", "finish_run", "utcnow"]
+
+RUN_STATUSES = ("running", "done", "failed", "interrupted")
+FINAL_STATUSES = ("done", "failed", "interrupted")
+_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def settings_record(settings: Settings | dict[str, Any]) -> dict[str, Any]:
+    """JSON-able settings with anything that looks like a credential removed (keys never reach the store)."""
+    record = settings.to_record() if isinstance(settings, Settings) else dict(settings)
+    return _redact(record)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items() if not (isinstance(k, str) and _SECRET_KEY.search(k))}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def resumable_run_id(kind: str, settings: Settings | dict[str, Any], command: str) -> str:
+    """The same kind, settings and command always give the same run_id (so a rerun resumes)."""
+    return content_id("run", kind, settings_record(settings), command)
+
+
+def start_run(
+    store: Store, kind: str, settings: Settings | dict[str, Any], command: str, run_id: str | None = None
+) -> str:
+    record = settings_record(settings)
+    if run_id is None:
+        run_id = content_id("run", kind, record, command, utcnow().isoformat())
+    previous = store.sql("SELECT started_at FROM runs WHERE run_id = ?", [run_id])
+    row = {
+        "run_id": run_id,
+        "kind": kind,
+        "command": command,
+        "settings": record,
+        "status": "running",
+        "summary": None,
+        "mmat_version": mmat.__version__,
+        "started_at": previous[0]["started_at"] if previous else utcnow(),
+        "finished_at": None,
+    }
+    store.writer.put("runs", [row])
+    store.writer.flush()
+    return run_id
+
+
+def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any]) -> None:
+    if status not in FINAL_STATUSES:
+        raise StoreError(f"run status {status!r} is not a final status: use one of {', '.join(FINAL_STATUSES)}")
+    found = store.sql("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    if not found:
+        raise StoreError(f"run {run_id} is not in the store: start it with store.start_run first")
+    row = found[0]
+    row["settings"] = json.loads(row["settings"]) if row["settings"] is not None else None
+    row.update(status=status, summary=summary, finished_at=utcnow())
+    store.writer.put("runs", [row])
+    store.writer.flush()
