@@ -49,15 +49,12 @@ class ItemResult(BaseModel):
         return bool(self.error and self.error.startswith(SOLVE_FAILED))
 
     def to_row(self) -> dict[str, Any]:
-        """The ``eval_items`` row (JSON columns as JSON text)."""
-        row = self.model_dump(exclude={"answer_kind"})
-        row["gt"] = json.dumps(self.gt)
-        row["ans_acc"] = json.dumps(self.ans_acc)
-        return row
+        """The ``eval_items`` row; JSON columns (gt, ans_acc) as values, which the store's writer encodes."""
+        return self.model_dump(exclude={"answer_kind"})
 
     @classmethod
     def from_row(cls, row: dict[str, Any], item: EvalItem) -> "ItemResult":
-        """Rebuild from a stored row; the item supplies what the table does not hold (its answer kind)."""
+        """Rebuild from a stored row (JSON columns read back as JSON text); the item supplies its answer kind."""
         data = dict(row)
         for column in ("gt", "ans_acc"):
             if isinstance(data.get(column), str):

@@ -1,5 +1,7 @@
 """Aggregation: greedy and best-of-N kept apart, per-level figures, what AnsAcc counts, scoring failures."""
 
+import json
+
 import pytest
 
 from mmat.errors import SandboxError
@@ -86,7 +88,8 @@ def test_row_round_trip_keeps_scores():
     result = score_outcome("r", item, 1, _outcome("7", traj_id="t1"))
     row = result.to_row()
     assert "answer_kind" not in row and set(row) >= {"eval_run_id", "item_key", "sample_idx", "ans_acc", "gt"}
-    assert ItemResult.from_row(row, item) == result
+    stored = {**row, "gt": json.dumps(row["gt"]), "ans_acc": json.dumps(row["ans_acc"])}  # as DuckDB returns JSON
+    assert ItemResult.from_row(stored, item) == result
 
 
 def test_missing_greedy_sample_is_a_bug():

@@ -11,15 +11,12 @@ from mmat.eval.compare import compare_runs
 from mmat.eval.items import EvalItem
 from mmat.eval.outcome import AgentOutcome
 from mmat.eval.runner import run_eval
-
-store_mod = pytest.importorskip("mmat.store")
-if not hasattr(store_mod, "Store"):  # the store lands in parallel; until then these tests wait for it
-    pytest.skip("mmat.store.Store is not available yet", allow_module_level=True)
+from mmat.store import Store
 
 
 @pytest.fixture
 def store(mmat_home):
-    st = store_mod.Store.open(mmat_home / "mmat.duckdb")
+    st = Store.open(mmat_home / "mmat.duckdb")
     yield st
     st.close()
 

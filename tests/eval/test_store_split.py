@@ -4,16 +4,14 @@ import pytest
 
 from mmat.eval.loaders import load_bench
 from mmat.eval.store_split import load_store_split
-from .helpers import make_image
+from mmat.store import Store
 
-store_mod = pytest.importorskip("mmat.store")
-if not hasattr(store_mod, "Store"):  # the store lands in parallel; until then these tests wait for it
-    pytest.skip("mmat.store.Store is not available yet", allow_module_level=True)
+from .helpers import make_image
 
 
 @pytest.fixture
 def store(mmat_home):
-    st = store_mod.Store.open(mmat_home / "mmat.duckdb")
+    st = Store.open(mmat_home / "mmat.duckdb")
     yield st
     st.close()
 
