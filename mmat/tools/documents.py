@@ -1,0 +1,176 @@
+"""``inspect_file_as_text``: read a document as markdown, optionally answering a question about it.
+
+Documents go through markitdown's ``convert_local`` (local files only: ``convert`` on a URL would
+fetch it). Audio is transcribed only by a local Whisper model, never by markitdown (whose audio path
+calls an online speech API). Images are refused with a pointer to the vision tools.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import wave
+from pathlib import Path
+from typing import Annotated, Any
+
+from mmat.tools.context import ToolContext
+from mmat.tools.errors import ToolArgumentError, ToolError, ToolUnavailableError
+from mmat.tools.registry import ToolEnv, tool
+from mmat.tools.weights import find_weights, weights_status
+
+__all__ = ["inspect_file_as_text", "file_to_markdown", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "MAX_TEXT_CHARS"]
+
+MAX_TEXT_CHARS = 20_000  # observation budget: longer text is cut with a note saying how much was shown
+MAX_LM_CHARS = 8_000  # text handed to the model that answers a question (fits small models' context)
+AUDIO_SUFFIXES = frozenset({".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+ASR_ALIAS = "whisper"
+ASR_REPOS = ("openai/whisper-tiny", "openai/whisper-base", "openai/whisper-small")
+ASR_SAMPLE_RATE = 16_000
+
+_markitdown: Any = None
+_asr: dict[Path, Any] = {}
+_lock = threading.Lock()
+
+
+@tool(returns="the file's content as markdown text, or the answer to the question when one is given")
+def inspect_file_as_text(
+    file_path: Annotated[str, "File in the workspace: pdf, docx, xlsx, pptx, html, csv, json, xml, zip, txt, md, py, ... (not images)."],
+    question: Annotated[str | None, "Optional question to answer from the file; leave it out to get the whole text."] = None,
+) -> str:
+    """Read a document, spreadsheet, presentation, web page, archive or text file as markdown text, and optionally answer a question about it. It cannot read images: use visualizer or ocr for those."""
+
+
+def _is_audio(kwargs: dict[str, Any]) -> bool:
+    return Path(str(kwargs["file_path"])).suffix.lower() in AUDIO_SUFFIXES
+
+
+def _not_audio(kwargs: dict[str, Any]) -> bool:
+    return not _is_audio(kwargs)
+
+
+def markitdown_status(env: ToolEnv) -> tuple[bool, str]:
+    if importlib.util.find_spec("markitdown") is None:
+        return False, "markitdown is not installed: pip install 'markitdown[pdf,docx,xlsx,pptx]==0.1.8'"
+    return True, "markitdown convert_local (pdf, docx, xlsx, pptx, html, csv, json, xml, zip, text)"
+
+
+def asr_status(env: ToolEnv) -> tuple[bool, str]:
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        return False, "torch and transformers are needed for speech recognition"
+    available, reason = weights_status(env.settings, ASR_ALIAS, ASR_REPOS, "Whisper speech-recognition")
+    return available, reason if available else f"audio files cannot be transcribed: {reason}"
+
+
+def file_to_markdown(path: Path, shown_name: str) -> str:
+    """Markdown text of a local document; unreadable files become ToolArgumentErrors naming the file."""
+    global _markitdown
+    from markitdown import FileConversionException, UnsupportedFormatException
+
+    with _lock:
+        if _markitdown is None:
+            from markitdown import MarkItDown
+
+            _markitdown = MarkItDown(enable_plugins=False)
+    try:
+        return _markitdown.convert_local(str(path)).text_content or ""
+    except UnsupportedFormatException:
+        raise ToolArgumentError(
+            f"inspect_file_as_text: '{shown_name}' is in a format that cannot be read as text; "
+            "supported: pdf, docx, xlsx, pptx, html, csv, json, xml, zip and plain-text files"
+        ) from None
+    except FileConversionException as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ToolArgumentError(
+            f"inspect_file_as_text: could not read '{shown_name}': the file looks damaged or is not what its "
+            f"extension says ({detail[:200]})"
+        ) from None
+
+
+def _truncate(text: str, limit: int) -> tuple[str, str]:
+    if len(text) <= limit:
+        return text, ""
+    return text[:limit], f"\n\n[truncated: showing the first {limit:,} of {len(text):,} characters]"
+
+
+def _answer_or_text(ctx: ToolContext, name: str, kind: str, text: str, question: str | None) -> str:
+    if not text.strip():
+        return f"'{name}' contains no readable text ({kind})."
+    if question and question.strip() and ctx.lm is not None:
+        from mmat.signatures.tools import FileQuestion
+
+        document, note = _truncate(text, MAX_LM_CHARS)
+        answer = ctx.predict("inspect_file_as_text", FileQuestion, file_name=name, document=document + note,
+                             question=question).answer
+        cut = f" (only the first {MAX_LM_CHARS:,} of {len(text):,} characters were read)" if note else ""
+        return f"Answer from '{name}'{cut}: {answer}"
+    body, note = _truncate(text, MAX_TEXT_CHARS)
+    unanswered = "(no model is available to answer the question here; the text follows)\n" if question else ""
+    return f"{unanswered}Content of '{name}' ({kind}):\n{body}{note}"
+
+
+@inspect_file_as_text.backend("markitdown", check=markitdown_status, accepts=_not_audio)
+def _inspect_markitdown(ctx: ToolContext, file_path: str, question: str | None) -> str:
+    path = ctx.resolve("inspect_file_as_text", file_path)
+    name = ctx.name_of(path)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise ToolArgumentError(
+            f"inspect_file_as_text: '{name}' is an image; use visualizer to ask about it or ocr to read its text"
+        )
+    text = file_to_markdown(path, name)
+    return _answer_or_text(ctx, name, f"{path.suffix.lstrip('.') or 'text'} as markdown", text, question)
+
+
+def _read_audio(path: Path, name: str) -> Any:
+    """Mono float32 samples at 16 kHz: .wav through the standard library, other formats through soundfile."""
+    import numpy as np
+
+    if path.suffix.lower() == ".wav":
+        try:
+            with wave.open(str(path), "rb") as w:
+                rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+                raw = w.readframes(w.getnframes())
+        except (wave.Error, EOFError) as e:
+            raise ToolArgumentError(f"inspect_file_as_text: cannot read audio '{name}': {e}") from None
+        dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
+        if width not in dtypes:
+            raise ToolArgumentError(f"inspect_file_as_text: '{name}' uses {8 * width}-bit samples; only 8/16/32-bit PCM wav is read")
+        data = np.frombuffer(raw, dtypes[width]).astype(np.float32)
+        data = (data - 128.0) / 128.0 if width == 1 else data / float(np.iinfo(dtypes[width]).max)
+        data = data.reshape(-1, channels).mean(axis=1)
+    elif importlib.util.find_spec("soundfile") is not None:
+        import soundfile
+
+        try:
+            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except RuntimeError as e:
+            raise ToolArgumentError(f"inspect_file_as_text: cannot read audio '{name}': {e}") from None
+        data = data.mean(axis=1)
+    else:
+        raise ToolUnavailableError(
+            f"inspect_file_as_text: only .wav audio can be decoded here ('{name}' is {path.suffix}); install soundfile for others"
+        )
+    if rate != ASR_SAMPLE_RATE and len(data):
+        positions = np.arange(0, len(data), rate / ASR_SAMPLE_RATE)
+        data = np.interp(positions, np.arange(len(data)), data).astype(np.float32)
+    return data
+
+
+@inspect_file_as_text.backend("whisper-asr", check=asr_status, accepts=_is_audio)
+def _inspect_audio(ctx: ToolContext, file_path: str, question: str | None) -> str:
+    path = ctx.resolve("inspect_file_as_text", file_path, what="audio file")
+    name = ctx.name_of(path)
+    found = find_weights(ctx.settings, ASR_ALIAS, ASR_REPOS)
+    if found is None:  # removed between the availability check and now
+        raise ToolUnavailableError(f"inspect_file_as_text: {asr_status(ctx.env)[1]}")
+    samples = _read_audio(path, name)
+    with _lock:
+        if found.path not in _asr:
+            from transformers import pipeline
+
+            _asr[found.path] = pipeline("automatic-speech-recognition", model=str(found.path), device="cpu")
+    try:
+        text = _asr[found.path]({"raw": samples, "sampling_rate": ASR_SAMPLE_RATE}, chunk_length_s=30)["text"]
+    except ValueError as e:
+        raise ToolError(f"inspect_file_as_text: transcription of '{name}' failed: {e}") from None
+    return _answer_or_text(ctx, name, "speech transcript", text.strip(), question)
