@@ -104,6 +104,13 @@ def _numbers_equal(prediction: str, reference: str) -> bool:
     return value is not None and math.isclose(value, float(reference), rel_tol=1e-9, abs_tol=1e-12)
 
 
+def _element_equal(prediction: str, reference: str) -> bool:
+    """One list element: a number compares as a float; text keeps its punctuation (GAIA's list rule)."""
+    if _is_float(reference.strip()):
+        return _numbers_equal(prediction, reference.strip())
+    return _normalize_str(prediction, remove_punct=False) == _normalize_str(reference, remove_punct=False)
+
+
 def ans_acc_gaia(prediction: str, reference: str) -> bool:
     """GAIA's question_scorer: numbers as floats, ','/';' lists element-wise, strings normalised."""
     reference = reference.strip()
@@ -114,10 +121,7 @@ def ans_acc_gaia(prediction: str, reference: str) -> bool:
         pred_elems = re.split(r"[,;]", prediction)
         if len(ref_elems) != len(pred_elems):
             return False
-        return all(
-            _numbers_equal(p, r.strip()) if _is_float(r.strip()) else _normalize_str(p, remove_punct=False) == _normalize_str(r, remove_punct=False)
-            for p, r in zip(pred_elems, ref_elems)
-        )
+        return all(_element_equal(p, r) for p, r in zip(pred_elems, ref_elems))
     return _normalize_str(prediction) == _normalize_str(reference)
 
 

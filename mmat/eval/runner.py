@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmat.config import Settings
@@ -164,7 +165,9 @@ def _solve_all(
 ) -> list[ItemResult]:
     results: list[ItemResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar, ThreadPoolExecutor(max_workers=concurrency) as pool:
+    # on stderr, so a caller printing results (or --json) on stdout gets clean output
+    bar = Progress(*columns, console=Console(stderr=True), disable=not progress)
+    with bar, ThreadPoolExecutor(max_workers=concurrency) as pool:
         task = bar.add_task(f"eval {bench}", total=len(todo))
         futures: list[Future[ItemResult]] = [pool.submit(_attempt, solve, run_id, item, s) for item, s in todo]
         try:
@@ -173,7 +176,8 @@ def _solve_all(
                 store.writer.put("eval_items", [result.to_row()])
                 results.append(result)
                 errors = sum(r.solve_failed for r in results)
-                bar.update(task, advance=1, description=f"eval {bench} ({errors} errors)" if errors else f"eval {bench}")
+                label = f"eval {bench} ({errors} errors)" if errors else f"eval {bench}"
+                bar.update(task, advance=1, description=label)
         except BaseException:
             for f in futures:
                 f.cancel()

@@ -174,3 +174,9 @@ def test_compare_unknown_or_unfinished_run_is_a_config_error(store):
     store.writer.flush()
     with pytest.raises(ConfigError, match="has no metrics"):
         compare_runs(store, "half", done.eval_run_id)
+
+
+def test_progress_goes_to_stderr_and_stdout_stays_clean(store, capsys):
+    _run(store, _scripted({}), progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "eval gta" in captured.err and "4/4" in captured.err
