@@ -42,3 +42,13 @@ def test_code_exec_share_and_no_steps():
     assert code_exec(0, 0) is None
     with pytest.raises(ValueError):
         code_exec(1, 2)
+
+
+def test_gta_map_targets_are_real_mmat_tools():
+    from mmat.eval.toolmap import GTA_TOOL_MAP, IGNORED_AGENT_TOOLS
+    from mmat.tools import TOOL_NAMES
+
+    targets = {name for name in GTA_TOOL_MAP.values() if name is not None}
+    assert targets <= set(TOOL_NAMES)
+    assert IGNORED_AGENT_TOOLS <= set(TOOL_NAMES)
+    assert len(GTA_TOOL_MAP) == 14  # GTA's whole tool set is mapped
