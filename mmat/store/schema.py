@@ -172,3 +172,43 @@ CREATE TABLE query_embeddings (
 MIGRATIONS: list[tuple[str, str]] = [
     ("001_core", _M001_CORE),
 ]
+
+# A seed is marked done only after all its rows are flushed; a rerun redoes seeds without a 'done' row
+# (deleting whatever half of them a kill left behind), so counts are exact after any interruption.
+_M002_PROGRESS = """
+CREATE TABLE synth_seeds (
+    run_id       VARCHAR,
+    seed_idx     INTEGER,
+    domain       VARCHAR,
+    status       VARCHAR,                 -- done
+    n_specs      INTEGER,
+    n_tasks      INTEGER,
+    counts       JSON,
+    finished_at  TIMESTAMP,
+    PRIMARY KEY (run_id, seed_idx)
+);
+CREATE TABLE prefs_tasks (
+    run_id       VARCHAR,
+    task_id      VARCHAR,
+    status       VARCHAR,                 -- done | failed
+    n_pairs      INTEGER,
+    reason       VARCHAR,
+    finished_at  TIMESTAMP,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE optimization_runs (
+    opt_run_id     VARCHAR PRIMARY KEY,
+    program        VARCHAR,
+    optimizer      VARCHAR,
+    teacher        VARCHAR,
+    n_train        INTEGER,
+    n_val          INTEGER,
+    metric_before  DOUBLE,
+    metric_after   DOUBLE,
+    out_path       VARCHAR,
+    settings       JSON,
+    created_at     TIMESTAMP
+);
+"""
+
+MIGRATIONS.append(("002_progress_and_optimization", _M002_PROGRESS))
