@@ -1,0 +1,148 @@
+"""LoRA supervised finetuning of a local student on agent conversations (assistant turns only).
+
+Reading order: ``train_sft`` top to bottom is the whole recipe — load the base, encode the
+conversations (mask + max length, data.py), put LoRA on the language model (models.py), batch with
+length grouping and, for text LMs, padding-free packing (collate.py), train with the transformers
+``Trainer``, save the adapter and its provenance (runner.py).
+
+Why the plain ``Trainer`` and not TRL's ``SFTTrainer``: SFTTrainer tokenizes on its own and, for VLMs,
+re-processes raw messages in its collator; it refuses padding-free and packing with images and masks
+assistant tokens only through ``{% generation %}`` templates it ships for some models. We need our
+own encoding (the tested assistant mask that works for any prefix-stable template, and counted
+truncation) and our own collator (length-grouped, padding-free where exact), so SFTTrainer would
+only add a second tokenization path. ``bench/sft_throughput.py`` compares the two on the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mmat.errors import ConfigError
+from mmat.finetune.collate import SFTCollator, packing_is_exact
+from mmat.finetune.config import TrainConfig, TrainResult
+from mmat.finetune.data import ChatCodec, EncodedSample, SelectionMeta, SelectionReport, encode_rows
+from mmat.finetune.models import apply_lora, load_base, lora_config, resolve_model
+from mmat.finetune.runner import (as_selection_meta, finish, log, losses_from_history, prepare_out,
+                                  progress_callback, training_arguments, write_train_meta)
+
+__all__ = ["train_sft"]
+
+
+def _trainer_class():
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class _SFTTrainer(Trainer):
+        """Trainer + precomputed-length grouping + a count of the real tokens it trained on."""
+
+        def __init__(self, *args, lengths: list[int] | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.lengths = lengths
+            self.tokens_seen = 0
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.lengths is None:
+                return super()._get_train_sampler(train_dataset)
+            # Groups of similar length within mega-batches of 50 batches; order still random across them.
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=self.lengths)
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            mask = inputs.get("attention_mask")
+            self.tokens_seen += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return _SFTTrainer
+
+
+def _encode(data: Iterable[Any], codec: ChatCodec, config: TrainConfig, captions, base_dir
+            ) -> tuple[list[EncodedSample], SelectionReport]:
+    data = list(data)
+    if data and all(isinstance(x, EncodedSample) for x in data):
+        too_long = [s for s in data if len(s) > config.max_length]
+        kept = [s for s in data if len(s) <= config.max_length]
+        report = SelectionReport(n_rows=len(data), n_samples=len(kept), n_dropped=len(too_long),
+                                 reasons={"too_long": len(too_long)} if too_long else {},
+                                 n_tokens=sum(len(s) for s in kept), n_supervised_tokens=sum(s.n_supervised for s in kept))
+        return kept, report
+    return encode_rows(data, codec, max_length=config.max_length, overflow=config.overflow,
+                       captions=captions, base_dir=base_dir)
+
+
+def _padding_free(config: TrainConfig, kind: str, model, codec: ChatCodec) -> bool:
+    if config.padding_free is False:
+        return False
+    if kind == "vlm":
+        if config.padding_free:
+            raise ConfigError("padding_free=True works for text students only: images need per-sample tensors. "
+                              "Leave padding_free unset for VLMs.")
+        return False
+    exact = packing_is_exact(model, codec)
+    if config.padding_free and not exact:
+        raise ConfigError(f"{config.model}: packed sequences do not give the same logits as separate ones with this "
+                          "model's attention; set padding_free=None (auto) or False.")
+    if not exact:
+        log.info("padding-free packing is not exact for %s: padding batches instead", config.model)
+    return exact
+
+
+def train_sft(samples_or_conversations: Iterable[Any], config: TrainConfig | dict[str, Any], *,
+              selection_meta: SelectionMeta | dict[str, Any] | None = None,
+              captions: Mapping[str, str] | None = None, base_dir: Path | None = None) -> TrainResult:
+    """Train a LoRA adapter on conversations (OpenAI chat format), TRL rows or encoded samples.
+
+    ``selection_meta`` (the SQL, row count and run ids that chose the data) is saved with the
+    adapter. ``captions`` (image URL -> caption) enrich the text that stands in for images when
+    the student is text-only; ``base_dir`` resolves relative image paths. Returns a ``TrainResult``; the adapter is in ``config.out``.
+    """
+    import torch
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    config = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
+    meta = as_selection_meta(selection_meta)
+    resume_from = prepare_out(config.out, config.resume)
+
+    base_path = resolve_model(config.model)
+    model, processing, kind = load_base(base_path, bf16=config.bf16)
+    codec = ChatCodec(processing)
+    samples, report = _encode(samples_or_conversations, codec, config, captions, base_dir)
+    if not samples:
+        raise ConfigError(f"no training samples left ({report.summary()}): select more rows or raise max_length.")
+
+    set_seed(config.seed)  # LoRA init draws from the global RNG
+    model = apply_lora(model, kind, lora_config(kind, rank=config.rank, alpha=config.alpha,
+                                                dropout=config.dropout, target_modules=config.target_modules))
+    if config.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need inputs that require grad under PEFT
+    padding_free = _padding_free(config, kind, model, codec)
+
+    trainer = _trainer_class()(
+        model=model,
+        args=training_arguments(config, remove_unused_columns=False),
+        train_dataset=samples,
+        data_collator=SFTCollator(codec, padding_free=padding_free),
+        lengths=[len(s) for s in samples] if config.group_by_length else None,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress_callback(config.progress))
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    model.save_pretrained(config.out)
+    processing.save_pretrained(config.out)
+    history = list(trainer.state.log_history)
+    steps, losses = losses_from_history(history)
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    result = TrainResult(
+        kind="sft", adapter_dir=Path(config.out), base_model=base_path, n_samples=len(samples), selection=report,
+        steps=steps, losses=losses, history=history, global_step=trainer.state.global_step,
+        train_runtime_s=runtime, tokens_seen=trainer.tokens_seen,
+        tokens_per_s=trainer.tokens_seen / runtime if runtime > 0 else 0.0,
+        resumed_from=str(resume_from) if resume_from else None, padding_free=padding_free,
+    )
+    finish(config, result)
+    write_train_meta(config, meta, report, result, lora_targets=str(model.peft_config["default"].target_modules),
+                     model_kind=kind, device="cuda" if torch.cuda.is_available() else "cpu")
+    return result
