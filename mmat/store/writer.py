@@ -226,6 +226,9 @@ class Writer:
                 cur.execute("BEGIN TRANSACTION")
                 self._upsert(spec, data)
             cur.execute("COMMIT")
+        except BaseException:
+            self._rollback()  # before unregister: an aborted transaction refuses every other call
+            raise
         finally:
             cur.unregister(_BATCH)
 
