@@ -1,0 +1,265 @@
+"""One sandbox worker as seen from the parent: spawn it, talk to it, kill it.
+
+The parent never trusts the worker: every read has a deadline, every write too (a worker that stops
+reading cannot block the parent on a full pipe), lines are size-capped and validated, and the
+launcher (root, outside the sandbox's PID namespace) reports how the worker ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmat.errors import SandboxError
+from mmat.sandbox.limits import Limits
+from mmat.sandbox.protocol import MAX_LINE_BYTES, ProtocolViolation, ReadyMsg, parse_worker_message
+from mmat.sandbox.runtime import launcher_config
+
+__all__ = ["WorkerProcess", "WorkerGone", "ChannelTimeout", "ExitInfo", "allocate_uid"]
+
+_LAUNCHER = Path(__file__).with_name("_launcher.py")
+# uids for sandboxes: a random one per worker from a range no distribution hands out to users, so
+# RLIMIT_NPROC (counted per uid) is private to the sandbox and two sandboxes never share an owner.
+UID_RANGE = (1_000_000_000, 2_000_000_000)
+# How long the parent waits for the launcher to report after a kill before killing the launcher itself.
+KILL_GRACE_S = 3.0
+
+
+def allocate_uid() -> int:
+    return UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])
+
+
+class WorkerGone(Exception):
+    """The worker's channel closed: it exited, crashed or was killed."""
+
+
+class ChannelTimeout(Exception):
+    """The deadline passed while waiting on the worker."""
+
+
+@dataclass
+class ExitInfo:
+    """How a worker ended, as the launcher saw it."""
+
+    event: str = "unknown"  # exit (on its own) | stopped (we killed it) | unknown
+    code: int | None = None
+    signal: int | None = None
+    cpu_s: float = 0.0
+    maxrss_kb: int = 0
+
+
+@dataclass
+class WorkerProcess:
+    """A running launcher + worker pair. Create with WorkerProcess.start()."""
+
+    proc: subprocess.Popen[bytes]
+    to_worker: int
+    from_worker: int
+    uid: int
+    worker_pid: int
+    init_pid: int
+    python: str
+    start_ms: float
+    _buf: bytearray = field(default_factory=bytearray)
+    _status_buf: bytearray = field(default_factory=bytearray)
+    exit_info: ExitInfo | None = None
+
+    # --- start --------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, workspace: Path, limits: Limits, init: dict[str, Any], *, uid: int) -> WorkerProcess:
+        t0 = time.perf_counter()
+        p2w_r, p2w_w = os.pipe()
+        w2p_r, w2p_w = os.pipe()
+        cfg = launcher_config(workspace, limits, uid=uid, chan_fds=(p2w_r, w2p_w))
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-B", str(_LAUNCHER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(p2w_r, w2p_w),
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                cwd="/",
+                close_fds=True,
+                start_new_session=True,  # signals to the parent's process group do not reach sandboxes
+            )
+        except OSError as e:
+            for fd in (p2w_r, p2w_w, w2p_r, w2p_w):
+                os.close(fd)
+            raise SandboxError(f"cannot start the sandbox launcher ({e}): check that {sys.executable} runs.") from None
+        os.close(p2w_r)
+        os.close(w2p_w)
+        os.set_blocking(p2w_w, False)
+        os.set_blocking(w2p_r, False)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        os.set_blocking(proc.stderr.fileno(), False)
+        deadline = time.monotonic() + limits.start_timeout_s
+        try:
+            proc.stdin.write(json.dumps(cfg).encode() + b"\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the launcher died at once; its stdout says why
+        wp = cls(proc, p2w_w, w2p_r, uid, worker_pid=0, init_pid=0, python="", start_ms=0.0)
+        started = wp._read_status(deadline)
+        if started.get("event") != "started":
+            detail = started.get("message") or wp._stderr_tail() or "no output"
+            wp.kill()
+            raise SandboxError(
+                f"the sandbox could not start: {detail}. It needs root (or CAP_SYS_ADMIN) to create namespaces "
+                "and mounts; run mmat as root, e.g. inside a container."
+            )
+        wp.worker_pid, wp.init_pid = int(started["worker_pid"]), int(started["init_pid"])
+        try:
+            wp.send(init, deadline)
+            msg = wp.recv(deadline)
+        except (WorkerGone, ChannelTimeout, ProtocolViolation) as e:
+            tail = wp._stderr_tail()
+            wp.kill()
+            raise SandboxError(f"the sandbox worker did not start ({type(e).__name__}: {e}). {tail}".strip()) from None
+        if not isinstance(msg, ReadyMsg):
+            wp.kill()
+            raise SandboxError(f"the sandbox worker sent {msg.op!r} instead of 'ready' at start.")
+        wp.python = msg.python
+        wp.start_ms = (time.perf_counter() - t0) * 1000
+        return wp
+
+    # --- channel --------------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any], deadline: float) -> None:
+        """Write one JSON line; a worker that does not read in time is a timeout, never a hang."""
+        view = memoryview(json.dumps(msg, ensure_ascii=False).encode() + b"\n")
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChannelTimeout("the worker did not read its input in time")
+            _, writable, _ = select.select([], [self.to_worker], [], remaining)
+            if not writable:
+                continue
+            try:
+                n = os.write(self.to_worker, view)
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, OSError) as e:
+                raise WorkerGone(f"the worker's input closed ({e})") from None
+            view = view[n:]
+
+    def recv(self, deadline: float):  # type: ignore[no-untyped-def]
+        """Next validated message from the worker; WorkerGone on EOF, ChannelTimeout at the deadline."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                return parse_worker_message(line)
+            if len(self._buf) > MAX_LINE_BYTES:
+                raise ProtocolViolation(f"a line longer than {MAX_LINE_BYTES} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChannelTimeout("no answer from the worker in time")
+            readable, _, _ = select.select([self.from_worker], [], [], remaining)
+            if not readable:
+                continue
+            try:
+                chunk = os.read(self.from_worker, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                if self._buf:
+                    raise ProtocolViolation(f"the channel closed in the middle of a line: {bytes(self._buf[:80])!r}")
+                raise WorkerGone("the worker's channel closed")
+            self._buf.extend(chunk)
+
+    # --- launcher status ------------------------------------------------------------------------
+    def _read_status(self, deadline: float) -> dict[str, Any]:
+        """Next JSON line from the launcher's stdout ({} if it closed or the deadline passed)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            nl = self._status_buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._status_buf[:nl])
+                del self._status_buf[: nl + 1]
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    return {"event": "error", "message": f"launcher said {line[:200]!r}"}
+                return data if isinstance(data, dict) else {}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {}
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return {}
+            self._status_buf.extend(chunk)
+
+    def _stderr_tail(self) -> str:
+        assert self.proc.stderr is not None
+        try:
+            data = os.read(self.proc.stderr.fileno(), 65536)
+        except (BlockingIOError, OSError, ValueError):
+            return ""
+        return data.decode("utf-8", "replace")[-2000:].strip()
+
+    def wait_exit(self, timeout_s: float = KILL_GRACE_S) -> ExitInfo:
+        """How the worker ended (after its channel closed or after kill()); cached."""
+        if self.exit_info is None:
+            status = self._read_status(time.monotonic() + timeout_s)
+            while status and status.get("event") not in ("exit", "stopped", "error"):
+                status = self._read_status(time.monotonic() + timeout_s)
+            self.exit_info = ExitInfo(
+                event=str(status.get("event", "unknown")),
+                code=status.get("code"),
+                signal=status.get("signal"),
+                cpu_s=float(status.get("cpu_s") or 0.0),
+                maxrss_kb=int(status.get("maxrss_kb") or 0),
+            )
+        return self.exit_info
+
+    # --- stop -----------------------------------------------------------------------------------
+    def kill(self) -> ExitInfo:
+        """Take the whole sandbox down (every process in its PID namespace) and reap the launcher."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"kill\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            info = self.wait_exit() if self.worker_pid else ExitInfo()
+            try:
+                self.proc.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # init and worker have PDEATHSIG=SIGKILL: the namespace dies with it
+                self.proc.wait()
+        else:
+            info = self.exit_info or self.wait_exit(0.0)
+        self.close_fds()
+        return info
+
+    def close_fds(self) -> None:
+        for fd in (self.to_worker, self.from_worker):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.to_worker = self.from_worker = -1
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass

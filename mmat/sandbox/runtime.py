@@ -1,0 +1,135 @@
+"""What the sandbox can see: the read-only runtime, its environment and its rlimits.
+
+The new root contains only: /usr (read-only), the /bin /sbin /lib* symlinks or binds, the Python
+installation and the virtualenv (read-only, at their host paths because the interpreter's rpath
+and pyvenv.cfg point there), /etc/ld.so.cache, the workspace at /workspace (read-write), a private
+/tmp, /dev/shm and a minimal /dev (null, zero, full, random, urandom), and /proc of the sandbox's
+own PID namespace. Nothing else of the host exists inside: no /etc/passwd, no /root beyond the path
+to the interpreter, no repository, no MMAT_HOME, no host /tmp, no /sys.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import site
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mmat.sandbox.limits import Limits
+from mmat.sandbox.seccomp import seccomp_program
+
+__all__ = ["launcher_config", "runtime_binds", "sandbox_env", "site_paths", "WORKSPACE_MOUNT", "WORKER_ARGV_FLAGS"]
+
+WORKSPACE_MOUNT = "/workspace"
+WORKER_PATH = "/.mmat/worker.py"
+# -I: ignore PYTHON* variables and the user site; -S: skip site.py (the venv's .pth files would add
+# the repository to sys.path and cost ~70 ms); -B: the runtime is read-only, do not try to write .pyc.
+WORKER_ARGV_FLAGS = ("-I", "-S", "-B")
+_TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_WORKER_SOURCE = Path(__file__).with_name("_worker.py")
+
+
+def _covered(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+@lru_cache(maxsize=1)
+def site_paths() -> tuple[str, ...]:
+    """Where the worker finds third-party packages (the venv's site-packages, resolved)."""
+    paths = [os.path.realpath(p) for p in site.getsitepackages() if os.path.isdir(p)]
+    return tuple(dict.fromkeys(paths))
+
+
+@lru_cache(maxsize=1)
+def runtime_binds() -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, str], ...]]:
+    """(read-only binds, symlinks) that make up the runtime, identical for every sandbox of this process."""
+    binds: list[dict[str, Any]] = []
+    links: list[dict[str, str]] = []
+    roots: list[str] = []
+
+    def add_dir(path: str) -> None:
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and not _covered(real, roots):
+            binds.append({"src": real, "dst": real, "kind": "dir"})
+            roots.append(real)
+
+    add_dir("/usr")
+    for name in _TOP_LEVEL_LINKS:
+        top = f"/{name}"
+        if os.path.islink(top):
+            links.append({"path": top, "target": os.readlink(top)})
+        elif os.path.isdir(top):
+            add_dir(top)
+    for path in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), *site_paths()):
+        add_dir(path)
+    if os.path.isfile("/etc/ld.so.cache"):
+        binds.append({"src": "/etc/ld.so.cache", "dst": "/etc/ld.so.cache", "kind": "file"})
+    return tuple(binds), tuple(links)
+
+
+def sandbox_env() -> dict[str, str]:
+    """The worker's whole environment: nothing is inherited from the parent (no keys, no tokens)."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": WORKSPACE_MOUNT,
+        "PWD": WORKSPACE_MOUNT,
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        # caches and configs of libraries go to the private /tmp, not into the workspace
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "XDG_CONFIG_HOME": "/tmp/.config",
+        "MPLCONFIGDIR": "/tmp/.config/matplotlib",
+        "MPLBACKEND": "Agg",
+        # one thread per math library: sandboxes run in parallel and RLIMIT_NPROC counts threads
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMEXPR_NUM_THREADS": "1",
+    }
+
+
+def _rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
+    """soft == hard everywhere (the sandbox cannot raise them), except CPU: the worker moves its soft
+    limit per step below the hard lifetime budget."""
+    cpu = int(limits.worker_cpu_s)
+    return {
+        "RLIMIT_AS": (limits.memory_bytes, limits.memory_bytes),
+        "RLIMIT_FSIZE": (limits.file_size_bytes, limits.file_size_bytes),
+        "RLIMIT_NPROC": (limits.max_processes, limits.max_processes),
+        "RLIMIT_NOFILE": (limits.max_open_files, limits.max_open_files),
+        "RLIMIT_CORE": (0, 0),
+        "RLIMIT_CPU": (cpu, cpu),
+        "RLIMIT_MEMLOCK": (0, 0),
+    }
+
+
+@lru_cache(maxsize=1)
+def _worker_source() -> str:
+    return _WORKER_SOURCE.read_text()
+
+
+def launcher_config(workspace: Path, limits: Limits, *, uid: int, chan_fds: tuple[int, int]) -> dict[str, Any]:
+    """The JSON the launcher reads on stdin."""
+    binds, links = runtime_binds()
+    python = os.path.realpath(sys.executable)
+    return {
+        "binds": [*binds, {"src": str(workspace.resolve()), "dst": WORKSPACE_MOUNT, "kind": "dir", "rw": True}],
+        "symlinks": list(links),
+        "tmp_bytes": limits.tmp_bytes,
+        "worker_source": _worker_source(),
+        "python": python,
+        "argv": [python, *WORKER_ARGV_FLAGS, WORKER_PATH],
+        "env": sandbox_env(),
+        "uid": uid,
+        "gid": uid,
+        "rlimits": {k: list(v) for k, v in _rlimits(limits).items() if hasattr(resource, k)},
+        "chan_fds": list(chan_fds),
+        "seccomp_hex": seccomp_program().hex(),
+    }

@@ -1,0 +1,500 @@
+"""The Sandbox: a worker process that runs model-written Python, step after step, with state.
+
+Isolation, exactly (Linux, run as root; built from namespaces, rlimits and seccomp, no bwrap):
+
+* **Process and namespaces.** The parent starts ``_launcher.py`` (root), which unshares mount,
+  network, IPC, UTS and PID namespaces. The sandbox's PID 1 is a tiny init; the worker is PID 2 and
+  sees only the processes of its own sandbox (``/proc`` mounted with ``hidepid=2``).
+* **No network.** A fresh network namespace has only ``lo``, and it is down: no route to the host's
+  127.0.0.1 or anywhere else. ``/proc/net/*`` shows only ``lo``; ``/sys`` is not mounted. seccomp
+  makes ``socket()`` fail with EAFNOSUPPORT for every family except AF_UNIX, and host Unix sockets
+  are unreachable because the host filesystem is not there.
+* **Filesystem.** The worker's root is a read-only tmpfs holding only read-only binds of ``/usr``,
+  the Python installation and the virtualenv (at their host paths), ``/etc/ld.so.cache``; the
+  workspace read-write at ``/workspace`` (the working directory); a private ``/tmp`` and
+  ``/dev/shm`` (tmpfs, ``Limits.tmp_mb``); ``/dev/{null,zero,full,random,urandom}``; ``/proc`` of
+  its own PID namespace. The host root is detached after ``pivot_root``. Host ``/etc``, ``/root``,
+  the repository, ``MMAT_HOME`` and the host ``/tmp`` do not exist inside. All binds are
+  nosuid,nodev. Input files are copied into the workspace.
+* **Identity.** The worker runs as its own random uid/gid (no supplementary groups), with an empty
+  capability bounding set and no_new_privs, so it cannot regain root through setuid binaries.
+* **Environment.** Built from scratch (``runtime.sandbox_env``): PATH, HOME=/workspace, LANG,
+  TZ, cache dirs in /tmp, one thread per math library. Nothing is inherited from the parent.
+  Python starts with ``-I -S -B``; mmat itself is not importable inside.
+* **Resources.** rlimits (soft = hard): address space, file size, processes (per uid, so per
+  sandbox), open files, no core dumps, CPU (hard = worker lifetime, soft = per step). The parent
+  enforces the wall time per step (tool calls excluded), the workspace quota after each step and
+  the tool-call count. Any limit hit kills the step and restarts the worker (state lost).
+* **seccomp** (``seccomp.py``): mount, pivot_root, chroot, unshare, setns, ptrace, bpf, io_uring,
+  keyctl, module loading, namespace flags on clone and more fail with EPERM.
+* **Processes.** subprocess/os.system work inside (contained by all of the above). Every process a
+  step started is killed when the step ends; a fork bomb stops at ``Limits.max_processes``.
+* **Channel.** JSON lines over two pipes (fds 3 and 4 in the worker). Sandboxed code can write junk
+  or close them: the parent validates every line with deadlines and size caps, and treats any
+  violation as a failed step followed by a restart. The parent never execs model code.
+* **Workspace hygiene.** Before each tool call and after each step the parent deletes symlinks and
+  special files from the workspace, so the tool host (which opens files on the host) never follows
+  a link out of it or blocks on a FIFO. Between that check and the tool's open(), another process of
+  the sandbox could still plant a link; tool hosts should refuse paths that resolve outside the
+  workspace (mmat.tools does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmat.errors import ConfigError, SandboxError
+from mmat.sandbox import workspace as wsp
+from mmat.sandbox.limits import Limits
+from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
+from mmat.sandbox.protocol import DoneMsg, ProtocolViolation, ToolHost, ToolMsg
+from mmat.sandbox.results import StepError, StepResult, ToolCall
+from mmat.sandbox.runtime import site_paths
+
+__all__ = ["Sandbox"]
+
+MIB = 1024 * 1024
+# Names that sandboxed code already has; a tool host cannot shadow them.
+_RESERVED_NAMES = frozenset({"final_answer", "ToolError"})
+
+
+@dataclass
+class _RecordedTool:
+    name: str
+    kwargs: dict[str, Any]
+    reply: dict[str, Any]
+
+
+@dataclass
+class _Executed:
+    """A step that ran to completion (with or without an error) in the current worker: replayed by fork()."""
+
+    step: int
+    code: str
+    tools: list[_RecordedTool]
+    error_type: str | None
+
+
+@dataclass
+class _Outcome:
+    result: StepResult
+    recorded: list[_RecordedTool] = field(default_factory=list)
+    restart_reason: str | None = None
+
+
+class _TooManyToolCalls(Exception):
+    pass
+
+
+Responder = Callable[[ToolMsg, int], tuple[dict[str, Any], ToolCall, _RecordedTool]]
+
+
+def _shutdown(holder: list[WorkerProcess | None]) -> None:
+    """Finalizer for a Sandbox that was never closed: take its worker down."""
+    worker = holder[0]
+    if worker is not None:
+        holder[0] = None
+        worker.kill()
+
+
+class Sandbox:
+    """A persistent Python worker for one trajectory. See the module docstring for the isolation.
+
+    >>> with Sandbox(workspace, tools=host, limits=Limits(wall_s=10)) as sb:
+    ...     r = sb.run("x = ocr('page.png'); print(x[:100])")
+    """
+
+    def __init__(
+        self,
+        workspace: Path | str,
+        *,
+        tools: ToolHost | None = None,
+        limits: Limits = Limits(),
+        inputs: Iterable[Path | str] = (),
+        seed: int = 0,
+    ) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "the sandbox needs root to create namespaces, mounts and per-sandbox uids: run mmat as root "
+                "(for example in a container)."
+            )
+        if tools is not None and not (callable(getattr(tools, "names", None)) and callable(getattr(tools, "call", None))):
+            raise ConfigError(f"tools={tools!r} is not a tool host: it needs names() and call(name, kwargs) methods.")
+        self.workspace = Path(workspace).resolve()
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.tools = tools
+        self.limits = limits
+        self.seed = seed
+        self.events: list[dict[str, Any]] = []
+        self.uid = allocate_uid()
+        self.inputs = wsp.copy_inputs(self.workspace, [Path(p) for p in inputs])
+        self._tool_specs = self._describe_tools(tools)
+        self._history: list[_Executed] = []
+        self._step = 0
+        self._lock = threading.RLock()
+        self._closed = False
+        self._owns_workspace = False
+        self._holder: list[WorkerProcess | None] = [None]
+        self._finalizer = weakref.finalize(self, _shutdown, self._holder)
+        self._start("start")
+
+    # --- public API -----------------------------------------------------------------------------
+    def run(self, code: str) -> StepResult:
+        """Run one step of model-written code in the persistent namespace."""
+        if not isinstance(code, str):
+            raise ConfigError(f"Sandbox.run takes the code as a str, got {type(code).__name__}.")
+        with self._lock:
+            self._ensure_open()
+            step = self._step
+            self._step += 1
+            outcome = self._run_step(step, code, self._live_tool)
+            if outcome.restart_reason is None:
+                self._history.append(_Executed(step, code, outcome.recorded, outcome.result.error.type if outcome.result.error else None))
+            return outcome.result
+
+    def fork(self, workspace: Path | str | None = None, *, tools: ToolHost | None = None) -> Sandbox:
+        """An isolated copy of this sandbox's state: same variables, same files, separate everything.
+
+        How: a fresh worker (new namespaces, new uid) gets a copy of the workspace, then every step
+        this worker has run since it (re)started is replayed in it, with tool calls answered from
+        the recorded results; finally its workspace is made identical to this one. Code whose
+        effects are not a function of the code (numpy's unseeded RNG, time, os.urandom) can give
+        the fork different values; ``random`` is seeded per sandbox, so it replays the same.
+
+        ``workspace``: an empty directory for the fork; by default a sibling temporary directory
+        that close() deletes. ``tools``: the tool host for the fork's own steps; by default
+        ``self.tools.for_workspace(fork_dir)`` when the host has that method.
+        """
+        with self._lock:
+            self._ensure_open()
+            t0 = time.perf_counter()
+            self._sanitize()
+            own = workspace is None
+            if own:
+                dst = Path(tempfile.mkdtemp(prefix=f"{self.workspace.name}.fork-", dir=self.workspace.parent))
+            else:
+                dst = Path(workspace).resolve()  # type: ignore[arg-type]
+                if dst.exists() and any(dst.iterdir()):
+                    raise ConfigError(f"fork workspace {dst} is not empty: pass an empty or new directory.")
+            fork_tools = tools if tools is not None else self._tools_for(dst)
+            shutil.copytree(self.workspace, dst, symlinks=True, dirs_exist_ok=True)
+            try:
+                child = Sandbox(dst, tools=fork_tools, limits=self.limits, seed=self.seed)
+            except BaseException:
+                if own:
+                    shutil.rmtree(dst, ignore_errors=True)
+                raise
+            child._owns_workspace = own
+            try:
+                diverged = child._replay(self._history)
+                wsp.mirror(self.workspace, dst)
+                wsp.chown_tree(dst, child.uid, child.uid)
+            except BaseException:
+                child.close()
+                raise
+            child._step = self._step
+            ms = (time.perf_counter() - t0) * 1000
+            child.events.append(self._event("forked", source=str(self.workspace), replayed_steps=len(self._history), diverged=diverged, ms=ms))
+            self.events.append(self._event("fork", target=str(dst), replayed_steps=len(self._history), diverged=diverged, ms=ms))
+            return child
+
+    def close(self) -> None:
+        """Stop the worker; give the workspace back to the parent's uid (or delete a fork's own dir)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            worker, self._holder[0] = self._holder[0], None
+            if worker is not None:
+                worker.kill()
+            self._finalizer.detach()
+            self.events.append(self._event("close", steps=self._step))
+            if self._owns_workspace:
+                shutil.rmtree(self.workspace, ignore_errors=True)
+            elif self.workspace.exists():
+                wsp.sanitize(self.workspace)
+                wsp.chown_tree(self.workspace, os.geteuid(), os.getegid())
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def worker_pid(self) -> int | None:
+        """Host pid of the current worker (for diagnostics)."""
+        worker = self._holder[0]
+        return worker.worker_pid if worker is not None else None
+
+    # --- worker lifecycle -----------------------------------------------------------------------
+    def _start(self, reason: str) -> None:
+        self._sanitize()
+        wsp.chown_tree(self.workspace, self.uid, self.uid)
+        init = {
+            "op": "init",
+            "tools": self._tool_specs,
+            "site_paths": list(site_paths()),
+            "seed": self.seed,
+            "max_output_chars": self.limits.max_output_chars,
+            "cpu_s": self.limits.cpu_s,
+        }
+        worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid)
+        self._holder[0] = worker
+        self._history = []
+        self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, ms=worker.start_ms, python=worker.python))
+
+    def _restart(self, why: str) -> ExitInfo:
+        worker, self._holder[0] = self._holder[0], None
+        info = worker.kill() if worker is not None else ExitInfo()
+        self.events.append(self._event("stop", reason=why, signal=info.signal, code=info.code, cpu_s=info.cpu_s))
+        self._start("restart")
+        return info
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise SandboxError("this sandbox is closed: create a new Sandbox (or fork before closing).")
+
+    # --- one step -------------------------------------------------------------------------------
+    def _run_step(self, step: int, code: str, responder: Responder) -> _Outcome:
+        """Run, then check the workspace; restart the worker if a limit was hit or it died."""
+        before = wsp.scan(self.workspace)
+        outcome = self._execute(step, code, responder)
+        notes = [f"[sandbox] removed {rel}: symlinks and special files are not allowed in the workspace" for rel in self._sanitize()]
+        after = wsp.scan(self.workspace)
+        result = outcome.result
+        if after.total_bytes > self.limits.workspace_bytes:
+            gone = wsp.remove_new_files(self.workspace, before, after)
+            result.limit_hit = "workspace"
+            result.error = StepError(
+                type="OSError",
+                message=(
+                    f"the workspace grew to {after.total_bytes / MIB:.1f} MiB, over its {self.limits.workspace_mb} MiB limit; "
+                    f"the {len(gone)} file(s) this step created were deleted and the sandbox was restarted"
+                ),
+            )
+            outcome.restart_reason = outcome.restart_reason or "workspace"
+            after = wsp.scan(self.workspace)
+        result.new_files = wsp.changed_files(before, after)
+        if notes:
+            result.stdout = (result.stdout + ("\n" if result.stdout and not result.stdout.endswith("\n") else "") + "\n".join(notes)).lstrip("\n")
+        if outcome.restart_reason is not None:
+            self._restart(outcome.restart_reason)
+            result.restarted = True
+        return outcome
+
+    def _execute(self, step: int, code: str, responder: Responder) -> _Outcome:
+        """Talk to the worker for one step. Every failure mode ends in an _Outcome, never a hang."""
+        worker = self._holder[0]
+        if worker is None:
+            raise SandboxError("the sandbox has no worker (a restart failed earlier): create a new Sandbox.")
+        t0 = time.monotonic()
+        deadline = t0 + self.limits.wall_s
+        calls: list[ToolCall] = []
+        recorded: list[_RecordedTool] = []
+
+        def failed(kind: str | None, error: StepError, reason: str) -> _Outcome:
+            ms = (time.monotonic() - t0) * 1000
+            return _Outcome(StepResult(error=error, tool_calls=calls, duration_ms=ms, limit_hit=kind), recorded, reason)
+
+        try:
+            worker.send({"op": "run", "step": step, "code": code}, deadline)
+            while True:
+                msg = worker.recv(deadline)
+                if isinstance(msg, ToolMsg):
+                    t_tool = time.monotonic()
+                    reply, call, rec = responder(msg, len(calls))
+                    calls.append(call)
+                    recorded.append(rec)
+                    deadline += time.monotonic() - t_tool  # the parent's tool time is not the step's time
+                    worker.send(reply, deadline)
+                elif isinstance(msg, DoneMsg):
+                    if msg.step != step:
+                        raise ProtocolViolation(f"'done' for step {msg.step}, expected {step}")
+                    return self._finished(msg, calls, recorded, (time.monotonic() - t0) * 1000)
+                else:
+                    raise ProtocolViolation(f"unexpected {msg.op!r} message during a step")
+        except ChannelTimeout:
+            return failed("wall_time", self._limit_error("wall_time"), "wall_time")
+        except _TooManyToolCalls:
+            return failed("tool_calls", self._limit_error("tool_calls"), "tool_calls")
+        except ProtocolViolation as e:
+            error = StepError(
+                type="SandboxProtocolError",
+                message=f"the step broke the sandbox's control channel ({e}); do not write to file descriptors 3 or 4",
+            )
+            return failed(None, error, "protocol")
+        except WorkerGone:
+            kind, error = self._death_error(worker.wait_exit())
+            return failed(kind, error, kind or "worker_exit")
+        except ConfigError:
+            self._restart("tool_config_error")
+            raise
+
+    def _finished(self, msg: DoneMsg, calls: list[ToolCall], recorded: list[_RecordedTool], ms: float) -> _Outcome:
+        parts = [msg.stdout]
+        if msg.stdout_dropped:
+            parts.append(f"\n[... {msg.stdout_dropped} more characters of output not shown]\n")
+        if msg.child_output:
+            parts.append(f"\n[output of child processes]\n{msg.child_output}")
+            if msg.child_output_dropped:
+                parts.append(f"\n[... {msg.child_output_dropped} more bytes not shown]\n")
+        error = StepError(**msg.error.model_dump()) if msg.error else None
+        reason = None
+        if msg.limit is not None and error is not None:
+            reason = msg.limit
+            error.message = f"{error.message} ({self._limit_text(msg.limit)}; the sandbox was restarted)"
+        result = StepResult(
+            stdout="".join(parts),
+            final_answer=msg.final_answer,
+            has_final_answer=msg.has_final_answer,
+            error=error,
+            tool_calls=calls,
+            duration_ms=ms,
+            limit_hit=msg.limit,
+        )
+        return _Outcome(result, recorded, reason)
+
+    # --- tools ----------------------------------------------------------------------------------
+    def _live_tool(self, msg: ToolMsg, index: int) -> tuple[dict[str, Any], ToolCall, _RecordedTool]:
+        """Serve one tool call through the host; failures go back to the code as ToolError."""
+        if index >= self.limits.max_tool_calls:
+            raise _TooManyToolCalls()
+        known = {t["name"] for t in self._tool_specs}
+        t0 = time.perf_counter()
+        if self.tools is None or msg.name not in known:
+            error = f"unknown tool {msg.name!r}; available: {', '.join(sorted(known)) or 'none'}"
+            reply = {"op": "tool_result", "ok": False, "error": error}
+        else:
+            self._sanitize()
+            try:
+                result = self.tools.call(msg.name, dict(msg.kwargs))
+                reply = {"op": "tool_result", "ok": True, "result": result if isinstance(result, str) else str(result)}
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a failing tool is an observation for the model, recorded below
+                reply = {"op": "tool_result", "ok": False, "error": _tool_error_text(msg.name, e)}
+            self._sanitize()
+        call = ToolCall(
+            name=msg.name,
+            arguments=dict(msg.kwargs),
+            result=reply.get("result", "")[: self.limits.max_output_chars],
+            duration_ms=(time.perf_counter() - t0) * 1000,
+            error=None if reply["ok"] else f"ToolError: {reply['error']}",
+        )
+        return reply, call, _RecordedTool(msg.name, dict(msg.kwargs), reply)
+
+    def _tools_for(self, dst: Path) -> ToolHost | None:
+        if self.tools is None:
+            return None
+        rebind = getattr(self.tools, "for_workspace", None)
+        if callable(rebind):
+            return rebind(dst)  # type: ignore[no-any-return]
+        raise ConfigError(
+            f"cannot fork: the tool host {type(self.tools).__name__} is bound to {self.workspace}; pass "
+            "fork(tools=<host bound to the fork's workspace>) or give the host a for_workspace(path) method."
+        )
+
+    @staticmethod
+    def _describe_tools(tools: ToolHost | None) -> list[dict[str, Any]]:
+        if tools is None:
+            return []
+        specs = []
+        signature = getattr(tools, "signature", None)
+        for name in tools.names():
+            if name in _RESERVED_NAMES:
+                continue
+            if not name.isidentifier():
+                raise ConfigError(f"tool name {name!r} is not a Python identifier: sandboxed code could not call it.")
+            params = list(signature(name)) if callable(signature) else None
+            specs.append({"name": name, "params": params})
+        return specs
+
+    # --- fork replay ----------------------------------------------------------------------------
+    def _replay(self, history: list[_Executed]) -> bool:
+        """Re-run history in this (fresh) sandbox; True if anything came out differently."""
+        diverged = False
+        replayed: list[_Executed] = []
+        for entry in history:
+            queue = list(entry.tools)
+
+            def respond(msg: ToolMsg, index: int, queue: list[_RecordedTool] = queue) -> tuple[dict[str, Any], ToolCall, _RecordedTool]:
+                nonlocal diverged
+                if queue and queue[0].name == msg.name and queue[0].kwargs == msg.kwargs:
+                    rec = queue.pop(0)
+                    call = ToolCall(name=rec.name, arguments=rec.kwargs, result=str(rec.reply.get("result", "")), error=rec.reply.get("error"))
+                    return rec.reply, call, rec
+                diverged = True
+                return self._live_tool(msg, index)
+
+            outcome = self._run_step(entry.step, entry.code, respond)
+            error_type = outcome.result.error.type if outcome.result.error else None
+            if outcome.restart_reason is not None:
+                diverged, replayed = True, []  # the replayed state is gone with the restart
+                continue
+            if error_type != entry.error_type or queue:
+                diverged = True
+            replayed.append(entry)
+        self._history = replayed
+        return diverged
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _sanitize(self) -> list[str]:
+        return wsp.sanitize(self.workspace)
+
+    def _event(self, event: str, **data: Any) -> dict[str, Any]:
+        return {"event": event, "at": time.time(), "workspace": str(self.workspace), **data}
+
+    def _limit_text(self, kind: str) -> str:
+        lim = self.limits
+        return {
+            "wall_time": f"steps are limited to {lim.wall_s:g} s of wall time",
+            "cpu_time": f"steps are limited to {lim.cpu_s:g} s of CPU time",
+            "memory": f"the sandbox's memory limit is {lim.memory_mb} MiB",
+            "file_size": f"files are limited to {lim.file_size_mb} MiB",
+            "tool_calls": f"a step may make at most {lim.max_tool_calls} tool calls",
+        }[kind]
+
+    def _limit_error(self, kind: str) -> StepError:
+        names = {"wall_time": "TimeoutError", "cpu_time": "TimeoutError", "tool_calls": "ToolError"}
+        return StepError(
+            type=names[kind],
+            message=f"the step was stopped: {self._limit_text(kind)}. The sandbox was restarted, so variables and imports "
+            "from earlier steps are gone; do less per step.",
+        )
+
+    def _death_error(self, info: ExitInfo) -> tuple[str | None, StepError]:
+        cpu_hit = info.signal == signal.SIGXCPU or (info.signal == signal.SIGKILL and info.cpu_s >= self.limits.worker_cpu_s - 1)
+        if cpu_hit:
+            return "cpu_time", self._limit_error("cpu_time")
+        if info.signal is not None:
+            name = signal.Signals(info.signal).name if info.signal in signal.Signals._value2member_map_ else str(info.signal)
+            how = f"was killed by {name}"
+        elif info.code is not None:
+            how = f"exited with code {info.code} (os._exit() or a crash)"
+        else:
+            how = "ended unexpectedly"
+        message = f"the sandbox's Python process {how}; it was restarted, so variables and imports from earlier steps are gone"
+        return None, StepError(type="SandboxCrash", message=message)
+
+
+def _tool_error_text(name: str, exc: Exception) -> str:
+    """The message sandboxed code sees for a failed tool: the tool's own message for tool errors,
+    the exception type too for anything else (a bug in a tool should be recognisable as one)."""
+    if any(cls.__name__ in ("ToolError", "ToolArgumentError") for cls in type(exc).__mro__):
+        return str(exc) or f"{name} failed"
+    return f"{name} failed with {type(exc).__name__}: {exc}"
