@@ -25,7 +25,8 @@ __all__ = ["RUN_STATUSES", "FINAL_STATUSES", "resumable_run_id", "settings_recor
 
 RUN_STATUSES = ("running", "done", "failed", "interrupted")
 FINAL_STATUSES = ("done", "failed", "interrupted")
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.IGNORECASE)
+# Credential-looking keys: api_key, openai_api_key, hf_token, client_secret... (not max_tokens).
+_SECRET_KEY = re.compile(r"^(.*[_-])?(api[_-]?key|token|secret|password|passwd|authorization|credentials?)$", re.IGNORECASE)
 
 
 def utcnow() -> datetime:
@@ -40,7 +41,7 @@ def settings_record(settings: Settings | dict[str, Any]) -> dict[str, Any]:
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _redact(v) for k, v in value.items() if not (isinstance(k, str) and _SECRET_KEY.search(k))}
+        return {k: _redact(v) for k, v in value.items() if not (isinstance(k, str) and _SECRET_KEY.match(k))}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value
