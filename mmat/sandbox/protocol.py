@@ -22,6 +22,12 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 class ToolHost(Protocol):
     """What the sandbox needs from a tool host (mmat.tools.ToolHost implements it).
 
+    ``call`` raises an exception whose class (or a base class) is named ``ToolError`` or
+    ``ToolArgumentError`` -- or an ``mmat.errors.ModelOutputError`` -- for failures the model should
+    read: sandboxed code gets them as ``ToolError(message)``. Any other exception is a bug or a
+    setting for a person: the step's worker is restarted and the exception propagates out of
+    ``Sandbox.run``.
+
     Optional extras, used when present:
       * ``signature(name) -> list[str]``: parameter names, so sandboxed code may call tools positionally.
       * ``for_workspace(path) -> ToolHost``: the same tools bound to another workspace; ``Sandbox.fork``

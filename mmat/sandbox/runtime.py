@@ -2,7 +2,7 @@
 
 The new root contains only: /usr (read-only), the /bin /sbin /lib* symlinks or binds, the Python
 installation and the virtualenv (read-only, at their host paths because the interpreter's rpath
-and pyvenv.cfg point there), /etc/ld.so.cache, the workspace at /workspace (read-write), a private
+and pyvenv.cfg point there), /etc/ld.so.cache, /etc/fonts, /var/cache/fontconfig, the workspace at /workspace (read-write), a private
 /tmp, /dev/shm and a minimal /dev (null, zero, full, random, urandom), and /proc of the sandbox's
 own PID namespace. Nothing else of the host exists inside: no /etc/passwd, no /root beyond the path
 to the interpreter, no repository, no MMAT_HOME, no host /tmp, no /sys.
@@ -30,6 +30,9 @@ WORKER_PATH = "/.mmat/worker.py"
 WORKER_ARGV_FLAGS = ("-I", "-S", "-B")
 _TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _WORKER_SOURCE = Path(__file__).with_name("_worker.py")
+# The only other host paths inside: the dynamic loader's cache, fontconfig's configuration and its
+# font cache (without them every new worker rebuilds the cache). Public, no users, no secrets.
+_PUBLIC_HOST_PATHS = ("/etc/ld.so.cache", "/etc/fonts", "/var/cache/fontconfig")
 
 
 def _covered(path: str, roots: list[str]) -> bool:
@@ -65,8 +68,11 @@ def runtime_binds() -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, str], .
             add_dir(top)
     for path in (sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable)), *site_paths()):
         add_dir(path)
-    if os.path.isfile("/etc/ld.so.cache"):
-        binds.append({"src": "/etc/ld.so.cache", "dst": "/etc/ld.so.cache", "kind": "file"})
+    for path in _PUBLIC_HOST_PATHS:
+        if os.path.isfile(path) and not os.path.islink(path):
+            binds.append({"src": path, "dst": path, "kind": "file"})
+        elif os.path.isdir(path) and not os.path.islink(path):
+            binds.append({"src": path, "dst": path, "kind": "dir"})
     return tuple(binds), tuple(links)
 
 

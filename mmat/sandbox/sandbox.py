@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmat.errors import ConfigError, SandboxError
+from mmat.errors import ConfigError, ModelOutputError, SandboxError
 from mmat.sandbox import workspace as wsp
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
@@ -94,6 +94,14 @@ class _Outcome:
 
 class _TooManyToolCalls(Exception):
     pass
+
+
+class _ToolHostFailure(Exception):
+    """Carries an exception from the tool host that is not the model's to read, out of the step loop."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 Responder = Callable[[ToolMsg, int], tuple[dict[str, Any], ToolCall, _RecordedTool]]
@@ -341,9 +349,9 @@ class Sandbox:
         except WorkerGone:
             kind, error = self._death_error(worker.wait_exit())
             return failed(kind, error, kind or "worker_exit")
-        except ConfigError:
-            self._restart("tool_config_error")
-            raise
+        except _ToolHostFailure as failure:
+            self._restart("tool_host_error")
+            raise failure.error from failure.error.__cause__
 
     def _finished(self, msg: DoneMsg, calls: list[ToolCall], recorded: list[_RecordedTool], ms: float) -> _Outcome:
         parts = [msg.stdout]
@@ -384,10 +392,10 @@ class Sandbox:
             try:
                 result = self.tools.call(msg.name, dict(msg.kwargs))
                 reply = {"op": "tool_result", "ok": True, "result": result if isinstance(result, str) else str(result)}
-            except ConfigError:
-                raise
-            except Exception as e:  # noqa: BLE001 - a failing tool is an observation for the model, recorded below
-                reply = {"op": "tool_result", "ok": False, "error": _tool_error_text(msg.name, e)}
+            except Exception as e:
+                if not _is_model_facing(e):
+                    raise _ToolHostFailure(e) from e
+                reply = {"op": "tool_result", "ok": False, "error": str(e) or f"{msg.name} failed"}
             self._sanitize()
         call = ToolCall(
             name=msg.name,
@@ -492,9 +500,10 @@ class Sandbox:
         return None, StepError(type="SandboxCrash", message=message)
 
 
-def _tool_error_text(name: str, exc: Exception) -> str:
-    """The message sandboxed code sees for a failed tool: the tool's own message for tool errors,
-    the exception type too for anything else (a bug in a tool should be recognisable as one)."""
-    if any(cls.__name__ in ("ToolError", "ToolArgumentError") for cls in type(exc).__mro__):
-        return str(exc) or f"{name} failed"
-    return f"{name} failed with {type(exc).__name__}: {exc}"
+def _is_model_facing(exc: Exception) -> bool:
+    """Tool failures the model must read: any exception class named ToolError/ToolArgumentError (the
+    tool host's own classes; matched by name so any host can use them) and ModelOutputError (a
+    tool's model answered badly). Everything else is a bug or a setting for a person to fix."""
+    if isinstance(exc, ModelOutputError):
+        return True
+    return any(cls.__name__ in ("ToolError", "ToolArgumentError") for cls in type(exc).__mro__)

@@ -1,0 +1,77 @@
+"""Helpers for the sandbox tests: a tiny fake tool host, short limits, a liveness check.
+
+The sandbox needs root (namespaces, mounts, per-sandbox uids); without it these tests are skipped
+with the reason, the rest of the suite still runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmat.sandbox import Limits, Sandbox
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root (namespaces, mounts, per-sandbox uids)")
+
+# Short wall time so that runaway-code tests finish quickly; everything else stays at its default.
+FAST = Limits(wall_s=3.0, start_timeout_s=30.0)
+
+
+class ToolError(Exception):
+    """Stands in for mmat.tools' ToolError: the sandbox matches tool errors by class name."""
+
+
+class ToolArgumentError(ToolError):
+    pass
+
+
+class FakeTools:
+    """A ToolHost with a few deterministic tools, bound to one workspace (like mmat.tools.ToolHost)."""
+
+    PARAMS = {"add": ["a", "b"], "shout": ["text"], "fail": ["why"], "read_file": ["path"], "make_image": ["name"], "crash": []}
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = Path(workspace)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def names(self) -> list[str]:
+        return [*self.PARAMS, "final_answer"]
+
+    def signature(self, name: str) -> list[str]:
+        return self.PARAMS[name]
+
+    def call(self, name: str, kwargs: dict[str, Any]) -> str:
+        self.calls.append((name, kwargs))
+        if name == "add":
+            return str(kwargs["a"] + kwargs["b"])
+        if name == "shout":
+            return str(kwargs["text"]).upper()
+        if name == "fail":
+            raise ToolArgumentError(f"fail: {kwargs.get('why', 'no reason')}")
+        if name == "read_file":
+            # Deliberately naive: opens the path on the HOST (following links), so tests can show the
+            # sandbox removes links and FIFOs before any tool sees them.
+            path = self.workspace / kwargs["path"]
+            if not path.is_file():
+                raise ToolArgumentError(f"read_file: {kwargs['path']!r} is not a file in the workspace")
+            return path.read_text()
+        if name == "make_image":
+            (self.workspace / kwargs["name"]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+            return f"Saved image to {kwargs['name']}"
+        if name == "crash":
+            raise KeyError("a bug in the tool host")
+        raise ToolArgumentError(f"unknown tool {name}")
+
+    def for_workspace(self, path: Path) -> FakeTools:
+        return FakeTools(path)
+
+
+
+def alive(sb: Sandbox) -> None:
+    """The parent survived and the sandbox still runs code."""
+    r = sb.run("print(6 * 7)")
+    assert r.error is None, r.error
+    assert r.stdout.strip() == "42"
