@@ -1,0 +1,88 @@
+"""Small helpers every program uses: one way to call a predictor, to clean typed outputs, and to decide
+whether the model in use sees images.
+
+A model that answers in the wrong shape is the model's failure (ModelOutputError, recorded and
+counted); an mmat error raised inside DSPy or litellm (a missing key, an exhausted test script) is
+ours or the user's and is re-raised as itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from mmat.errors import ModelOutputError
+
+__all__ = ["call_predictor", "clean_optional", "strip_code_fences", "active_lm", "lm_is_multimodal", "mark"]
+
+log = logging.getLogger(__name__)
+
+_FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(.*?)\n?```\s*$", re.S)
+_NULLS = {"", "none", "null", "n/a", "-"}
+
+
+def mark(module: Any, name: str) -> Any:
+    """Give a module or predictor the stable ``_mmat_name`` the LM-call recorder files its calls under."""
+    module._mmat_name = name
+    return module
+
+
+def call_predictor(predictor: Any, stage: str, **kwargs: Any) -> dspy.Prediction:
+    """Run ``predictor(**kwargs)``; an unparsable answer becomes ModelOutputError naming the stage."""
+    try:
+        return predictor(**kwargs)
+    except AdapterParseError as e:
+        snippet = " ".join(str(getattr(e, "lm_response", "") or "").split())[:200]
+        raise ModelOutputError(
+            f"{stage}: the model's answer did not fit the requested fields ({snippet!r}); a stronger teacher or a "
+            "JSON-schema-constrained model avoids this"
+        ) from e
+    except Exception as e:
+        from mmat.lm import model_error
+
+        inner = model_error(e)
+        if inner is not None and inner is not e:
+            raise inner from e
+        raise
+
+
+def clean_optional(value: Any) -> str | None:
+    """``None``/"null"/"None"/"" (how models write 'nothing') -> None; other text stripped."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text.lower() in _NULLS else text
+
+
+def strip_code_fences(code: str) -> str:
+    """The code inside one markdown fence (```python ... ```), or the text unchanged."""
+    match = _FENCE.match(code or "")
+    return match.group(1) if match else (code or "")
+
+
+def active_lm(module: Any = None) -> Any:
+    """The LM a predictor will use: its own, else the one configured in dspy.settings."""
+    lm = getattr(module, "lm", None) if module is not None else None
+    return lm or dspy.settings.lm
+
+
+def lm_is_multimodal(lm: Any) -> bool:
+    """Whether litellm says ``lm``'s model takes images (``litellm.supports_vision``).
+
+    Unknown models count as text-only; register others with
+    ``litellm.register_model({"provider/name": {"supports_vision": True, ...}})`` or pass ``multimodal=True``.
+    """
+    model = getattr(lm, "model", None)
+    if not isinstance(model, str) or not model:
+        return False
+    import litellm
+
+    try:
+        return bool(litellm.supports_vision(model=model))
+    except (ValueError, KeyError, TypeError) as e:  # litellm's lookup of an unknown provider string
+        log.debug("supports_vision(%s) failed (%s); treating it as text-only", model, e)
+        return False

@@ -1,0 +1,157 @@
+"""CodeAgent: MAT's ReAct loop with Python code as the action.
+
+Each step the model writes a thought and code (``CodeAgentStep``); the code runs in the sandbox with
+the registered tools; the observation (output, tool results, error, new files) and any images the step
+produced come back in the next user turn. The model's failures (bad code, an unreadable reply, a limit)
+are observations and count as errors; ``error_tolerance`` consecutive errors are tolerated and one more
+stops the run. When steps run out, or errors stop it, ``FallbackAnswer`` answers from the trajectory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from mmat.config import Settings, load_settings
+from mmat.errors import ModelOutputError
+from mmat.programs._calls import active_lm, call_predictor, lm_is_multimodal, mark, strip_code_fences
+from mmat.programs.conversation import agent_step_inputs, render_tools
+from mmat.programs.files import IMAGE_SUFFIXES, GeneratedFile, list_files
+from mmat.programs.trajectory import AgentStep, Trajectory, answer_text, render_observation, render_steps
+from mmat.signatures.agent import CodeAgentStep, FallbackAnswer
+
+__all__ = ["CodeAgent", "stage_files", "UNREADABLE_REPLY"]
+
+UNREADABLE_REPLY = (
+    "Your last reply could not be read. Answer with the two fields `thought` and `code`, in the format "
+    "described at the start of this conversation."
+)
+
+
+def stage_files(files: Sequence[GeneratedFile], workspace: Path) -> list[GeneratedFile]:
+    """Copy the task's files into ``workspace`` under their names; returns them with workspace paths."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for f in files:
+        target = workspace / f.name
+        if Path(f.path).resolve() != target.resolve():
+            shutil.copyfile(f.path, target)
+        staged.append(f.model_copy(update={"path": target}))
+    return staged
+
+
+class CodeAgent(dspy.Module):
+    """Solve a task with code and tools in a sandbox; returns a typed Trajectory."""
+
+    _mmat_name = "code_agent"
+
+    def __init__(
+        self,
+        tools: Sequence[str],
+        *,
+        settings: Settings | None = None,
+        max_steps: int | None = None,
+        error_tolerance: int | None = None,
+        multimodal: bool | None = None,
+        limits: Any = None,
+        tool_lm: Any = None,
+    ):
+        super().__init__()
+        self.settings = settings or load_settings()
+        self.tools = list(tools)
+        self.max_steps = max_steps if max_steps is not None else self.settings.agent_max_steps
+        self.error_tolerance = error_tolerance if error_tolerance is not None else self.settings.agent_error_tolerance
+        self.multimodal = multimodal
+        self.limits = limits
+        self.tool_lm = tool_lm
+        self.step = mark(dspy.Predict(CodeAgentStep), "code_agent.step")
+        self.fallback = mark(dspy.Predict(FallbackAnswer), "code_agent.fallback")
+
+    # --- building blocks (StepSampler reuses them) ------------------------------------------------
+    def is_multimodal(self) -> bool:
+        return self.multimodal if self.multimodal is not None else lm_is_multimodal(active_lm(self.step))
+
+    def open_sandbox(self, workspace: Path, files: Sequence[GeneratedFile]) -> Any:
+        """A sandbox on ``workspace`` with this agent's tools; pool captions reach the offline visualizer."""
+        from mmat.sandbox import Sandbox
+        from mmat.sandbox.limits import Limits
+        from mmat.tools import ToolHost
+
+        captions = {Path(f.path).resolve(): f.caption for f in files if f.is_image and f.caption}
+        host = ToolHost(self.settings, workspace, names=self.tools, lm=self.tool_lm,
+                        caption_lookup=lambda p: captions.get(Path(p).resolve()))
+        limits = self.limits or Limits.from_settings(self.settings)
+        return Sandbox(workspace, tools=host, limits=limits, inputs=[])
+
+    def propose(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], *,
+                multimodal: bool, config: dict[str, Any] | None = None) -> tuple[str, str]:
+        """The model's next (thought, code) after ``steps``; ModelOutputError when its reply is unreadable."""
+        inputs = agent_step_inputs(task, files, render_tools(self.tools), steps, multimodal=multimodal)
+        pred = call_predictor(self.step, "agent step", config=config or {}, **inputs)
+        return (pred.thought or "").strip(), pred.code or ""
+
+    @staticmethod
+    def execute(sandbox: Any, idx: int, thought: str, code: str, workspace: Path) -> AgentStep:
+        """Run one step's code and turn the result into an AgentStep."""
+        result = sandbox.run(strip_code_fences(code))
+        images = [str(workspace / f) for f in result.new_files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        error = f"{result.error.type}: {result.error.message}" if result.error is not None else None
+        return AgentStep(
+            idx=idx, thought=thought, code=code, observation=render_observation(result, result.new_files),
+            tool_calls=result.tool_calls, error=error, images=images, duration_ms=result.duration_ms,
+            final_answer=answer_text(result.final_answer) if result.has_final_answer else None,
+        )
+
+    # --- the loop -----------------------------------------------------------------------------
+    def forward(self, task: str, files: Sequence[GeneratedFile], workspace: Path, *,
+                config: dict[str, Any] | None = None) -> Trajectory:
+        workspace = Path(workspace)
+        files = stage_files(files, workspace)
+        multimodal = self.is_multimodal()
+        with self.open_sandbox(workspace, files) as sandbox:
+            return self.run(task, files, sandbox, workspace, multimodal=multimodal, config=config)
+
+    def run(self, task: str, files: Sequence[GeneratedFile], sandbox: Any, workspace: Path, *,
+            multimodal: bool, config: dict[str, Any] | None = None) -> Trajectory:
+        """The ReAct loop on an open sandbox whose workspace already holds ``files``."""
+        steps: list[AgentStep] = []
+        n_errors = consecutive = 0
+        status = "fallback"
+        for idx in range(self.max_steps):
+            started = time.perf_counter()
+            try:
+                thought, code = self.propose(task, files, steps, multimodal=multimodal, config=config)
+                step = self.execute(sandbox, idx, thought, code, workspace)
+            except ModelOutputError as e:
+                step = AgentStep(idx=idx, observation=UNREADABLE_REPLY, error=f"ModelOutputError: {e}",
+                                 duration_ms=(time.perf_counter() - started) * 1000)
+            steps.append(step)
+            if step.final_answer is not None:
+                return Trajectory(steps=steps, answer=step.final_answer, status="answered", n_errors=n_errors,
+                                  tools=self.tools, multimodal=multimodal)
+            if step.error is None:
+                consecutive = 0
+                continue
+            n_errors += 1
+            consecutive += 1
+            if consecutive > self.error_tolerance:
+                status = "error_limit"
+                break
+        answer = self.fallback_answer(task, files, steps, config=config)
+        return Trajectory(steps=steps, answer=answer, status=status, n_errors=n_errors, tools=self.tools,
+                          multimodal=multimodal)
+
+    def fallback_answer(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], *,
+                        config: dict[str, Any] | None = None) -> str | None:
+        """FallbackAnswer from the steps so far; None when the model's reply is unreadable."""
+        try:
+            pred = call_predictor(self.fallback, "fallback answer", task=task, files=list_files(files),
+                                  steps=render_steps(steps), config=config or {})
+        except ModelOutputError:
+            return None
+        return answer_text(pred.answer) if pred.answer is not None else None

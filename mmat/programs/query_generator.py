@@ -1,0 +1,112 @@
+"""QueryGenerator: the teacher writes several task specs for one domain, tool set and example list.
+
+The signature asks for tool names from the list; the module holds the model to it. Each named tool is
+validated against a Literal of the tools actually offered: unknown names are dropped and counted, and a
+spec left with no valid tool is rejected (with its reason: a rejected task is data too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import dspy
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from mmat.programs._calls import call_predictor, mark
+from mmat.signatures.queries import MAX_QUERIES, GenerateQueries, QuerySpec, SeedExample
+
+__all__ = ["QueryGenerator", "QueryGenResult", "SpecRejection", "validate_specs"]
+
+FINAL_ANSWER = "final_answer"  # always available to the agent; never an "intended" tool
+
+
+class SpecRejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    reason: str
+
+
+class QueryGenResult(BaseModel):
+    """The accepted specs, the rejected ones with reasons, and how many tool names were invalid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specs: list[QuerySpec]
+    rejected: list[SpecRejection] = []
+    n_invalid_tools: int = 0
+    invalid_tools: list[str] = []
+
+
+def _tool_literal(tools: Sequence[str]) -> TypeAdapter:
+    names = tuple(dict.fromkeys([*tools, FINAL_ANSWER]))
+    return TypeAdapter(Literal[names])  # type: ignore[valid-type]
+
+
+def validate_specs(specs: Sequence[QuerySpec], tools: Sequence[str], *, limit: int = MAX_QUERIES) -> QueryGenResult:
+    """Hold specs to the offered tools: drop unknown tool names (counted), reject specs left without a tool,
+    exact duplicate queries, and specs beyond ``limit``."""
+    check = _tool_literal(tools)
+    kept: list[QuerySpec] = []
+    rejected: list[SpecRejection] = []
+    invalid: list[str] = []
+    seen: set[str] = set()
+    for spec in specs:
+        valid: list[str] = []
+        for name in spec.intended_tools:
+            try:
+                name = check.validate_python(name.strip())
+            except ValidationError:
+                invalid.append(name)
+                continue
+            if name != FINAL_ANSWER and name not in valid:
+                valid.append(name)
+        key = " ".join(spec.query.lower().split())
+        if not valid:
+            rejected.append(SpecRejection(query=spec.query, reason="names no tool from the offered tools"))
+        elif key in seen:
+            rejected.append(SpecRejection(query=spec.query, reason="duplicate of another query in the same batch"))
+        elif len(kept) >= limit:
+            rejected.append(SpecRejection(query=spec.query, reason=f"more than the {limit} queries asked for"))
+        else:
+            seen.add(key)
+            kept.append(spec.model_copy(update={"intended_tools": valid}))
+    return QueryGenResult(specs=kept, rejected=rejected, n_invalid_tools=len(invalid), invalid_tools=invalid)
+
+
+class QueryGenerator(dspy.Module):
+    """Domain + tools + examples -> validated QuerySpecs (one teacher call)."""
+
+    _mmat_name = "query_generator"
+
+    def __init__(self, n_queries: int = 3):
+        super().__init__()
+        if not 1 <= n_queries <= MAX_QUERIES:
+            raise ValueError(f"n_queries must be between 1 and {MAX_QUERIES}, got {n_queries}")
+        self.n_queries = n_queries
+        self.generate = mark(dspy.Predict(GenerateQueries), "query_generator.generate")
+
+    def forward(
+        self,
+        domain: str,
+        tools: Sequence[str],
+        examples: Sequence[SeedExample],
+        *,
+        tool_descriptions: str | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> QueryGenResult:
+        if tool_descriptions is None:
+            from mmat.tools import describe_tools
+
+            tool_descriptions = describe_tools(tools)
+        pred = call_predictor(
+            self.generate,
+            "query generation",
+            domain=domain,
+            tools=tool_descriptions,
+            examples=list(examples),
+            n_queries=self.n_queries,
+            config=config or {},
+        )
+        return validate_specs(pred.queries or [], tools, limit=self.n_queries)

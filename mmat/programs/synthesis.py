@@ -1,0 +1,194 @@
+"""Synthesis: one seed -> tasks -> files -> verified tasks -> k trajectories -> verdicts.
+
+It composes the five stage modules and returns everything they produced in one typed ``SeedResult``,
+rejections included (a rejected task is data too). It never touches the store: the runner turns the
+result into rows. Each role runs with its own model and the adapter that model needs
+(``mmat.lm.adapter_for``): the teacher writes tasks and files, the controller drives the agent, the
+verifier judges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import dspy
+from pydantic import BaseModel, ConfigDict
+
+from mmat.config import Settings, load_settings
+from mmat.errors import ModelOutputError
+from mmat.pool import ImagePool
+from mmat.programs.agent import CodeAgent
+from mmat.programs.file_generator import FileGenerator, FileGenResult
+from mmat.programs.query_generator import QueryGenerator, QueryGenResult, SpecRejection
+from mmat.programs.seeds import Seed
+from mmat.programs.trajectory import Trajectory
+from mmat.programs.verifiers import QueryFileVerifier, TrajectoryVerifier
+from mmat.signatures.queries import QuerySpec
+from mmat.signatures.verify import QueryFileVerdict, TrajectoryVerdict
+
+__all__ = ["Synthesis", "SeedResult", "TaskResult", "TrajectoryResult", "TaskStatus"]
+
+TaskStatus = Literal["rejected", "failed", "verified", "solved"]
+Dedup = Callable[[list[str]], list[bool]]
+
+
+class TrajectoryResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: int
+    controller: str
+    trajectory: Trajectory
+    verdict: TrajectoryVerdict | None = None
+    verdict_error: str | None = None
+
+
+class TaskResult(BaseModel):
+    """One generated task and everything that happened to it.
+
+    status: rejected (bad files, or the query-file verifier said no), verified (passed; not solved yet:
+    ``solve=False``), solved (some trajectory verified correct), failed (no trajectory verified correct,
+    or a verifier's reply was unreadable).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec_index: int
+    spec: QuerySpec
+    query: str
+    workspace: Path
+    files: FileGenResult
+    query_verdict: QueryFileVerdict | None = None
+    trajectories: list[TrajectoryResult] = []
+    status: TaskStatus
+    status_reason: str | None = None
+
+
+class SeedResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: Seed
+    queries: QueryGenResult | None = None
+    duplicates: list[SpecRejection] = []
+    tasks: list[TaskResult] = []
+    error: str | None = None
+
+
+class Synthesis(dspy.Module):
+    """Compose QueryGenerator, FileGenerator, QueryFileVerifier, CodeAgent and TrajectoryVerifier for one seed."""
+
+    _mmat_name = "synthesis"
+
+    def __init__(
+        self,
+        pool: ImagePool,
+        *,
+        settings: Settings | None = None,
+        tools: Sequence[str] | None = None,
+        n_queries: int = 3,
+        trajectories_per_task: int | None = None,
+        dedup: Dedup | None = None,
+        solve: bool = True,
+        limits: Any = None,
+    ):
+        super().__init__()
+        self.settings = settings or load_settings()
+        self.k = trajectories_per_task if trajectories_per_task is not None else self.settings.trajectories_per_task
+        if self.k < 1:
+            raise ValueError(f"trajectories_per_task must be >= 1, got {self.k}")
+        self.tools = list(tools) if tools is not None else None
+        self.dedup = dedup
+        self.solve = solve
+        self.query_generator = QueryGenerator(n_queries)
+        self.file_generator = FileGenerator(pool, max_retries=self.settings.file_retries, limits=limits)
+        self.query_verifier = QueryFileVerifier()
+        self.agent = CodeAgent(self.tools or [], settings=self.settings, limits=limits)
+        self.trajectory_verifier = TrajectoryVerifier()
+        self._lms: dict[str, Any] = {}
+
+    # --- roles ---------------------------------------------------------------------------------
+    @contextmanager
+    def _role(self, model: str) -> Iterator[None]:
+        from mmat.lm import adapter_for, build_lm
+
+        if model not in self._lms:
+            self._lms[model] = build_lm(model, settings=self.settings)
+        with dspy.context(lm=self._lms[model], adapter=adapter_for(model)):
+            yield
+
+    def _sample_config(self, attempt: int) -> dict[str, Any]:
+        return {"rollout_id": attempt, "temperature": self.settings.temperature}
+
+    # --- the composition -----------------------------------------------------------------------
+    def forward(self, seed: Seed, workspace: Path) -> SeedResult:
+        workspace = Path(workspace)
+        tools = self.tools or seed.tools
+        result = SeedResult(seed=seed)
+        try:
+            with self._role(self.settings.teacher):
+                result.queries = self.query_generator(seed.domain.render(), tools, seed.examples)
+        except ModelOutputError as e:
+            result.error = str(e)
+            return result
+        specs = self._drop_duplicates(result.queries.specs, result)
+        for index, spec in specs:
+            result.tasks.append(self.make_task(index, spec, tools, workspace / f"task_{index}"))
+        return result
+
+    def _drop_duplicates(self, specs: list[QuerySpec], result: SeedResult) -> list[tuple[int, QuerySpec]]:
+        indexed = list(enumerate(specs))
+        if self.dedup is None or not specs:
+            return indexed
+        flags = self.dedup([s.query for s in specs])
+        for (_, spec), dup in zip(indexed, flags, strict=True):
+            if dup:
+                result.duplicates.append(SpecRejection(query=spec.query, reason="near-duplicate of an earlier query"))
+        return [pair for pair, dup in zip(indexed, flags, strict=True) if not dup]
+
+    def make_task(self, index: int, spec: QuerySpec, tools: Sequence[str], workspace: Path) -> TaskResult:
+        """Files, query-file verification and (with ``solve``) k verified trajectories for one spec."""
+        with self._role(self.settings.teacher):
+            files = self.file_generator(spec, workspace / "files")
+        task = TaskResult(spec_index=index, spec=spec, query=spec.query, workspace=workspace, files=files,
+                          status="rejected")
+        if not files.ok:
+            task.status_reason = "files: " + "; ".join(f"{f.file_name}: {f.reason}" for f in files.failures)
+            return task
+        try:
+            with self._role(self.settings.verifier_model):
+                verdict = self.query_verifier(spec.query, spec.intended_tools, files.files)
+        except ModelOutputError as e:
+            task.status, task.status_reason = "failed", f"query-file verifier: {e}"
+            return task
+        task.query_verdict = verdict
+        if not verdict.passed:
+            task.status_reason = "query-file verifier: " + ("; ".join(verdict.reasons) or "rejected")
+            return task
+        task.query = verdict.rewritten_query or spec.query
+        task.status = "verified"
+        if self.solve:
+            self._solve(task, tools, workspace)
+        return task
+
+    def _solve(self, task: TaskResult, tools: Sequence[str], workspace: Path) -> None:
+        controller = self.settings.controller_model
+        self.agent.tools = list(tools)
+        for attempt in range(self.k):
+            config = self._sample_config(attempt)
+            with self._role(controller):
+                trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", config=config)
+            run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
+            try:
+                with self._role(self.settings.verifier_model):
+                    run.verdict = self.trajectory_verifier(task.query, task.files.files, trajectory,
+                                                           expected_answer=task.spec.expected_answer)
+            except ModelOutputError as e:
+                run.verdict_error = str(e)
+            task.trajectories.append(run)
+        if any(t.verdict is not None and t.verdict.passed for t in task.trajectories):
+            task.status, task.status_reason = "solved", None
+        else:
+            task.status = "failed"
+            task.status_reason = f"none of {self.k} trajectories was verified correct"
