@@ -10,10 +10,10 @@ Isolation, exactly (Linux, run as root; built from namespaces, rlimits and secco
   makes ``socket()`` fail with EAFNOSUPPORT for every family except AF_UNIX, and host Unix sockets
   are unreachable because the host filesystem is not there.
 * **Filesystem.** The worker's root is a read-only tmpfs holding only read-only binds of ``/usr``,
-  the Python installation and the virtualenv (at their host paths), ``/etc/ld.so.cache``; the
-  workspace read-write at ``/workspace`` (the working directory); a private ``/tmp`` and
-  ``/dev/shm`` (tmpfs, ``Limits.tmp_mb``); ``/dev/{null,zero,full,random,urandom}``; ``/proc`` of
-  its own PID namespace. The host root is detached after ``pivot_root``. Host ``/etc``, ``/root``,
+  the Python installation and the virtualenv (at their host paths), ``/etc/ld.so.cache``,
+  ``/etc/fonts`` and ``/var/cache/fontconfig``; the workspace read-write at ``/workspace`` (the
+  working directory); a private ``/tmp`` and ``/dev/shm`` (tmpfs, ``Limits.tmp_mb``);
+  ``/dev/{null,zero,full,random,urandom}``; ``/proc`` of its own PID namespace. The host root is detached after ``pivot_root``. Host ``/etc``, ``/root``,
   the repository, ``MMAT_HOME`` and the host ``/tmp`` do not exist inside. All binds are
   nosuid,nodev. Input files are copied into the workspace.
 * **Identity.** The worker runs as its own random uid/gid (no supplementary groups), with an empty
@@ -64,6 +64,8 @@ from mmat.sandbox.runtime import site_paths
 __all__ = ["Sandbox"]
 
 MIB = 1024 * 1024
+# restart reason: the worker was already dead when a step was sent to it
+_GONE_BEFORE_STEP = "exited_between_steps"
 # Names that sandboxed code already has; a tool host cannot shadow them.
 _RESERVED_NAMES = frozenset({"final_answer", "ToolError"})
 
@@ -148,6 +150,7 @@ class Sandbox:
         self.inputs = wsp.copy_inputs(self.workspace, [Path(p) for p in inputs])
         self._tool_specs = self._describe_tools(tools)
         self._history: list[_Executed] = []
+        self._removed: list[str] = []  # symlinks/special files deleted during the current step
         self._step = 0
         self._lock = threading.RLock()
         self._closed = False
@@ -281,8 +284,20 @@ class Sandbox:
     def _run_step(self, step: int, code: str, responder: Responder) -> _Outcome:
         """Run, then check the workspace; restart the worker if a limit was hit or it died."""
         before = wsp.scan(self.workspace)
+        self._removed = []
+        notes: list[str] = []
         outcome = self._execute(step, code, responder)
-        notes = [f"[sandbox] removed {rel}: symlinks and special files are not allowed in the workspace" for rel in self._sanitize()]
+        if outcome.restart_reason == _GONE_BEFORE_STEP:
+            # The worker died after the previous step (a background thread, a closed channel): start
+            # a new one and run this step there, telling the model its earlier state is gone.
+            self._restart(_GONE_BEFORE_STEP)
+            notes.append(
+                "[sandbox] The Python process had exited after the previous step and was restarted before this one: "
+                "variables, imports and functions from earlier steps are gone."
+            )
+            outcome = self._execute(step, code, responder)
+        self._sanitize()
+        notes += [f"[sandbox] removed {rel}: symlinks and special files are not allowed in the workspace" for rel in dict.fromkeys(self._removed)]
         after = wsp.scan(self.workspace)
         result = outcome.result
         if after.total_bytes > self.limits.workspace_bytes:
@@ -299,7 +314,8 @@ class Sandbox:
             after = wsp.scan(self.workspace)
         result.new_files = wsp.changed_files(before, after)
         if notes:
-            result.stdout = (result.stdout + ("\n" if result.stdout and not result.stdout.endswith("\n") else "") + "\n".join(notes)).lstrip("\n")
+            sep = "\n" if result.stdout and not result.stdout.endswith("\n") else ""
+            result.stdout = f"{result.stdout}{sep}" + "\n".join(notes) + "\n"
         if outcome.restart_reason is not None:
             self._restart(outcome.restart_reason)
             result.restarted = True
@@ -321,6 +337,11 @@ class Sandbox:
 
         try:
             worker.send({"op": "run", "step": step, "code": code}, deadline)
+        except WorkerGone:
+            return _Outcome(StepResult(), restart_reason=_GONE_BEFORE_STEP)
+        except ChannelTimeout:
+            return failed("wall_time", self._limit_error("wall_time"), "wall_time")
+        try:
             while True:
                 msg = worker.recv(deadline)
                 if isinstance(msg, ToolMsg):
@@ -462,7 +483,9 @@ class Sandbox:
 
     # --- helpers --------------------------------------------------------------------------------
     def _sanitize(self) -> list[str]:
-        return wsp.sanitize(self.workspace)
+        removed = wsp.sanitize(self.workspace)
+        self._removed.extend(removed)
+        return removed
 
     def _event(self, event: str, **data: Any) -> dict[str, Any]:
         return {"event": event, "at": time.time(), "workspace": str(self.workspace), **data}
