@@ -20,12 +20,10 @@ import errno
 import fcntl
 import json
 import os
-import platform
 import select
 import signal
 import struct
 import sys
-import traceback
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -109,7 +107,7 @@ def build_root(cfg):
     os.chmod(root + "/.mmat/worker.py", 0o444)
     mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(root)
-    _check(libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b".", b"."), "pivot_root")
+    _check(libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
     _check(libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
     for fd in src_fds + dev_fds:
@@ -262,6 +260,8 @@ def main():
             os.close(life_w)
             worker_exec(cfg, chan_in, chan_out, seccomp_prog)
         except BaseException:  # noqa: BLE001 - report why the worker could not start, then die
+            import traceback
+
             sys.stderr.write("mmat sandbox: worker setup failed:\n" + traceback.format_exc())
             sys.stderr.flush()
         finally:
@@ -277,6 +277,8 @@ if __name__ == "__main__":
         main()
     except BaseException as e:  # noqa: BLE001 - the parent turns this into a SandboxError
         if not isinstance(e, SystemExit):
+            import traceback
+
             report({"event": "error", "message": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
             sys.exit(1)
         raise

@@ -20,12 +20,15 @@ import random
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
 
 IN_FD, OUT_FD = 3, 4
 WORKER_FILE = __file__
 MY_PID = os.getpid()
+# One tool call on the channel at a time: threads started by the model's code may call tools too.
+_RPC_LOCK = threading.Lock()
 MAX_TRACEBACK_FRAMES = 8
 MAX_FINAL_ANSWER_CHARS = 100_000
 
@@ -185,8 +188,9 @@ class Worker:
                         raise TypeError(f"{name}() got multiple values for argument '{pname}'")
                     kwargs[pname] = value
             clean = {k: _check_argument(v, k) for k, v in kwargs.items()}
-            chan.send({"op": "tool", "name": name, "kwargs": clean})
-            reply = chan.recv()
+            with _RPC_LOCK:
+                chan.send({"op": "tool", "name": name, "kwargs": clean})
+                reply = chan.recv()
             if reply.get("op") != "tool_result":
                 raise SystemExit(3)  # out of sync with the parent: let it restart us
             if reply.get("ok"):

@@ -264,7 +264,11 @@ class Sandbox:
             "max_output_chars": self.limits.max_output_chars,
             "cpu_s": self.limits.cpu_s,
         }
-        worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid)
+        try:
+            worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid)
+        except SandboxError:
+            wsp.chown_tree(self.workspace, os.geteuid(), os.getegid())
+            raise
         self._holder[0] = worker
         self._history = []
         self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, ms=worker.start_ms, python=worker.python))
