@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmat.errors import ModelOutputError
 from mmat.tools.errors import ToolArgumentError, ToolError, ToolUnavailableError
 from mmat.tools.registry import ToolEnv
 
@@ -134,18 +135,32 @@ class ToolContext:
 
 
 def run_signature(lm: dspy.LM, signature: type, tool: str, **inputs: Any) -> Any:
-    """``dspy.Predict(signature)`` under ``lm``; parse failures are the model's and come back as ToolErrors."""
+    """``dspy.Predict(signature)`` under ``lm`` and its adapter; the model's unusable answers become ToolErrors.
+
+    A model that answered in the wrong shape is the model's failure, so the agent sees it as an
+    observation. A model that cannot be reached (ModelUnavailableError from the provider, wrapped by
+    DSPy and litellm) is the user's to fix, so it is unwrapped and raised.
+    """
     import dspy
     from dspy.utils.exceptions import AdapterParseError
 
+    from mmat.lm import adapter_for, model_error
+
     try:
-        with dspy.context(lm=lm):
+        with dspy.context(lm=lm, adapter=adapter_for(lm.model)):
             return dspy.Predict(signature)(**inputs)
     except AdapterParseError as e:
         raise ToolError(
             f"{tool}: the model behind this tool ({lm.model}) answered in a shape that could not be used "
             f"({_first_line(str(e))}); rephrase the request more simply and call {tool} again"
         ) from None
+    except Exception as e:  # noqa: BLE001 - only to unwrap mmat errors; everything else is re-raised as is
+        cause = model_error(e)
+        if isinstance(cause, ModelOutputError):
+            raise ToolError(f"{tool}: the model behind this tool ({lm.model}) gave an unusable answer ({_first_line(str(cause))})") from None
+        if cause is not None and cause is not e:
+            raise cause from e
+        raise
 
 
 def _first_line(text: str, limit: int = 200) -> str:

@@ -73,7 +73,7 @@ def file_to_markdown(path: Path, shown_name: str) -> str:
 
             _markitdown = MarkItDown(enable_plugins=False)
     try:
-        return _markitdown.convert_local(str(path)).text_content or ""
+        text = _markitdown.convert_local(str(path)).text_content or ""
     except UnsupportedFormatException:
         raise ToolArgumentError(
             f"inspect_file_as_text: '{shown_name}' is in a format that cannot be read as text; "
@@ -85,6 +85,24 @@ def file_to_markdown(path: Path, shown_name: str) -> str:
             f"inspect_file_as_text: could not read '{shown_name}': the file looks damaged or is not what its "
             f"extension says ({detail[:200]})"
         ) from None
+    if _looks_binary(text):  # markitdown fell back to reading the bytes as text
+        raise ToolArgumentError(
+            f"inspect_file_as_text: could not read '{shown_name}': it holds binary data that no converter "
+            "understood (a damaged file, or not what its extension says)"
+        )
+    return text
+
+
+_BINARY_MAGIC = ("PK\x03\x04", "%PDF", "\x89PNG", "GIF8", "\xff\xd8\xff")
+BINARY_CHAR_SHARE = 0.05  # more control characters than this and the "text" is raw bytes
+
+
+def _looks_binary(text: str) -> bool:
+    if text.startswith(_BINARY_MAGIC):
+        return True
+    sample = text[:20_000]
+    odd = sum(1 for c in sample if (c < " " and c not in "\n\r\t\f") or c == "\ufffd")
+    return bool(sample) and odd / len(sample) > BINARY_CHAR_SHARE
 
 
 def _truncate(text: str, limit: int) -> tuple[str, str]:

@@ -19,6 +19,7 @@ __all__ = ["Passage", "SearchHit", "CorpusIndex", "corpus_files", "get_index", "
 BUNDLED_CORPUS = Path(__file__).resolve().parent.parent / "assets" / "search_corpus"
 CORPUS_SUFFIXES = (".md", ".markdown", ".txt")
 PASSAGE_CHARS = 1200
+MIN_RELATIVE_SCORE = 0.35  # hits scoring under this share of the best hit are noise (a shared common word)
 MAX_FILE_BYTES = 2_000_000  # bigger files are skipped: a search corpus is prose, not data dumps
 
 _indexes: dict[tuple[Path, tuple], CorpusIndex] = {}
@@ -90,14 +91,19 @@ class CorpusIndex:
         self._bm25.index(tokens, show_progress=False)
 
     def search(self, query: str, k: int = 3) -> list[SearchHit]:
-        """Best ``k`` passages with a positive score, best first (a query with no known word finds nothing)."""
+        """Best ``k`` passages, best first; weak hits (under MIN_RELATIVE_SCORE of the best) and zero scores are dropped."""
         import bm25s
 
         query_tokens = bm25s.tokenize([query], stopwords="en", stemmer=self._stemmer, show_progress=False, return_ids=False)
         if not query_tokens[0]:
             return []
         ids, scores = self._bm25.retrieve(query_tokens, k=min(k, len(self.passages)), show_progress=False)
-        return [SearchHit(self.passages[int(i)], float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+        best = float(scores[0][0]) if len(scores[0]) else 0.0
+        return [
+            SearchHit(self.passages[int(i)], float(s))
+            for i, s in zip(ids[0], scores[0])
+            if s > 0 and s >= MIN_RELATIVE_SCORE * best
+        ]
 
 
 def _fingerprint(root: Path) -> tuple:

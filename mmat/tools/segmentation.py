@@ -109,17 +109,15 @@ def _write_mask(ctx: ToolContext, img: Image.Image, mask: np.ndarray, box: Box, 
     from PIL import Image
 
     out = ctx.output_path("mask")
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(out)
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(out)  # 2-D uint8: mode L
+    head = f"Saved mask to {ctx.name_of(out)} ({img.width}x{img.height}, white = object, {method})"
     area = int(mask.sum())
     if area == 0:
-        return f"Saved mask to {ctx.name_of(out)}: {method} found no object inside box {format_box(box)} (empty mask)."
+        return f"{head}: no object found inside box {format_box(box)}; the mask is empty."
     ys, xs = np.nonzero(mask)
     bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     share = 100.0 * area / (img.width * img.height)
-    return (
-        f"Saved mask to {ctx.name_of(out)} ({img.width}x{img.height}, white = object, {method}): "
-        f"object area {area} pixels ({share:.1f}% of the image), object bounding box {format_box(bbox)}."
-    )
+    return f"{head}: object area {area} pixels ({share:.1f}% of the image), object bounding box {format_box(bbox)}."
 
 
 def _box_prompt(ctx: ToolContext, image_path: str, prompt: str | list[float]) -> tuple[Image.Image, Box]:

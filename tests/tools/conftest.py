@@ -1,0 +1,96 @@
+"""Shared fixtures for the tool tests: a temp MMAT_HOME, a workspace, real inputs made in the test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from mmat.config import Settings, load_settings
+from mmat.tools import ToolHost
+
+
+@pytest.fixture
+def mmat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("MMAT_HOME", str(home))
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty HF cache: no weights leak in from the machine
+    for key in ("TAVILY_API_KEY", "BRAVE_SEARCH_API_KEY", "SERPAPI_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return home
+
+
+@pytest.fixture
+def settings(mmat_home: Path) -> Settings:
+    s = load_settings()
+    s.ensure_dirs()
+    return s
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    return ws
+
+
+@pytest.fixture
+def make_host(settings: Settings, workspace: Path) -> Callable[..., ToolHost]:
+    """``make_host(lm=..., names=..., **setting_overrides)``: a ToolHost on the test workspace."""
+
+    def make(**kwargs) -> ToolHost:
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in Settings.model_fields}
+        s = settings.model_copy(update=overrides) if overrides else settings
+        return ToolHost(s, workspace, **kwargs)
+
+    return make
+
+
+def render_text(lines: list[str], size: tuple[int, int] = (720, 80), font_px: int = 32) -> Image.Image:
+    """White image with black text lines, as a scanned note or a sign would show them."""
+    img = Image.new("RGB", (size[0], size[1] * len(lines)), "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=font_px)
+    for i, line in enumerate(lines):
+        draw.text((24, 20 + i * size[1]), line, fill="black", font=font)
+    return img
+
+
+@pytest.fixture
+def text_image(workspace: Path) -> Path:
+    path = workspace / "note.png"
+    render_text(["Invoice total 42.50 EUR", "Meeting room B12 at noon"]).save(path)
+    return path
+
+
+@pytest.fixture
+def astronaut(workspace: Path) -> Path:
+    from skimage import data
+
+    path = workspace / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+@pytest.fixture
+def scripted_lm(settings: Settings, request: pytest.FixtureRequest):
+    """``scripted_lm(responses) -> (DummyLM, dspy.LM)``: a real dspy.LM answering from the script (no cache)."""
+    from mmat.lm import build_lm
+    from mmat.testing import DummyLM
+
+    def make(responses, name: str | None = None):
+        dummy = DummyLM(responses, name=name or f"tools-{request.node.name[:40].replace('[', '-').replace(']', '')}")
+        return dummy, build_lm(dummy.model, settings=settings, cache=False)
+
+    return make

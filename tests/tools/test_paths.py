@@ -1,0 +1,98 @@
+"""Paths from the model map into the workspace and nowhere else; bad files give errors the model can act on."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mmat.errors import ConfigError
+from mmat.tools import ToolArgumentError, ToolContext, ToolHost
+
+
+@pytest.fixture
+def ctx(settings, workspace) -> ToolContext:
+    return ToolContext(settings, workspace)
+
+
+def test_relative_and_sandbox_paths_map_to_the_workspace(ctx, workspace):
+    (workspace / "sub").mkdir()
+    target = workspace / "sub" / "a.txt"
+    target.write_text("x")
+    for arg in ["sub/a.txt", "./sub/a.txt", "/workspace/sub/a.txt", "sub/../sub/a.txt", str(target)]:
+        assert ctx.resolve("t", arg) == target.resolve(), arg
+    assert ctx.name_of(target) == "sub/a.txt"
+
+
+@pytest.mark.parametrize("arg", ["../secret.txt", "/etc/passwd", "/workspace/../etc/passwd", "sub/../../secret.txt"])
+def test_paths_outside_the_workspace_are_rejected(ctx, workspace, arg):
+    (workspace.parent / "secret.txt").write_text("not yours")
+    with pytest.raises(ToolArgumentError, match="is outside the workspace"):
+        ctx.resolve("ocr", arg)
+
+
+def test_symlink_out_of_the_workspace_is_rejected(ctx, workspace):
+    outside = workspace.parent / "outside.png"
+    Image.new("RGB", (4, 4)).save(outside)
+    (workspace / "link.png").symlink_to(outside)
+    with pytest.raises(ToolArgumentError, match="outside the workspace"):
+        ctx.open_image("ocr", "link.png")
+
+
+def test_missing_file_names_what_is_there(ctx, workspace):
+    (workspace / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(ToolArgumentError) as err:
+        ctx.resolve("ocr", "nope.png", what="image")
+    assert str(err.value) == (
+        "ocr: cannot open image 'nope.png': file not found in the workspace. Files in the workspace: photo.jpg."
+    )
+
+
+def test_directory_and_empty_path_are_rejected(ctx, workspace):
+    (workspace / "d").mkdir()
+    with pytest.raises(ToolArgumentError, match="is a directory"):
+        ctx.resolve("ocr", "d")
+    with pytest.raises(ToolArgumentError, match="the file path is empty"):
+        ctx.resolve("ocr", "  ")
+
+
+def test_corrupt_and_truncated_images_give_clear_errors(ctx, workspace):
+    (workspace / "bad.png").write_bytes(b"this is not a png")
+    with pytest.raises(ToolArgumentError, match="ocr: cannot open image 'bad.png': it is not an image file"):
+        ctx.open_image("ocr", "bad.png")
+    Image.new("RGB", (200, 200), "red").save(workspace / "whole.png")
+    data = (workspace / "whole.png").read_bytes()
+    (workspace / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ToolArgumentError, match="cannot open image 'cut.png'"):
+        ctx.open_image("facedetection", "cut.png")
+    (workspace / "empty.png").write_bytes(b"")
+    with pytest.raises(ToolArgumentError, match="cannot open image 'empty.png'"):
+        ctx.open_image("ocr", "empty.png")
+
+
+def test_images_are_decoded_as_rgb(ctx, workspace):
+    Image.new("RGBA", (10, 6), (255, 0, 0, 128)).save(workspace / "a.png")
+    img, path = ctx.open_image("ocr", "a.png")
+    assert img.mode == "RGB" and img.size == (10, 6) and path == workspace / "a.png"
+
+
+def test_output_paths_count_up_and_never_collide(ctx, workspace):
+    (workspace / "edited_7.png").write_bytes(b"")
+    assert ctx.output_path("edited").name == "edited_8.png"
+    names: list[str] = []
+    threads = [threading.Thread(target=lambda: names.append(ctx.output_path("mask").name)) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(names)) == 16 and all((workspace / n).exists() for n in names)
+
+
+def test_host_calls_through_the_same_rules(make_host, workspace):
+    host = make_host()
+    with pytest.raises(ToolArgumentError, match="outside the workspace"):
+        host.call("ocr", {"image_path": "/etc/hostname"})
+    with pytest.raises(ConfigError, match="is not a directory"):
+        ToolHost(host.context.settings, workspace / "missing")
