@@ -37,6 +37,13 @@ def allocate_uid() -> int:
     return UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])
 
 
+def _wait_fd(fd: int, events: int, timeout_s: float) -> bool:
+    """poll() one fd (select() fails for fd numbers >= 1024, which a busy parent reaches)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(max(0.0, timeout_s) * 1000))
+
+
 class WorkerGone(Exception):
     """The worker's channel closed: it exited, crashed or was killed."""
 
@@ -140,8 +147,7 @@ class WorkerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ChannelTimeout("the worker did not read its input in time")
-            _, writable, _ = select.select([], [self.to_worker], [], remaining)
-            if not writable:
+            if not _wait_fd(self.to_worker, select.POLLOUT, remaining):
                 continue
             try:
                 n = os.write(self.to_worker, view)
@@ -164,8 +170,7 @@ class WorkerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ChannelTimeout("no answer from the worker in time")
-            readable, _, _ = select.select([self.from_worker], [], [], remaining)
-            if not readable:
+            if not _wait_fd(self.from_worker, select.POLLIN, remaining):
                 continue
             try:
                 chunk = os.read(self.from_worker, 1 << 20)
@@ -195,8 +200,7 @@ class WorkerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {}
-            readable, _, _ = select.select([fd], [], [], remaining)
-            if not readable:
+            if not _wait_fd(fd, select.POLLIN, remaining):
                 continue
             try:
                 chunk = os.read(fd, 65536)

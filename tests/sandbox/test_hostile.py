@@ -428,3 +428,21 @@ class TestHostileCode:
             r = sb.run("while True:\n    shout('again')")
             assert r.limit_hit == "tool_calls" and r.restarted and len(r.tool_calls) == 5
             alive(sb)
+
+    # --- neighbours ---------------------------------------------------------------------------------
+    def test_another_sandbox_is_out_of_reach(self, sandbox, tmp_path, mmat_home):
+        other_ws = tmp_path / "other"
+        other_ws.mkdir()
+        with Sandbox(other_ws, limits=Limits(wall_s=5)) as other:
+            other.run("open('private.txt', 'w').write('neighbour')\nimport time\nsecret = 'in memory'")
+            code = (
+                "import os, signal\nout = [os.path.exists(p) for p in "
+                f"({str(other_ws / 'private.txt')!r}, '/workspace/private.txt')]\n"
+                f"try:\n    os.kill({other.worker_pid}, signal.SIGKILL)\n    out.append('sent')\n"
+                "except OSError as e:\n    out.append(type(e).__name__)\nprint(out)"
+            )
+            r = sandbox.run(code)
+            assert r.stdout == "[False, False, 'ProcessLookupError']\n"
+            assert other.run("print(secret)").stdout == "in memory\n"
+            assert sandbox.uid != other.uid
+        alive(sandbox)

@@ -287,3 +287,17 @@ def test_not_a_tool_host_is_a_config_error(workspace, mmat_home):
 
 def test_fake_tool_host_is_rebindable(tmp_path):
     assert FakeTools(tmp_path).for_workspace(tmp_path / "x").workspace == tmp_path / "x"
+
+
+def test_sandboxes_run_in_parallel_threads(tmp_path, mmat_home):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def trajectory(i: int) -> list[str]:
+        ws = tmp_path / f"ws{i}"
+        with Sandbox(ws, tools=FakeTools(ws), limits=FAST) as sb:
+            outs = [sb.run(f"n = add({i}, 0)").stdout, sb.run("print(int(n) * 10)").stdout]
+            return outs
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(trajectory, range(4)))
+    assert results == [["", f"{i * 10}\n"] for i in range(4)]
