@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -53,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmat.errors import ConfigError, ModelOutputError, SandboxError
+from mmat.errors import ConfigError, SandboxError
+from mmat.sandbox import observations as obs
 from mmat.sandbox import workspace as wsp
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
@@ -63,7 +63,6 @@ from mmat.sandbox.runtime import site_paths
 
 __all__ = ["Sandbox"]
 
-MIB = 1024 * 1024
 # restart reason: the worker was already dead when a step was sent to it
 _GONE_BEFORE_STEP = "exited_between_steps"
 # Names that sandboxed code already has; a tool host cannot shadow them.
@@ -120,8 +119,10 @@ def _shutdown(holder: list[WorkerProcess | None]) -> None:
 class Sandbox:
     """A persistent Python worker for one trajectory. See the module docstring for the isolation.
 
-    >>> with Sandbox(workspace, tools=host, limits=Limits(wall_s=10)) as sb:
-    ...     r = sb.run("x = ocr('page.png'); print(x[:100])")
+    Usage::
+
+        with Sandbox(workspace, tools=host, limits=Limits(wall_s=10)) as sb:
+            r = sb.run("text = ocr('page.png')\nprint(text[:100])")
     """
 
     def __init__(
@@ -295,25 +296,18 @@ class Sandbox:
             # The worker died after the previous step (a background thread, a closed channel): start
             # a new one and run this step there, telling the model its earlier state is gone.
             self._restart(_GONE_BEFORE_STEP)
-            notes.append(
-                "[sandbox] The Python process had exited after the previous step and was restarted before this one: "
-                "variables, imports and functions from earlier steps are gone."
-            )
+            notes.append(obs.RESTARTED_BEFORE_NOTE)
             outcome = self._execute(step, code, responder)
+            if outcome.restart_reason == _GONE_BEFORE_STEP:
+                outcome.result.error = obs.lost_worker_error()
         self._sanitize()
-        notes += [f"[sandbox] removed {rel}: symlinks and special files are not allowed in the workspace" for rel in dict.fromkeys(self._removed)]
+        notes += [obs.removed_note(rel) for rel in dict.fromkeys(self._removed)]
         after = wsp.scan(self.workspace)
         result = outcome.result
         if after.total_bytes > self.limits.workspace_bytes:
             gone = wsp.remove_new_files(self.workspace, before, after)
             result.limit_hit = "workspace"
-            result.error = StepError(
-                type="OSError",
-                message=(
-                    f"the workspace grew to {after.total_bytes / MIB:.1f} MiB, over its {self.limits.workspace_mb} MiB limit; "
-                    f"the {len(gone)} file(s) this step created were deleted and the sandbox was restarted"
-                ),
-            )
+            result.error = obs.workspace_error(self.limits, after.total_bytes, len(gone))
             outcome.restart_reason = outcome.restart_reason or "workspace"
             after = wsp.scan(self.workspace)
         result.new_files = wsp.changed_files(before, after)
@@ -344,7 +338,7 @@ class Sandbox:
         except WorkerGone:
             return _Outcome(StepResult(), restart_reason=_GONE_BEFORE_STEP)
         except ChannelTimeout:
-            return failed("wall_time", self._limit_error("wall_time"), "wall_time")
+            return failed("wall_time", obs.limit_error(self.limits, "wall_time"), "wall_time")
         try:
             while True:
                 msg = worker.recv(deadline)
@@ -362,37 +356,27 @@ class Sandbox:
                 else:
                     raise ProtocolViolation(f"unexpected {msg.op!r} message during a step")
         except ChannelTimeout:
-            return failed("wall_time", self._limit_error("wall_time"), "wall_time")
+            return failed("wall_time", obs.limit_error(self.limits, "wall_time"), "wall_time")
         except _TooManyToolCalls:
-            return failed("tool_calls", self._limit_error("tool_calls"), "tool_calls")
+            return failed("tool_calls", obs.limit_error(self.limits, "tool_calls"), "tool_calls")
         except ProtocolViolation as e:
-            error = StepError(
-                type="SandboxProtocolError",
-                message=f"the step broke the sandbox's control channel ({e}); do not write to file descriptors 3 or 4",
-            )
-            return failed(None, error, "protocol")
+            return failed(None, obs.protocol_error(str(e)), "protocol")
         except WorkerGone:
-            kind, error = self._death_error(worker.wait_exit())
+            info = worker.wait_exit()
+            kind, error = obs.death_error(self.limits, info.signal, info.code, info.cpu_s)
             return failed(kind, error, kind or "worker_exit")
         except _ToolHostFailure as failure:
             self._restart("tool_host_error")
             raise failure.error from failure.error.__cause__
 
     def _finished(self, msg: DoneMsg, calls: list[ToolCall], recorded: list[_RecordedTool], ms: float) -> _Outcome:
-        parts = [msg.stdout]
-        if msg.stdout_dropped:
-            parts.append(f"\n[... {msg.stdout_dropped} more characters of output not shown]\n")
-        if msg.child_output:
-            parts.append(f"\n[output of child processes]\n{msg.child_output}")
-            if msg.child_output_dropped:
-                parts.append(f"\n[... {msg.child_output_dropped} more bytes not shown]\n")
         error = StepError(**msg.error.model_dump()) if msg.error else None
         reason = None
         if msg.limit is not None and error is not None:
             reason = msg.limit
-            error.message = f"{error.message} ({self._limit_text(msg.limit)}; the sandbox was restarted)"
+            error.message = f"{error.message} ({obs.limit_text(self.limits, msg.limit)}; the sandbox was restarted)"
         result = StepResult(
-            stdout="".join(parts),
+            stdout=obs.step_stdout(msg),
             final_answer=msg.final_answer,
             has_final_answer=msg.has_final_answer,
             error=error,
@@ -418,7 +402,7 @@ class Sandbox:
                 result = self.tools.call(msg.name, dict(msg.kwargs))
                 reply = {"op": "tool_result", "ok": True, "result": result if isinstance(result, str) else str(result)}
             except Exception as e:
-                if not _is_model_facing(e):
+                if not obs.is_model_facing(e):
                     raise _ToolHostFailure(e) from e
                 reply = {"op": "tool_result", "ok": False, "error": str(e) or f"{msg.name} failed"}
             self._sanitize()
@@ -493,44 +477,3 @@ class Sandbox:
 
     def _event(self, event: str, **data: Any) -> dict[str, Any]:
         return {"event": event, "at": time.time(), "workspace": str(self.workspace), **data}
-
-    def _limit_text(self, kind: str) -> str:
-        lim = self.limits
-        return {
-            "wall_time": f"steps are limited to {lim.wall_s:g} s of wall time",
-            "cpu_time": f"steps are limited to {lim.cpu_s:g} s of CPU time",
-            "memory": f"the sandbox's memory limit is {lim.memory_mb} MiB",
-            "file_size": f"files are limited to {lim.file_size_mb} MiB",
-            "tool_calls": f"a step may make at most {lim.max_tool_calls} tool calls",
-        }[kind]
-
-    def _limit_error(self, kind: str) -> StepError:
-        names = {"wall_time": "TimeoutError", "cpu_time": "TimeoutError", "tool_calls": "ToolError"}
-        return StepError(
-            type=names[kind],
-            message=f"the step was stopped: {self._limit_text(kind)}. The sandbox was restarted, so variables and imports "
-            "from earlier steps are gone; do less per step.",
-        )
-
-    def _death_error(self, info: ExitInfo) -> tuple[str | None, StepError]:
-        cpu_hit = info.signal == signal.SIGXCPU or (info.signal == signal.SIGKILL and info.cpu_s >= self.limits.worker_cpu_s - 1)
-        if cpu_hit:
-            return "cpu_time", self._limit_error("cpu_time")
-        if info.signal is not None:
-            name = signal.Signals(info.signal).name if info.signal in signal.Signals._value2member_map_ else str(info.signal)
-            how = f"was killed by {name}"
-        elif info.code is not None:
-            how = f"exited with code {info.code} (os._exit() or a crash)"
-        else:
-            how = "ended unexpectedly"
-        message = f"the sandbox's Python process {how}; it was restarted, so variables and imports from earlier steps are gone"
-        return None, StepError(type="SandboxCrash", message=message)
-
-
-def _is_model_facing(exc: Exception) -> bool:
-    """Tool failures the model must read: any exception class named ToolError/ToolArgumentError (the
-    tool host's own classes; matched by name so any host can use them) and ModelOutputError (a
-    tool's model answered badly). Everything else is a bug or a setting for a person to fix."""
-    if isinstance(exc, ModelOutputError):
-        return True
-    return any(cls.__name__ in ("ToolError", "ToolArgumentError") for cls in type(exc).__mro__)
