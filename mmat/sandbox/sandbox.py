@@ -108,12 +108,15 @@ class _ToolHostFailure(Exception):
 Responder = Callable[[ToolMsg, int], tuple[dict[str, Any], ToolCall, _RecordedTool]]
 
 
-def _shutdown(holder: list[WorkerProcess | None]) -> None:
-    """Finalizer for a Sandbox that was never closed: take its worker down."""
+def _shutdown(holder: list[WorkerProcess | None], workspace: Path) -> None:
+    """Finalizer for a Sandbox that was never closed (or at interpreter exit): take its worker down
+    and give the workspace back to the parent's uid."""
     worker = holder[0]
     if worker is not None:
         holder[0] = None
         worker.kill()
+    if workspace.exists():
+        wsp.chown_tree(workspace, os.geteuid(), os.getegid())
 
 
 class Sandbox:
@@ -157,7 +160,7 @@ class Sandbox:
         self._closed = False
         self._owns_workspace = False
         self._holder: list[WorkerProcess | None] = [None]
-        self._finalizer = weakref.finalize(self, _shutdown, self._holder)
+        self._finalizer = weakref.finalize(self, _shutdown, self._holder, self.workspace)
         self._start("start")
 
     # --- public API -----------------------------------------------------------------------------
