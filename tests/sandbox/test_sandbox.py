@@ -195,6 +195,16 @@ def test_common_libraries_work_inside(workspace, mmat_home):
     assert r.error is None, r.error
     assert r.stdout == "(8, 8, 3)\n"
     assert r.new_files == ["black.png", "plot.png"]
+    # threads (clone3 -> ENOSYS -> clone) and process pools (fork, pipes, /dev/shm semaphores)
+    code = (
+        "import threading, multiprocessing as mp\nout = []\n"
+        "ts = [threading.Thread(target=out.append, args=(i,)) for i in range(3)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+        "with mp.Pool(2) as pool:\n    print(sorted(out), pool.map(abs, [-1, -2]))"
+    )
+    with Sandbox(workspace, limits=Limits(wall_s=60)) as sb:
+        r = sb.run(code)
+    assert r.error is None, r.error
+    assert r.stdout == "[0, 1, 2] [1, 2]\n"
 
 
 def test_fork_is_isolated_from_parent_and_siblings(tool_sandbox, workspace):
