@@ -8,7 +8,8 @@ How a batch is written: the rows are converted to Arrow in the caller's thread (
 there, at once, with the table and column named); the writer thread concatenates what is queued per
 table and runs ``INSERT INTO t BY NAME SELECT * FROM batch`` in a transaction. If a key already
 exists (a rerun, a status update) or repeats inside the batch, DuckDB refuses the plain insert; the
-writer then rolls back and upserts instead: ``INSERT OR REPLACE``, keeping the last row per primary key.
+writer then rolls back and upserts instead: it deletes the batch's keys and inserts the last row per
+primary key, in one transaction.
 Fresh data, the common case, never pays for the upsert. Every put carries all columns (missing ones
 are NULL), so a later version replaces the whole row.
 
@@ -233,14 +234,20 @@ class Writer:
             cur.unregister(_BATCH)
 
     def _upsert(self, spec: TableSpec, data: pa.Table) -> None:
-        """INSERT OR REPLACE with the last row per key: DuckDB would keep the *first* of repeated keys."""
+        """Delete the batch's keys, then insert the last row per key, in the caller's transaction.
+
+        Measured on 50K existing steps: ~2 s, against 7-27 s for DuckDB's ``INSERT OR REPLACE`` (which
+        also keeps the *first* of repeated keys, where a rerun wants the last).
+        """
         cur = self._cursor
         ordered = data.append_column(_ORDINAL, pa.array(np.arange(data.num_rows, dtype=np.int64)))
         cur.unregister(_BATCH)
         cur.register(_BATCH, ordered)
         keys = ", ".join(f'"{k}"' for k in spec.primary_key)
+        match = " AND ".join(f't."{k}" = {_BATCH}."{k}"' for k in spec.primary_key)
+        cur.execute(f'DELETE FROM "{spec.name}" AS t USING {_BATCH} WHERE {match}')
         cur.execute(
-            f'INSERT OR REPLACE INTO "{spec.name}" BY NAME '
+            f'INSERT INTO "{spec.name}" BY NAME '
             f"SELECT * EXCLUDE ({_ORDINAL}) FROM {_BATCH} "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {_ORDINAL} DESC) = 1"
         )
