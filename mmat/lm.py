@@ -1,0 +1,360 @@
+"""Build ``dspy.LM`` objects from litellm model strings, and register mmat's in-process providers.
+
+Model strings are litellm strings everywhere: ``openai/gpt-4o-mini``, ``anthropic/...``,
+``hosted_vllm/...`` with an api_base, ``ollama/...``. mmat adds two litellm custom providers:
+``local/...`` (embedded and fine-tuned models, in-process, JSON-schema constrained) and ``dummy/...``
+(scripted test models, ``mmat.testing.DummyLM``). No code path special-cases a vendor: every model
+goes through the same ``build_lm``, DSPy adapters, cache and callbacks.
+
+Bad input fails here, before any call, with one line that names the fix (``ModelUnavailableError``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel
+
+from mmat.config import DEFAULT_TEACHER, Settings, load_settings
+from mmat.errors import MmatError, ModelUnavailableError
+
+__all__ = [
+    "configure_litellm",
+    "build_lm",
+    "teacher",
+    "check_model",
+    "adapter_for",
+    "model_statuses",
+    "ModelStatus",
+    "register_model_info",
+    "model_error",
+    "provider_of",
+    "API_PROVIDERS",
+    "SERVER_PROVIDERS",
+]
+
+log = logging.getLogger(__name__)
+
+LOCAL, DUMMY = "local", "dummy"
+# Providers that talk to a server the user runs: they need an api_base (default shown in the fix).
+SERVER_PROVIDERS: dict[str, str] = {
+    "hosted_vllm": "http://localhost:8000/v1",
+    "ollama": "http://localhost:11434",
+    "ollama_chat": "http://localhost:11434",
+    "lm_studio": "http://localhost:1234/v1",
+    "openai_like": "http://localhost:8000/v1",
+}
+# Providers whose requests settings.api_base redirects (OpenAI-compatible servers and proxies).
+_API_BASE_PROVIDERS = {"openai", "litellm_proxy", *SERVER_PROVIDERS}
+# Hosted APIs listed by `mmat models`, with a model string litellm knows (to ask which key it needs).
+API_PROVIDERS: dict[str, str] = {
+    "openai": "openai/gpt-4o-mini",
+    "anthropic": "anthropic/claude-3-5-haiku-latest",
+    "gemini": "gemini/gemini-2.0-flash",
+    "groq": "groq/llama-3.1-8b-instant",
+    "mistral": "mistral/mistral-small-latest",
+    "together_ai": "together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+    "openrouter": "openrouter/openai/gpt-4o-mini",
+    "deepseek": "deepseek/deepseek-chat",
+}
+# litellm lists alternatives as if all were needed; the first one named here is the one to ask for.
+_PREFERRED_KEYS = ("GEMINI_API_KEY",)
+_CONNECT_TIMEOUT_S = 1.5
+_ZERO_COST = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"}
+
+_lock = threading.RLock()
+_providers_registered = False
+_registered_models: set[str] = set()
+_cache_dir: Path | None = None
+
+
+def _quiet_litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # else litellm fetches a price map at import
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return litellm
+
+
+def register_model_info(model: str, *, supports_response_schema: bool = True) -> None:
+    """Tell litellm a custom-provider model costs nothing and takes a JSON schema.
+
+    Without ``supports_response_schema`` DSPy's JSONAdapter sends no schema to a custom provider, and
+    the local model then decodes unconstrained (which a 135M model fails at).
+    """
+    with _lock:
+        if model in _registered_models:
+            return
+        litellm = _quiet_litellm()
+        info = dict(_ZERO_COST, litellm_provider=model.split("/", 1)[0], supports_response_schema=supports_response_schema)
+        litellm.register_model({model: info})
+        _registered_models.add(model)
+
+
+def _point_dspy_cache(settings: Settings) -> None:
+    global _cache_dir
+    target = (settings.cache_dir / "dspy").resolve()
+    if _cache_dir == target:
+        return
+    import dspy
+
+    target.mkdir(parents=True, exist_ok=True)
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(target))
+    _cache_dir = target
+
+
+def configure_litellm(settings: Settings | None = None) -> None:
+    """Idempotent global setup: offline price map, quiet logs, the ``local``/``dummy`` providers, their
+    model info, and DSPy's disk cache under ``settings.cache_dir / "dspy"`` (re-pointed when the home changes)."""
+    global _providers_registered
+    from mmat.local.registry import LOCAL_MODELS
+
+    with _lock:
+        litellm = _quiet_litellm()
+        if not _providers_registered:
+            from mmat.local.provider import LocalProvider
+            from mmat.testing.dummy import DummyProvider
+
+            handlers = {LOCAL: LocalProvider(), DUMMY: DummyProvider()}
+            kept = [p for p in litellm.custom_provider_map if p.get("provider") not in handlers]
+            litellm.custom_provider_map = kept + [{"provider": p, "custom_handler": h} for p, h in handlers.items()]
+            litellm.utils.custom_llm_setup()
+            _providers_registered = True
+        for name in LOCAL_MODELS:
+            register_model_info(f"{LOCAL}/{name}")
+        _point_dspy_cache(settings or load_settings())
+
+
+def provider_of(model: str) -> str:
+    """The provider a litellm model string routes to (``local``, ``dummy``, ``openai``, ...)."""
+    if not isinstance(model, str) or not model.strip():
+        raise ModelUnavailableError(_unknown(str(model)))
+    prefix = model.split("/", 1)[0] if "/" in model else ""
+    if prefix in (LOCAL, DUMMY):
+        return prefix
+    litellm = _quiet_litellm()
+    try:
+        return litellm.get_llm_provider(model=model)[1]
+    except (litellm.exceptions.BadRequestError, ValueError, KeyError):
+        raise ModelUnavailableError(_unknown(model)) from None
+
+
+def _unknown(model: str) -> str:
+    return f"unknown model {model!r}: use a litellm model string such as openai/gpt-4o-mini, or {DEFAULT_TEACHER}"
+
+
+def _api_base_for(provider: str, settings: Settings, opts: dict[str, Any]) -> str | None:
+    explicit = opts.get("api_base") or opts.get("base_url")
+    if explicit:
+        return explicit
+    if provider in _API_BASE_PROVIDERS and settings.api_base:
+        return settings.api_base
+    return os.environ.get(f"{provider.upper()}_API_BASE")
+
+
+def _missing_keys(model: str, provider: str, api_base: str | None) -> list[str]:
+    litellm = _quiet_litellm()
+    env = litellm.validate_environment(model=model, api_base=api_base)
+    if env.get("keys_in_environment"):
+        return []
+    missing = [k for k in env.get("missing_keys", []) if not (api_base and k.endswith(("_API_BASE", "_BASE_URL")))]
+    preferred = [k for k in _PREFERRED_KEYS if k in missing]
+    return preferred[:1] or missing
+
+
+def _preflight(model: str, settings: Settings, opts: dict[str, Any]) -> str:
+    """Offline checks; returns the provider. Raises ModelUnavailableError with the fix."""
+    provider = provider_of(model)
+    if provider == LOCAL:
+        from mmat.local.registry import resolve_local
+
+        resolve_local(model, settings)
+        return provider
+    if provider == DUMMY:
+        return provider
+    api_base = _api_base_for(provider, settings, opts)
+    if provider in SERVER_PROVIDERS and not api_base:
+        raise ModelUnavailableError(
+            f"{model!r} needs the address of your {provider} server: set MMAT_API_BASE (or api_base in mmat.toml), "
+            f"e.g. {SERVER_PROVIDERS[provider]}"
+        )
+    if "api_key" not in opts and provider not in SERVER_PROVIDERS:
+        missing = _missing_keys(model, provider, api_base)
+        if missing:
+            raise ModelUnavailableError(f"missing API key for {model!r}: set {' and '.join(missing)} or pass --teacher {DEFAULT_TEACHER}")
+    return provider
+
+
+def _normalize_local(model: str) -> str:
+    """``local/<relative path>`` -> absolute, so the model string means the same from any cwd."""
+    from mmat.local.registry import LOCAL_MODELS
+
+    name = model[len(LOCAL) + 1:]
+    if name in LOCAL_MODELS:
+        return model
+    return f"{LOCAL}/{Path(name).expanduser().resolve()}"
+
+
+def build_lm(model: str, *, settings: Settings | None = None, **opts: Any):
+    """A ``dspy.LM`` for any litellm model string, configured from ``settings`` (``opts`` override).
+
+    Passes temperature, max_tokens, num_retries and (for OpenAI-compatible providers) api_base. Local and
+    dummy models never retry (a failure there is not transient) and carry MMAT_HOME so the provider finds
+    the converted weights under it.
+    """
+    import dspy
+
+    settings = settings or load_settings()
+    configure_litellm(settings)
+    provider = _preflight(model, settings, opts)
+    kwargs: dict[str, Any] = {
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+        "num_retries": settings.num_retries,
+    }
+    if provider == LOCAL:
+        from mmat.local.provider import HOME_PARAM
+
+        model = _normalize_local(model)
+        register_model_info(model)
+        kwargs.update(num_retries=0, **{HOME_PARAM: str(settings.home.resolve())})
+    elif provider == DUMMY:
+        kwargs["num_retries"] = 0
+    elif provider in _API_BASE_PROVIDERS and settings.api_base:
+        kwargs["api_base"] = settings.api_base
+    kwargs.update(opts)
+    return dspy.LM(model, **kwargs)
+
+
+teacher = build_lm
+
+
+def _host_port(api_base: str) -> tuple[str, int]:
+    parsed = urlparse(api_base if "://" in api_base else f"http://{api_base}")
+    if not parsed.hostname:
+        raise ModelUnavailableError(f"api_base {api_base!r} is not a URL: set MMAT_API_BASE to e.g. http://localhost:8000/v1")
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def check_model(model: str, settings: Settings | None = None, *, timeout_s: float = _CONNECT_TIMEOUT_S) -> None:
+    """Fast preflight before a long run: everything ``build_lm`` checks, plus a TCP connect to the api_base
+    (when one applies) with a short timeout. Sends no request. Raises ModelUnavailableError with the fix."""
+    settings = settings or load_settings()
+    configure_litellm(settings)
+    provider = _preflight(model, settings, {})
+    if provider in (LOCAL, DUMMY):
+        return
+    api_base = _api_base_for(provider, settings, {})
+    if not api_base:
+        return
+    host, port = _host_port(api_base)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ModelUnavailableError(
+            f"cannot reach {api_base} for {model!r} ({reason}): start the server or fix MMAT_API_BASE"
+        ) from None
+
+
+def adapter_for(model: str):
+    """The DSPy adapter programs should use with ``model``: JSONAdapter for local models (their decoding
+    is constrained to the JSON schema it sends), DSPy's default ChatAdapter (with JSON fallback) otherwise."""
+    import dspy
+
+    if model.startswith(f"{LOCAL}/"):
+        return dspy.JSONAdapter(use_native_function_calling=False)
+    return dspy.ChatAdapter()
+
+
+def model_error(exc: BaseException) -> MmatError | None:
+    """The mmat error behind an exception DSPy/litellm wrapped (providers raise through two layers)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, MmatError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class ModelStatus(BaseModel):
+    """One row of ``mmat models``."""
+
+    name: str
+    kind: Literal["embedded", "adapter", "model_dir", "api", "server"]
+    available: bool
+    reason: str
+
+
+def _embedded_statuses(settings: Settings) -> list[ModelStatus]:
+    from mmat.local.registry import LOCAL_MODELS, is_converted, resolve_local
+
+    rows = []
+    for name in LOCAL_MODELS:
+        try:
+            spec = resolve_local(name, settings)
+        except ModelUnavailableError as e:
+            rows.append(ModelStatus(name=f"{LOCAL}/{name}", kind="embedded", available=False, reason=str(e)))
+            continue
+        if is_converted(spec.model_dir):
+            reason = f"converted copy cached at {spec.model_dir}"
+        else:
+            reason = f"GGUF present; first use converts it to {spec.model_dir} (about a minute, once)"
+        rows.append(ModelStatus(name=f"{LOCAL}/{name}", kind="embedded", available=True, reason=reason))
+    return rows
+
+
+def _adapter_statuses(settings: Settings) -> list[ModelStatus]:
+    from mmat.local.registry import resolve_local
+
+    root = settings.adapters_dir
+    if not root.is_dir():
+        return []
+    rows = []
+    for config in sorted(root.glob("**/adapter_config.json")):
+        if any(part.startswith("checkpoint-") for part in config.parent.relative_to(root).parts):
+            continue  # intermediate training checkpoints are not models to offer
+        name = f"{LOCAL}/{config.parent}"
+        try:
+            spec = resolve_local(str(config.parent), settings)
+        except ModelUnavailableError as e:
+            rows.append(ModelStatus(name=name, kind="adapter", available=False, reason=str(e)))
+            continue
+        base = f"local/{spec.base.name}" if spec.base is not None and spec.base.kind == "embedded" else spec.base_ref
+        rows.append(ModelStatus(name=name, kind="adapter", available=True, reason=f"LoRA adapter on {base}"))
+    return rows
+
+
+def _api_statuses(settings: Settings) -> list[ModelStatus]:
+    rows = []
+    for provider, example in API_PROVIDERS.items():
+        missing = _missing_keys(example, provider, None)
+        if missing:
+            rows.append(ModelStatus(name=f"{provider}/*", kind="api", available=False, reason=f"set {' and '.join(missing)}"))
+        else:
+            rows.append(ModelStatus(name=f"{provider}/*", kind="api", available=True, reason="API key set"))
+    for provider in SERVER_PROVIDERS:
+        base = _api_base_for(provider, settings, {})
+        reason = f"api_base {base} (not contacted; run check_model to test it)" if base else "configure api_base (MMAT_API_BASE)"
+        rows.append(ModelStatus(name=f"{provider}/*", kind="server", available=bool(base), reason=reason))
+    return rows
+
+
+def model_statuses(settings: Settings | None = None) -> list[ModelStatus]:
+    """What ``mmat models`` lists: embedded models, adapters under ``settings.adapters_dir``, API providers
+    (is the key set?) and local servers (is an api_base configured?). Reads files and the environment only."""
+    settings = settings or load_settings()
+    _quiet_litellm()
+    return _embedded_statuses(settings) + _adapter_statuses(settings) + _api_statuses(settings)
