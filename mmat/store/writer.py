@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,17 +87,18 @@ class Writer:
         self._thread.start()
 
     # --- producer side (any thread) ---------------------------------------------------------------
-    def put(self, table: str, rows: Sequence[Mapping[str, Any]], *, surface_errors: bool = True) -> None:
+    def put(self, table: str, rows: Iterable[Mapping[str, Any]], *, surface_errors: bool = True) -> None:
         """Queue rows (dicts keyed by column) for an upsert into ``table``.
 
         ``surface_errors=False`` leaves earlier writer errors for the next flush (used by callbacks whose
         exceptions DSPy would only log).
         """
         self._check_open(surface_errors)
+        rows = list(rows)
         if not rows:
             return
         spec = self._spec_for(table)
-        self._enqueue(_Put(table, spec.rows_to_arrow(list(rows))))
+        self._enqueue(_Put(table, spec.rows_to_arrow(rows)))
 
     def put_arrow(self, table: str, data: pa.Table, *, surface_errors: bool = True) -> None:
         """Bulk path: queue an Arrow table (JSON columns as JSON text) for an upsert into ``table``."""

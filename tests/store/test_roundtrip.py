@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from mmat.store import Store
 from mmat.store.schema import EMBED_DIM
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 text = st.text(max_size=40)  # any unicode except lone surrogates, NUL included
 maybe_text = st.none() | text
@@ -87,7 +87,7 @@ def test_json_columns_round_trip(shared_store, messages, outputs, module, tokens
     assert (None if row["outputs"] is None else json.loads(row["outputs"])) == outputs
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(versions=st.lists(st.tuples(st.integers(0, 4), maybe_text, st.booleans()), min_size=1, max_size=15))
 def test_upserts_keep_the_last_version_of_each_key(shared_store, versions):
     """Any interleaving of puts and flushes ends with exactly the last value put for each key."""
