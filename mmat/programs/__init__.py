@@ -4,9 +4,11 @@ never touch the store: the runner stores what they return.
 """
 
 from mmat.programs.agent import CodeAgent, stage_files
+from mmat.programs.captioner import ImageCaptioner
 from mmat.programs.conversation import agent_messages, agent_step_inputs, render_tools, trajectory_conversation
 from mmat.programs.file_generator import FileAttempt, FileFailure, FileGenerator, FileGenResult, check_file
 from mmat.programs.files import GeneratedFile, describe_files, file_name_for, list_files, mime_for
+from mmat.programs.prefs import PreferencePair, StepCandidates, StepJudge, StepRanking, StepSampler, preference_pairs
 from mmat.programs.query_generator import QueryGenerator, QueryGenResult, SpecRejection, validate_specs
 from mmat.programs.seeds import Domain, Seed, load_domains, load_seed_examples, make_seed, make_seeds
 from mmat.programs.synthesis import SeedResult, Synthesis, TaskResult, TrajectoryResult
@@ -51,6 +53,15 @@ __all__ = [
     "agent_step_inputs",
     "agent_messages",
     "trajectory_conversation",
+    # step preferences
+    "StepSampler",
+    "StepCandidates",
+    "StepJudge",
+    "StepRanking",
+    "PreferencePair",
+    "preference_pairs",
+    # pool captions from a multimodal teacher
+    "ImageCaptioner",
     # composition
     "Synthesis",
     "SeedResult",

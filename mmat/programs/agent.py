@@ -36,6 +36,7 @@ UNREADABLE_REPLY = (
 def stage_files(files: Sequence[GeneratedFile], workspace: Path) -> list[GeneratedFile]:
     """Copy the task's files into ``workspace`` under their names; returns them with workspace paths."""
     workspace.mkdir(parents=True, exist_ok=True)
+    workspace = workspace.resolve()  # the sandbox reports files under the resolved path too
     staged = []
     for f in files:
         target = workspace / f.name
@@ -76,22 +77,27 @@ class CodeAgent(dspy.Module):
     def is_multimodal(self) -> bool:
         return self.multimodal if self.multimodal is not None else lm_is_multimodal(active_lm(self.step))
 
-    def open_sandbox(self, workspace: Path, files: Sequence[GeneratedFile]) -> Any:
-        """A sandbox on ``workspace`` with this agent's tools; pool captions reach the offline visualizer."""
-        from mmat.sandbox import Sandbox
-        from mmat.sandbox.limits import Limits
+    def tool_host(self, workspace: Path, files: Sequence[GeneratedFile], tools: Sequence[str] | None = None) -> Any:
+        """The tools bound to ``workspace``; task images' pool captions reach the offline visualizer."""
         from mmat.tools import ToolHost
 
-        captions = {Path(f.path).resolve(): f.caption for f in files if f.is_image and f.caption}
-        host = ToolHost(self.settings, workspace, names=self.tools, lm=self.tool_lm,
-                        caption_lookup=lambda p: captions.get(Path(p).resolve()))
-        limits = self.limits or Limits.from_settings(self.settings)
-        return Sandbox(workspace, tools=host, limits=limits, inputs=[])
+        captions = {f.name: f.caption for f in files if f.is_image and f.caption}
+        names = list(tools) if tools is not None else self.tools
+        return ToolHost(self.settings, workspace, names=names, lm=self.tool_lm,
+                        caption_lookup=lambda p: captions.get(Path(p).name))
 
-    def propose(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], *,
+    def open_sandbox(self, workspace: Path, files: Sequence[GeneratedFile], tools: Sequence[str] | None = None) -> Any:
+        """A sandbox on ``workspace`` (which holds ``files``) with the tools."""
+        from mmat.sandbox import Sandbox
+        from mmat.sandbox.limits import Limits
+
+        limits = self.limits or Limits.from_settings(self.settings)
+        return Sandbox(workspace, tools=self.tool_host(workspace, files, tools), limits=limits, inputs=[])
+
+    def propose(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], *, tools: Sequence[str],
                 multimodal: bool, config: dict[str, Any] | None = None) -> tuple[str, str]:
         """The model's next (thought, code) after ``steps``; ModelOutputError when its reply is unreadable."""
-        inputs = agent_step_inputs(task, files, render_tools(self.tools), steps, multimodal=multimodal)
+        inputs = agent_step_inputs(task, files, render_tools(tools), steps, multimodal=multimodal)
         pred = call_predictor(self.step, "agent step", config=config or {}, **inputs)
         return (pred.thought or "").strip(), pred.code or ""
 
@@ -109,23 +115,26 @@ class CodeAgent(dspy.Module):
 
     # --- the loop -----------------------------------------------------------------------------
     def forward(self, task: str, files: Sequence[GeneratedFile], workspace: Path, *,
-                config: dict[str, Any] | None = None) -> Trajectory:
+                tools: Sequence[str] | None = None, config: dict[str, Any] | None = None) -> Trajectory:
+        """Run the task in ``workspace`` (files are copied in); ``tools`` overrides the agent's tool list."""
         workspace = Path(workspace)
+        tools = list(tools) if tools is not None else self.tools
         files = stage_files(files, workspace)
         multimodal = self.is_multimodal()
-        with self.open_sandbox(workspace, files) as sandbox:
-            return self.run(task, files, sandbox, workspace, multimodal=multimodal, config=config)
+        with self.open_sandbox(workspace, files, tools) as sandbox:
+            return self.run(task, files, sandbox, workspace, tools=tools, multimodal=multimodal, config=config)
 
-    def run(self, task: str, files: Sequence[GeneratedFile], sandbox: Any, workspace: Path, *,
+    def run(self, task: str, files: Sequence[GeneratedFile], sandbox: Any, workspace: Path, *, tools: Sequence[str],
             multimodal: bool, config: dict[str, Any] | None = None) -> Trajectory:
         """The ReAct loop on an open sandbox whose workspace already holds ``files``."""
+        tools = list(tools)
         steps: list[AgentStep] = []
         n_errors = consecutive = 0
         status = "fallback"
         for idx in range(self.max_steps):
             started = time.perf_counter()
             try:
-                thought, code = self.propose(task, files, steps, multimodal=multimodal, config=config)
+                thought, code = self.propose(task, files, steps, tools=tools, multimodal=multimodal, config=config)
                 step = self.execute(sandbox, idx, thought, code, workspace)
             except ModelOutputError as e:
                 step = AgentStep(idx=idx, observation=UNREADABLE_REPLY, error=f"ModelOutputError: {e}",
@@ -133,7 +142,7 @@ class CodeAgent(dspy.Module):
             steps.append(step)
             if step.final_answer is not None:
                 return Trajectory(steps=steps, answer=step.final_answer, status="answered", n_errors=n_errors,
-                                  tools=self.tools, multimodal=multimodal)
+                                  tools=tools, multimodal=multimodal)
             if step.error is None:
                 consecutive = 0
                 continue
@@ -143,7 +152,7 @@ class CodeAgent(dspy.Module):
                 status = "error_limit"
                 break
         answer = self.fallback_answer(task, files, steps, config=config)
-        return Trajectory(steps=steps, answer=answer, status=status, n_errors=n_errors, tools=self.tools,
+        return Trajectory(steps=steps, answer=answer, status=status, n_errors=n_errors, tools=tools,
                           multimodal=multimodal)
 
     def fallback_answer(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], *,

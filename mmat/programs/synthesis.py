@@ -174,11 +174,11 @@ class Synthesis(dspy.Module):
 
     def _solve(self, task: TaskResult, tools: Sequence[str], workspace: Path) -> None:
         controller = self.settings.controller_model
-        self.agent.tools = list(tools)
         for attempt in range(self.k):
             config = self._sample_config(attempt)
             with self._role(controller):
-                trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", config=config)
+                trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
+                                        config=config)
             run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
             try:
                 with self._role(self.settings.verifier_model):
