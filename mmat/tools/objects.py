@@ -84,6 +84,9 @@ def locate_objects(weights: Path, img: Image.Image, query: str) -> list[tuple[li
     )[0]
     boxes = [[max(0.0, min(float(v), lim)) for v, lim in zip(b, (img.width, img.height) * 2)] for b in result["boxes"].tolist()]
     scores = [float(s) for s in result["scores"].tolist()]
+    # Boxes predicted on OWLv2's padding clip to nothing: keep only ones at least a pixel wide and tall.
+    real = [i for i, b in enumerate(boxes) if b[2] - b[0] >= 1 and b[3] - b[1] >= 1]
+    boxes, scores = [boxes[i] for i in real], [scores[i] for i in real]
     return [(boxes[i], scores[i]) for i in _nms(boxes, scores, NMS_IOU)][:MAX_BOXES]
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from mmat.tools.context import ToolContext, run_signature
 from mmat.tools.errors import ToolArgumentError
 from mmat.tools.faces import detect_faces, haar_status
-from mmat.tools.imaging import dominant_colors, format_box
+from mmat.tools.imaging import dominant_colors, downscale, format_box
 from mmat.tools.ocr import rapidocr_status, read_text
 from mmat.tools.registry import ToolEnv, tool
 
@@ -28,6 +28,7 @@ __all__ = ["visualizer", "DERIVED_LABEL", "gather_facts"]
 
 DERIVED_LABEL = "[derived from OCR/faces/colors/caption, no VQA model]"
 MAX_OCR_LINES = 40
+VQA_MAX_SIDE = 1536  # images sent to the VQA model are at most this size (bounds request size and cost)
 
 _vqa_lms: dict[tuple[str, str | None], Any] = {}
 _vqa_lock = threading.Lock()
@@ -95,14 +96,14 @@ def _visualizer_vqa(ctx: ToolContext, question: str, image_path: str) -> str:
     from mmat.signatures.tools import VisualQuestion
 
     q = _question(question)
-    _, path = ctx.open_image("visualizer", image_path)  # decodes: a corrupt file fails here, not at the API
+    img, _ = ctx.open_image("visualizer", image_path)  # decodes: a corrupt file fails here, not at the API
     key = (ctx.settings.vqa_model, ctx.settings.api_base)
     with _vqa_lock:
         if key not in _vqa_lms:
             from mmat.lm import build_lm
 
             _vqa_lms[key] = build_lm(key[0], settings=ctx.settings)
-    return run_signature(_vqa_lms[key], VisualQuestion, "visualizer", image=dspy.Image(str(path)), question=q).answer
+    return run_signature(_vqa_lms[key], VisualQuestion, "visualizer", image=dspy.Image.from_PIL(downscale(img, VQA_MAX_SIDE)[0]), question=q).answer
 
 
 @visualizer.backend("derived", check=derived_status)

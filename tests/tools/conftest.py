@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from mmat.config import Settings, load_settings
 from mmat.tools import ToolHost
+
+from .helpers import render_text
 
 
 @pytest.fixture
@@ -53,16 +54,6 @@ def make_host(settings: Settings, workspace: Path) -> Callable[..., ToolHost]:
     return make
 
 
-def render_text(lines: list[str], size: tuple[int, int] = (720, 80), font_px: int = 32) -> Image.Image:
-    """White image with black text lines, as a scanned note or a sign would show them."""
-    img = Image.new("RGB", (size[0], size[1] * len(lines)), "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=font_px)
-    for i, line in enumerate(lines):
-        draw.text((24, 20 + i * size[1]), line, fill="black", font=font)
-    return img
-
-
 @pytest.fixture
 def text_image(workspace: Path) -> Path:
     path = workspace / "note.png"
@@ -79,8 +70,6 @@ def astronaut(workspace: Path) -> Path:
     return path
 
 
-def dump(obj) -> str:
-    return json.dumps(obj, sort_keys=True)
 
 
 @pytest.fixture

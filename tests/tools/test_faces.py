@@ -28,11 +28,11 @@ def test_one_face_found_where_the_astronaut_face_is(make_host, astronaut):
 def test_boxes_scale_back_from_large_images(make_host, workspace):
     from skimage import data
 
-    big = Image.fromarray(data.astronaut()).resize((2048, 2048))  # detection runs on a 1024 px copy
+    big = Image.fromarray(data.astronaut()).resize((1536, 1536))  # detection runs on a 1024 px copy
     big.save(workspace / "big.jpg")
     out = make_host().call("facedetection", {"image_path": "big.jpg"})
     box = tuple(map(int, re.search(r"face 1: \[(\d+), (\d+), (\d+), (\d+)\]", out).groups()))
-    assert _iou(box, tuple(4 * v for v in ASTRONAUT_FACE)) > 0.5
+    assert _iou(box, tuple(3 * v for v in ASTRONAUT_FACE)) > 0.5
 
 
 def test_no_faces_in_a_photo_without_people(make_host, workspace):

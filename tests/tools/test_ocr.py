@@ -6,7 +6,7 @@ import re
 
 from PIL import Image
 
-from tests.tools.conftest import render_text
+from .helpers import render_text
 
 
 def test_ocr_reads_rendered_text_with_boxes(make_host, text_image):
