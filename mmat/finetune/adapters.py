@@ -27,7 +27,7 @@ _PROCESSING_FILES = ("processor_config.json", "preprocessor_config.json", "token
 class ChatGeneration(BaseModel):
     """One generated assistant turn and the token counts a provider reports as usage."""
 
-    text: str = Field(description="The assistant's reply, special tokens removed.")
+    text: str = Field(description="The assistant's reply, special tokens and surrounding whitespace removed.")
     prompt_tokens: int = Field(description="Tokens in the encoded prompt (image tokens included).")
     completion_tokens: int = Field(description="Tokens generated, end-of-turn token included.")
     finish_reason: Literal["stop", "length"] = Field(description="stop: ended its turn; length: hit max_new_tokens.")
@@ -112,6 +112,7 @@ def generate_chat(model, processing, messages: list[dict[str, Any]], max_new_tok
     n_prompt = inputs["input_ids"].shape[1]
     new = out[0, n_prompt:].tolist()
     finished = bool(new) and new[-1] in stops
-    text = codec.tokenizer.decode(new, skip_special_tokens=True)
+    # strip: some templates (SmolVLM's "Assistant: ...") put a space before the reply that is not part of it
+    text = codec.tokenizer.decode(new, skip_special_tokens=True).strip()
     return ChatGeneration(text=text, prompt_tokens=n_prompt, completion_tokens=len(new),
                           finish_reason="stop" if finished else "length")

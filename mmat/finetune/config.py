@@ -54,6 +54,8 @@ class BaseTrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in out; older ones are deleted.")
     logging_steps: int = Field(1, ge=1, description="Record the loss every this many optimizer steps (loss.png, losses).")
     progress: bool = Field(True, description="Show a progress bar and print a one-line summary at the end.")
+    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads while training (None: torch's default). "
+                                                         "1 is fastest for tiny models and on a busy machine.")
 
 
 class TrainConfig(BaseTrainConfig):

@@ -21,7 +21,7 @@ from mmat.errors import ConfigError
 from mmat.finetune.config import DPOTrainConfig, TrainResult
 from mmat.finetune.data import ChatCodec, SelectionMeta, SelectionReport, _Drop, pair_to_row
 from mmat.finetune.models import check_vision_frozen, load_base, lora_config, resolve_model
-from mmat.finetune.runner import (as_selection_meta, finish, losses_from_history, prepare_out, progress_callback,
+from mmat.finetune.runner import (as_selection_meta, cpu_threads, finish, losses_from_history, prepare_out, progress_callback,
                                   training_arguments, write_train_meta)
 
 __all__ = ["train_dpo", "build_dpo_rows"]
@@ -101,7 +101,8 @@ def train_dpo(pairs: Iterable[Any], config: DPOTrainConfig | dict[str, Any], *,
     check_vision_frozen(trainer.model)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(progress_callback(config.progress))
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with cpu_threads(config.cpu_threads):
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     trainer.model.save_pretrained(config.out, selected_adapters=["default"])
     processing.save_pretrained(config.out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 import re
 import sys
 from datetime import datetime, timezone
@@ -30,10 +31,26 @@ __all__ = [
     "plot_losses",
     "write_train_meta",
     "as_selection_meta",
+    "cpu_threads",
+    "finish",
 ]
 
 log = logging.getLogger("mmat.finetune")
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@contextmanager
+def cpu_threads(n: int | None):
+    """Run with ``n`` torch intra-op threads, restoring the previous count after (None: leave as is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def newest_checkpoint(out: Path) -> Path | None:

@@ -24,7 +24,7 @@ from mmat.finetune.collate import SFTCollator, packing_is_exact
 from mmat.finetune.config import TrainConfig, TrainResult
 from mmat.finetune.data import ChatCodec, EncodedSample, SelectionMeta, SelectionReport, encode_rows
 from mmat.finetune.models import apply_lora, load_base, lora_config, resolve_model
-from mmat.finetune.runner import (as_selection_meta, finish, log, losses_from_history, prepare_out,
+from mmat.finetune.runner import (as_selection_meta, cpu_threads, finish, log, losses_from_history, prepare_out,
                                   progress_callback, training_arguments, write_train_meta)
 
 __all__ = ["train_sft"]
@@ -128,7 +128,8 @@ def train_sft(samples_or_conversations: Iterable[Any], config: TrainConfig | dic
     )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(progress_callback(config.progress))
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with cpu_threads(config.cpu_threads):
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     model.save_pretrained(config.out)
     processing.save_pretrained(config.out)
