@@ -1,0 +1,46 @@
+"""The image pool as the store holds it: builtin photos plus folders added with `mmat pool add`.
+
+The pool itself (mmat.pool) knows nothing of the store; this module persists images as blobs and
+their caption embeddings in ``pool_images`` so a run embeds each caption once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mmat.pool import ImagePool, PoolImage
+
+__all__ = ["load_pool", "add_pool_folder"]
+
+
+def _save(store, pool: ImagePool, images: list[PoolImage] | None = None) -> None:
+    images = list(pool) if images is None else images
+    blob_paths = {img.image_id: store.put_blob(img.png, ".png")[0] for img in images}
+    wanted = set(blob_paths)
+    store.writer.put("pool_images", [r for r in pool.rows(blob_paths) if r["image_id"] in wanted])
+    store.writer.flush()
+
+
+def load_pool(store) -> ImagePool:
+    """Builtin images plus stored user images; caption embeddings computed only where none is cached."""
+    pool = ImagePool.build_default()
+    stored = store.sql("SELECT image_id, pool, path, caption, width, height FROM pool_images WHERE pool <> 'builtin'")
+    pool.add_images(
+        PoolImage(image_id=r["image_id"], pool=r["pool"], name=Path(r["path"]).stem, caption=r["caption"],
+                  width=r["width"], height=r["height"], source=r["path"], png=store.blob_path(r["path"]).read_bytes())
+        for r in stored
+    )
+    if pool.load_embeddings(store.sql("SELECT image_id, caption, embedding FROM pool_images")) < len(pool):
+        _save(store, pool)
+    return pool
+
+
+def add_pool_folder(
+    store, folder: Path, *, captions_file: Path | None = None, caption_fn: Callable[[Path], str] | None = None
+) -> list[PoolImage]:
+    """Index a folder of images (captions from a sidecar file or a caption function) into the store."""
+    pool = ImagePool()
+    added = pool.add_folder(folder, captions_file=captions_file, caption_fn=caption_fn)
+    _save(store, pool, added)
+    return added

@@ -1,0 +1,147 @@
+"""Turn one seed's ``SeedResult`` into store rows (tasks, files, verdicts, trajectories, steps).
+
+IDs are content hashes of what made the row (run, seed, spec position, attempt), so redoing a seed
+after an interruption rewrites the same keys instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from mmat.ids import content_id
+from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
+from mmat.store.runs import utcnow
+
+__all__ = ["seed_rows", "task_id_for", "SEED_TABLES"]
+
+# Tables a seed writes, children first: deleting a half-written seed goes in this order.
+SEED_TABLES = ("steps", "verdicts", "files", "trajectories", "query_embeddings", "tasks")
+
+
+def task_id_for(run_id: str, seed_idx: int, key: Any) -> str:
+    return content_id("task", run_id, seed_idx, key)
+
+
+def _task_row(run_id: str, result: SeedResult, task_id: str, split: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "task_id": task_id, "run_id": run_id, "seed_idx": result.seed.index, "split": split,
+        "domain": result.seed.domain.name, "created_at": utcnow(), **fields,
+    }
+
+
+def _rejected_spec_rows(run_id: str, result: SeedResult, split: str) -> list[dict[str, Any]]:
+    """Specs dropped before any file was made (bad tool names, near-duplicates, contamination)."""
+    rejected = list(result.queries.rejected if result.queries else []) + list(result.duplicates)
+    return [
+        _task_row(run_id, result, task_id_for(run_id, result.seed.index, ("rejected", r.query)), split,
+                  query=r.query, original_query=r.query, status="rejected", status_reason=r.reason)
+        for r in rejected
+    ]
+
+
+class SeedRows:
+    """Accumulates rows per table; blobs are stored as they are met (idempotent, content-addressed)."""
+
+    def __init__(self, put_blob: Callable[[Path], tuple[str, str]]):
+        self.tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.put_blob = put_blob
+        self.counts: Counter[str] = Counter()
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.tables[table].append(row)
+
+
+def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
+    for i, f in enumerate(task.files.files):
+        rel, sha = rows.put_blob(Path(f.path))
+        rows.add("files", {
+            "file_id": content_id(task_id, "file", i), "task_id": task_id, "name": f.name, "path": rel,
+            "sha256": sha, "modality": f.modality, "mime": f.mime, "bytes": Path(f.path).stat().st_size,
+            "source": f.source, "caption": f.caption or None, "created_at": utcnow(),
+        })
+
+
+def _trajectory_rows(
+    rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str
+) -> None:
+    traj = run.trajectory
+    traj_id = content_id("traj", task_id, run.attempt, run.controller)
+    verdict = run.verdict
+    rows.add("trajectories", {
+        "traj_id": traj_id, "task_id": task_id, "run_id": run_id, "attempt": run.attempt,
+        "controller": run.controller, "answer": traj.answer, "status": traj.status,
+        "verdict": verdict.verdict if verdict else None, "n_steps": len(traj.steps), "n_errors": traj.n_errors,
+        "created_at": utcnow(),
+    })
+    for step in traj.steps:
+        images = []
+        for image in step.images:
+            path = Path(image) if Path(image).is_absolute() else workspace / image
+            if path.is_file():
+                images.append(rows.put_blob(path)[0])
+        rows.add("steps", {
+            "traj_id": traj_id, "idx": step.idx, "thought": step.thought, "code": step.code,
+            "observation": step.observation, "error": step.error, "images": images,
+            "duration_ms": step.duration_ms,
+            "tool_calls": [
+                {"name": c.name, "arguments": c.arguments, "result": c.result, "duration_ms": c.duration_ms, "error": c.error}
+                for c in step.tool_calls
+            ],
+        })
+    if verdict is not None or run.verdict_error:
+        rows.add("verdicts", {
+            "verdict_id": content_id("verdict", "trajectory", traj_id), "subject_kind": "trajectory",
+            "subject_id": traj_id, "verifier": "trajectory", "model": verifier,
+            "passed": verdict.passed if verdict else None, "verdict": verdict.verdict if verdict else "unreadable",
+            "score": verdict.score if verdict else None,
+            "reasons": verdict.reasons if verdict else [run.verdict_error], "created_at": utcnow(),
+        })
+    rows.counts["trajectories"] += 1
+    rows.counts["trajectories_correct"] += int(bool(verdict and verdict.passed))
+
+
+def seed_rows(
+    run_id: str,
+    result: SeedResult,
+    *,
+    split: str,
+    put_blob: Callable[[Path], tuple[str, str]],
+    embeddings: dict[str, np.ndarray],
+    verifier: str,
+) -> SeedRows:
+    """All rows one seed produced. ``embeddings`` maps an accepted query to its vector (dedup index)."""
+    rows = SeedRows(put_blob)
+    for row in _rejected_spec_rows(run_id, result, split):
+        rows.add("tasks", row)
+        rows.counts["rejected"] += 1
+    for task in result.tasks:
+        task_id = task_id_for(run_id, result.seed.index, task.spec_index)
+        spec = task.spec
+        rows.add("tasks", _task_row(
+            run_id, result, task_id, split, query=task.query, original_query=spec.query,
+            intended_tools=list(spec.intended_tools), file_needs=[n.model_dump(mode="json") for n in spec.file_needs],
+            answer_type=getattr(spec, "expected_answer_type", None), expected_answer=spec.expected_answer,
+            status=task.status, status_reason=task.status_reason,
+        ))
+        rows.counts["generated"] += 1
+        rows.counts[task.status] += 1
+        if spec.query in embeddings:
+            rows.add("query_embeddings", {"task_id": task_id, "embedding": [float(x) for x in embeddings[spec.query]]})
+        _file_rows(rows, task_id, task)
+        if task.files.ok:
+            rows.counts["files_ok"] += 1
+        if task.query_verdict is not None:
+            v = task.query_verdict
+            rows.add("verdicts", {
+                "verdict_id": content_id("verdict", "task", task_id), "subject_kind": "task", "subject_id": task_id,
+                "verifier": "query_file", "model": verifier, "passed": v.passed,
+                "verdict": "pass" if v.passed else "reject", "score": None, "reasons": v.reasons,
+                "rewritten_query": v.rewritten_query, "created_at": utcnow(),
+            })
+        for run in task.trajectories:
+            _trajectory_rows(rows, run_id, task_id, run, task.workspace / f"traj_{run.attempt}", verifier)
+    return rows
