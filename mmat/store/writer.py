@@ -177,8 +177,16 @@ class Writer:
 
     # --- the writer thread ------------------------------------------------------------------------
     def _run(self) -> None:
+        stopping = False
         while True:
-            items = [self._queue.get()]
+            if stopping:  # a put that raced with close() is still written, never dropped
+                try:
+                    items = [self._queue.get_nowait()]
+                except queue.Empty:
+                    self._checkpoint()
+                    return
+            else:
+                items = [self._queue.get()]
             while len(items) < DRAIN_ITEMS:
                 try:
                     items.append(self._queue.get_nowait())
@@ -196,8 +204,7 @@ class Writer:
                 elif isinstance(item, _Flush):
                     item.done.set()
                 elif isinstance(item, _Stop):
-                    self._checkpoint()
-                    return
+                    stopping = True
             self._write_pending(pending)
 
     def _write_pending(self, pending: dict[str, list[pa.Table]]) -> None:
