@@ -24,6 +24,9 @@ from pydantic import BaseModel
 from mmat.config import DEFAULT_TEACHER, Settings, load_settings
 from mmat.errors import MmatError, ModelUnavailableError
 
+# litellm fetches a remote price map when first imported unless told not to: set it before anyone does.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 __all__ = [
     "configure_litellm",
     "build_lm",

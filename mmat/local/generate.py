@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from mmat.local.loader import LoadedModel
 from mmat.local.messages import load_image
-from mmat.local.schema import bound_schema, schema_key
+from mmat.local.schema import MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, bound_schema, schema_key
 
 __all__ = ["Generation", "generate", "compiled_grammar", "render_prompt", "torch_threads", "DEFAULT_TEMPERATURE", "LOCAL_THREADS_ENV"]
 
@@ -147,15 +147,18 @@ def generate(
     top_p: float | None = None,
     seed: int | None = None,
     stop: list[str] | None = None,
-    bound: bool = True,
+    max_string_length: int | None = MAX_STRING_LENGTH,
+    max_items: int | None = MAX_ARRAY_ITEMS,
 ) -> Generation:
-    """Generate one assistant turn. ``schema`` (a JSON schema) constrains the output to JSON matching it;
-    ``bound`` first caps its strings/arrays (see ``mmat.local.schema``)."""
+    """Generate one assistant turn. ``schema`` (a JSON schema) constrains the output to JSON matching it,
+    after capping its strings and arrays (see ``mmat.local.schema``; None leaves that bound off)."""
     import torch
     import xgrammar as xgr
 
     temperature = DEFAULT_TEMPERATURE if temperature is None else temperature
-    grammar = compiled_grammar(loaded, bound_schema(schema) if bound else schema) if schema is not None else None
+    grammar = None
+    if schema is not None:
+        grammar = compiled_grammar(loaded, bound_schema(schema, max_length=max_string_length, max_items=max_items))
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0}
     if temperature > 0:
         kwargs.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0)

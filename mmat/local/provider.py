@@ -22,20 +22,22 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import Choices, Message, ModelResponse, Usage  # noqa: E402
 
 from mmat.config import load_settings
-from mmat.errors import ModelUnavailableError
 from mmat.local.generate import generate
 from mmat.local.loader import get_loaded
 from mmat.local.messages import flatten_messages
 from mmat.local.registry import LOCAL_PREFIX, LocalModelSpec, resolve_local
-from mmat.local.schema import extract_schema
+from mmat.local.schema import MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, extract_schema
 
-__all__ = ["LocalProvider", "DEFAULT_MAX_TOKENS", "HOME_PARAM", "IMAGE_DOWNGRADES_KEY"]
+__all__ = ["LocalProvider", "DEFAULT_MAX_TOKENS", "HOME_PARAM", "IMAGE_DOWNGRADES_KEY", "MAX_STRING_PARAM", "MAX_ITEMS_PARAM"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 1024  # DSPy sends no max_tokens; ~50 s of CPU generation at most for the 135M model
 HOME_PARAM = "mmat_home"  # LM kwarg carrying MMAT_HOME, so the provider finds the converted weights
 IMAGE_DOWNGRADES_KEY = "mmat_image_downgrades"  # response._hidden_params[...]: images replaced by text
+# Optional LM kwargs that tighten the schema bounds (shorter answers, faster runs): build_lm(..., **{KEY: n}).
+MAX_STRING_PARAM = "mmat_max_string_length"
+MAX_ITEMS_PARAM = "mmat_max_items"
 
 _warned_downgrade = threading.Event()
 
@@ -66,11 +68,6 @@ class LocalProvider(CustomLLM):
     ) -> ModelResponse:
         params = dict(optional_params or {})
         name = model[len(LOCAL_PREFIX):] if model.startswith(LOCAL_PREFIX) else model
-        if params.get("tools"):
-            raise ModelUnavailableError(
-                f"local/{name} has no native tool calling: use dspy.JSONAdapter(use_native_function_calling=False) "
-                "or mmat.lm.adapter_for(model)"
-            )
         loaded = get_loaded(self._spec(name, params.get(HOME_PARAM)))
         schema = extract_schema(params.get("response_format"))
         downgrades = 0
@@ -97,6 +94,8 @@ class LocalProvider(CustomLLM):
                 top_p=params.get("top_p"),
                 seed=params.get("seed"),
                 stop=[stop] if isinstance(stop, str) else stop,
+                max_string_length=int(params.get(MAX_STRING_PARAM) or MAX_STRING_LENGTH),
+                max_items=int(params.get(MAX_ITEMS_PARAM) or MAX_ARRAY_ITEMS),
             )
             for _ in range(int(params.get("n") or 1))
         ]

@@ -58,7 +58,7 @@ def _has_type(node: dict[str, Any], name: str) -> bool:
     return t == name or (isinstance(t, list) and name in t)
 
 
-def _bound_node(node: Any, max_length: int, max_items: int) -> None:
+def _bound_node(node: Any, max_length: int | None, max_items: int | None) -> None:
     if isinstance(node, list):
         for item in node:
             _bound_node(item, max_length, max_items)
@@ -66,10 +66,10 @@ def _bound_node(node: Any, max_length: int, max_items: int) -> None:
     if not isinstance(node, dict):
         return
     fixed = "enum" in node or "const" in node
-    if _has_type(node, "string") and not fixed:
+    if max_length is not None and _has_type(node, "string") and not fixed:
         floor = node.get("minLength", 0)
         node["maxLength"] = max(min(node.get("maxLength", max_length), max_length), floor)
-    if _has_type(node, "array") or ("items" in node and "type" not in node):
+    if max_items is not None and (_has_type(node, "array") or ("items" in node and "type" not in node)):
         floor = node.get("minItems", 0)
         node["maxItems"] = max(min(node.get("maxItems", max_items), max_items), floor)
     for key, value in node.items():
@@ -83,9 +83,12 @@ def _bound_node(node: Any, max_length: int, max_items: int) -> None:
         _bound_node(value, max_length, max_items)
 
 
-def bound_schema(schema: dict[str, Any], *, max_length: int = MAX_STRING_LENGTH, max_items: int = MAX_ARRAY_ITEMS) -> dict[str, Any]:
+def bound_schema(
+    schema: dict[str, Any], *, max_length: int | None = MAX_STRING_LENGTH, max_items: int | None = MAX_ARRAY_ITEMS
+) -> dict[str, Any]:
     """A copy of ``schema`` where every string has ``maxLength`` <= max_length and every array ``maxItems``
-    <= max_items (existing tighter bounds are kept; a larger ``minLength``/``minItems`` wins over the cap)."""
+    <= max_items (existing tighter bounds are kept; a larger ``minLength``/``minItems`` wins over the cap;
+    None leaves that kind unbounded)."""
     bounded = copy.deepcopy(schema)
     _bound_node(bounded, max_length, max_items)
     return bounded

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import mmat.lm  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before a test module imports litellm)
+
 from mmat.config import Settings, load_settings
 
 __all__ = ["mmat_home", "mmat_settings", "offline_env"]
