@@ -64,6 +64,11 @@ class ToolHost:
     def workspace(self) -> Path:
         return self.context.workspace
 
+    def for_workspace(self, workspace: Path) -> ToolHost:
+        """The same tools, settings, text model and captions bound to another workspace (sandbox forks)."""
+        ctx = self.context
+        return ToolHost(ctx.settings, workspace, names=self._names, lm=ctx.lm, caption_lookup=ctx.caption_lookup)
+
     def names(self) -> list[str]:
         """Tools the sandbox should expose (registry order; never final_answer)."""
         return list(self._names)

@@ -52,7 +52,7 @@ def _get_engine() -> Any:
 
         _engine = RapidOCR(
             params={
-                "Global.log_level": "warning",
+                "Global.log_level": "error",  # "no text found" is an answer, not a warning
                 "Det.limit_side_len": DETECTOR_MAX_SIDE,
                 "Det.limit_type": "max",
                 "EngineConfig.onnxruntime.intra_op_num_threads": 1,

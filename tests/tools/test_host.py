@@ -35,3 +35,17 @@ def test_signature_and_unknown_tools(make_host):
 def test_status_covers_the_hosts_tools(make_host):
     rows = make_host(names=["ocr", "segmentation"]).status()
     assert {(r.tool, r.backend) for r in rows} == {("ocr", "rapidocr"), ("segmentation", "sam"), ("segmentation", "grabcut")}
+
+
+def test_for_workspace_rebinds_paths_and_keeps_the_tool_list(make_host, workspace, tmp_path):
+    from PIL import Image
+
+    host = make_host(names=["ocr", "facedetection"])
+    fork_dir = tmp_path / "fork"
+    fork_dir.mkdir()
+    Image.new("RGB", (40, 40), "white").save(fork_dir / "only_in_fork.png")
+    fork = host.for_workspace(fork_dir)
+    assert fork.names() == host.names() and fork.workspace == fork_dir.resolve()
+    assert fork.call("ocr", {"image_path": "only_in_fork.png"}) == "No text found in 'only_in_fork.png'."
+    with pytest.raises(ToolArgumentError, match="file not found in the workspace"):
+        host.call("ocr", {"image_path": "only_in_fork.png"})
