@@ -86,6 +86,10 @@ class Embedder:
         self._tokenizer = None
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo: dict) -> Embedder:
+        """Shared, not copied: the model is read-only and guarded by a lock."""
+        return self
+
     @classmethod
     def shared(cls) -> Embedder:
         """The process-wide embedder over the packaged model (created on first call)."""

@@ -199,6 +199,11 @@ class ImagePool:
         self.add_images(added)
         return added
 
+    def __deepcopy__(self, memo: dict) -> ImagePool:
+        """Copies of a program (DSPy optimizers deep-copy them) share one pool: it holds a lock and
+        read-mostly data, and every copy must search the same images."""
+        return self
+
     # --- access --------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._images)

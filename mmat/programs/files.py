@@ -30,6 +30,15 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+_MODALITY_BY_SUFFIX = {
+    **{s: "image" for s in IMAGE_SUFFIXES},
+    **{s: "document" for s in (".pdf", ".docx", ".doc", ".pptx", ".ppt", ".html", ".htm", ".epub")},
+    **{s: "table" for s in (".xlsx", ".xls", ".csv", ".tsv", ".parquet")},
+    **{s: "text" for s in (".txt", ".md", ".log", ".json", ".jsonl", ".xml", ".yaml", ".yml")},
+    **{s: "code" for s in (".py", ".js", ".ts", ".java", ".c", ".cpp", ".go", ".rs", ".sh", ".sql", ".r")},
+    **{s: "archive" for s in (".zip", ".tar", ".gz", ".tgz")},
+    **{s: "audio" for s in (".mp3", ".wav", ".flac", ".ogg", ".m4a")},
+}
 FORMATS_BY_MODALITY: dict[str, tuple[str, ...]] = {
     "image": ("png", "jpg"),
     "document": ("pdf", "docx", "pptx", "html", "md"),
@@ -52,7 +61,7 @@ class GeneratedFile(BaseModel):
 
     name: str
     path: Path
-    modality: Modality
+    modality: Modality | Literal["audio"]
     mime: str
     source: Literal["pool", "generated", "user"]
     caption: str = ""
@@ -63,6 +72,15 @@ class GeneratedFile(BaseModel):
     @property
     def is_image(self) -> bool:
         return self.modality == "image" or self.path.suffix.lower() in IMAGE_SUFFIXES
+
+    @classmethod
+    def from_path(cls, path: Path | str, *, name: str | None = None, source: Literal["pool", "generated", "user"] = "user",
+                  caption: str = "") -> GeneratedFile:
+        """A file that already exists (benchmark items, user uploads, store rows): kind and MIME from its suffix."""
+        path = Path(path)
+        name = name or path.name
+        modality = _MODALITY_BY_SUFFIX.get(Path(name).suffix.lower(), "document")
+        return cls(name=name, path=path, modality=modality, mime=mime_for(name), source=source, caption=caption)
 
 
 def mime_for(name: str) -> str:

@@ -96,3 +96,13 @@ def test_check_file_refuses_links_and_reports_missing(tmp_path):
     (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
     assert "symbolic link" in check_file(tmp_path / "link.txt", "txt")
     assert check_file(tmp_path / "nope.txt", "txt") == "missing"
+
+
+def test_existing_files_get_kind_and_mime_from_their_suffix(tmp_path):
+    from mmat.programs import GeneratedFile
+
+    photo = GeneratedFile.from_path(tmp_path / "IMG_01.JPG")
+    assert (photo.name, photo.modality, photo.mime, photo.source, photo.is_image) == ("IMG_01.JPG", "image", "image/jpeg", "user", True)
+    assert GeneratedFile.from_path(tmp_path / "x.bin", name="notes.md").modality == "text"
+    assert GeneratedFile.from_path(tmp_path / "talk.mp3").modality == "audio"
+    assert GeneratedFile.from_path(tmp_path / "data.xlsx").modality == "table"
