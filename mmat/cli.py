@@ -142,6 +142,82 @@ def tools(settings, fmt: str | None) -> None:
     click.echo(render_rows(rows, fmt or "table"))
 
 
+# --- synthesis ------------------------------------------------------------------------------------
+def _split_csv(ctx, param, value):
+    if not value:
+        return None
+    return [v.strip() for item in value for v in item.split(",") if v.strip()]
+
+
+@cli.command()
+@click.option("--tasks", type=int, default=10, show_default=True, help="Seeds to run (each writes a few tasks).")
+@click.option("--domains", multiple=True, callback=_split_csv, help="Knowledge domains to draw seeds from (comma-separated; default all).")
+@click.option("--tools", multiple=True, callback=_split_csv, help="Tools the tasks may use (comma-separated; default every available tool).")
+@click.option("--trajectories-per-task", "-k", type=int, help="Trajectories sampled per verified task (M-TRACE style).")
+@click.option("--queries-per-seed", type=int, default=3, show_default=True, help="Task specs the teacher writes per seed.")
+@click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Mark tasks for training or as mmat's own eval split.")
+@click.option("--program", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A compiled program JSON from `mmat optimize`.")
+@click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A GTA (.json) or GAIA (.jsonl) benchmark file: drop queries sharing a 13-gram with it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_settings("teacher", "controller", "verifier", "api_base", "concurrency", "seed", "temperature")
+def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_seed, split, program, exclude, quiet) -> None:
+    """Synthesize tasks, files and verified trajectories into the store (resumable: rerun to continue)."""
+    from mmat.pipeline.synth import SynthRequest, run_synth
+
+    request = SynthRequest(tasks=tasks, domains=domains, tools=tools, trajectories_per_task=trajectories_per_task,
+                           split=split, program=program, exclude=exclude, queries_per_seed=queries_per_seed)
+    summary = run_synth(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet)
+    click.echo(summary.render())
+
+
+@cli.group()
+def pool() -> None:
+    """The image pool the file generator retrieves task images from."""
+
+
+@pool.command("add")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--captions", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON or CSV file: image file name -> caption (default: captions.json/.csv in FOLDER).")
+@with_settings()
+def pool_add(settings, folder: Path, captions: Path | None) -> None:
+    """Index a folder of images (with a sidecar captions file) into the pool."""
+    from mmat.pipeline.pool_store import add_pool_folder
+    from mmat.runtime import open_store
+
+    with open_store(settings) as store:
+        added = add_pool_folder(store, folder, captions_file=captions)
+    click.echo(f"added {len(added)} image(s) from {folder} to the pool '{folder.name}'")
+
+
+@pool.command("list")
+@output_format
+@with_settings()
+def pool_list(settings, fmt: str | None) -> None:
+    """List the pool images the store knows, with captions."""
+    from mmat.cli_output import render_rows
+    from mmat.runtime import open_store
+
+    with open_store(settings, read_only=True) as store:
+        rows = store.sql("SELECT image_id, pool, width, height, caption FROM pool_images ORDER BY pool, image_id")
+    click.echo(render_rows(rows, fmt or "table"))
+
+
+# --- exports --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(["parquet", "hf", "llamafactory", "swift", "openai"]))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to write into.")
+@click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks); default: verified-correct trajectories.")
+@click.option("--pairs", is_flag=True, help="Export preference pairs (llamafactory, swift) instead of trajectories.")
+@click.option("--model", default=None, help="Render prompts with the adapter of this model string (default: the controller).")
+@with_settings()
+def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, model: str | None) -> None:
+    """Export trajectories (or preference pairs) for LLaMA-Factory, ms-swift, HF datasets, OpenAI or Parquet."""
+    from mmat.pipeline.exports import run_export
+
+    path, n = run_export(settings, fmt, out, where=where, pairs=pairs, model=model)
+    click.echo(f"wrote {n} {'pair' if pairs else 'row'}(s) to {path}")
+
+
 # --- demo -----------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--tasks", type=int, default=3, show_default=True, help="Seeds to synthesize in the demo.")

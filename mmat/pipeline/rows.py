@@ -59,7 +59,7 @@ def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
     for i, f in enumerate(task.files.files):
         rel, sha = rows.put_blob(Path(f.path))
         rows.add("files", {
-            "file_id": content_id(task_id, "file", i), "task_id": task_id, "name": f.name, "path": rel,
+            "file_id": content_id(task_id, "file", i), "task_id": task_id, "position": i, "name": f.name, "path": rel,
             "sha256": sha, "modality": f.modality, "mime": f.mime, "bytes": Path(f.path).stat().st_size,
             "source": f.source, "caption": f.caption or None, "created_at": utcnow(),
         })
@@ -75,7 +75,7 @@ def _trajectory_rows(
         "traj_id": traj_id, "task_id": task_id, "run_id": run_id, "attempt": run.attempt,
         "controller": run.controller, "answer": traj.answer, "status": traj.status,
         "verdict": verdict.verdict if verdict else None, "n_steps": len(traj.steps), "n_errors": traj.n_errors,
-        "created_at": utcnow(),
+        "tools": list(traj.tools), "multimodal": traj.multimodal, "created_at": utcnow(),
     })
     for step in traj.steps:
         images = []

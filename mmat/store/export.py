@@ -170,7 +170,13 @@ def _export_hf(conversations: list[Conversation], path: Path) -> Path:
         "images": datasets.Sequence(datasets.Image()),
         "meta": datasets.Value("string"),
     })
-    datasets.Dataset.from_list(records, features=features).to_parquet(str(path))
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a one-shot write needs no bar, and CLI output stays clean
+    try:
+        datasets.Dataset.from_list(records, features=features).to_parquet(str(path))
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
     return path
 
 

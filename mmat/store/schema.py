@@ -212,3 +212,11 @@ CREATE TABLE optimization_runs (
 """
 
 MIGRATIONS.append(("002_progress_and_optimization", _M002_PROGRESS))
+
+# The agent's prompt depends on its tool list and on whether images were shown: both are needed to
+# rebuild the exact conversation for finetuning and exports.
+MIGRATIONS.append((
+    "003_trajectory_prompt_inputs",
+    "ALTER TABLE trajectories ADD COLUMN tools VARCHAR[]; ALTER TABLE trajectories ADD COLUMN multimodal BOOLEAN; "
+    "ALTER TABLE files ADD COLUMN position INTEGER;",  # the order the agent was shown the files in
+))

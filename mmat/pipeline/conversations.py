@@ -1,0 +1,124 @@
+"""Stored trajectories and preference pairs back into the exact conversations the agent saw.
+
+Finetuning and exports both start here: rows selected with SQL are rebuilt into ``AgentStep`` /
+``GeneratedFile`` objects and rendered by ``mmat.programs.trajectory_conversation`` — the same
+function the agent uses at inference — with the adapter of the model that will be trained, so a
+student trains on exactly the prompt it will be served.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmat.errors import ConfigError, StoreError
+from mmat.store.export import Conversation, PreferenceRow
+
+__all__ = ["DEFAULT_SFT_WHERE", "Selection", "load_conversations", "load_preference_rows"]
+
+DEFAULT_SFT_WHERE = "t.verdict = 'correct'"
+
+
+@dataclass
+class Selection:
+    """What a training set was built from: saved next to the adapter."""
+
+    where: str
+    n_rows: int
+    run_ids: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _files(store, task_id: str) -> list:
+    from mmat.programs.files import GeneratedFile
+
+    rows = store.sql(
+        "SELECT name, path, modality, mime, source, caption FROM files WHERE task_id = ? ORDER BY position", [task_id])
+    return [
+        GeneratedFile(name=r["name"], path=store.blob_path(r["path"]), modality=r["modality"], mime=r["mime"] or "",
+                      source=r["source"], caption=r["caption"] or "")
+        for r in rows
+    ]
+
+
+def _steps(store, traj_id: str) -> list:
+    from mmat.programs.trajectory import AgentStep
+    from mmat.sandbox.results import ToolCall
+
+    steps = []
+    for r in store.sql("SELECT * FROM steps WHERE traj_id = ? ORDER BY idx", [traj_id]):
+        calls = [
+            ToolCall(name=c["name"], arguments=json.loads(c["arguments"]) if isinstance(c["arguments"], str) else (c["arguments"] or {}),
+                     result=c["result"] or "", duration_ms=c["duration_ms"] or 0.0, error=c["error"])
+            for c in (r["tool_calls"] or [])
+        ]
+        steps.append(AgentStep(
+            idx=r["idx"], thought=r["thought"] or "", code=r["code"] or "", observation=r["observation"] or "",
+            tool_calls=calls, error=r["error"], images=[str(store.blob_path(p)) for p in (r["images"] or [])],
+            duration_ms=r["duration_ms"] or 0.0,
+        ))
+    return steps
+
+
+def _select(store, where: str) -> list[dict[str, Any]]:
+    try:
+        return store.sql(
+            "SELECT t.traj_id, t.task_id, t.run_id, t.tools, t.multimodal, k.query "
+            f"FROM trajectories t JOIN tasks k USING (task_id) WHERE {where} ORDER BY t.traj_id"
+        )
+    except StoreError as e:
+        raise ConfigError(f"bad --where ({e}); columns: t.* (trajectories), k.* (tasks)") from None
+
+
+def load_conversations(store, where: str = DEFAULT_SFT_WHERE, *, model: str, multimodal: bool | None = None) -> tuple[list[Conversation], Selection]:
+    """One conversation per selected trajectory, rendered for ``model`` (its adapter, its modality)."""
+    from mmat.lm import adapter_for
+    from mmat.programs import trajectory_conversation
+    from mmat.tools import tool_specs
+
+    adapter = adapter_for(model)
+    rows = _select(store, where)
+    selection = Selection(where=where, n_rows=len(rows), run_ids=sorted({r["run_id"] for r in rows}))
+    conversations = []
+    for row in rows:
+        steps = _steps(store, row["traj_id"])
+        if not steps:
+            selection.skipped.append(f"{row['traj_id']}: no steps")
+            continue
+        tools = list(row["tools"] or [])
+        shown = row["multimodal"] if multimodal is None else multimodal
+        messages = trajectory_conversation(row["query"], _files(store, row["task_id"]), steps, tools, adapter,
+                                           multimodal=bool(shown), inline_images=False)
+        conversations.append(Conversation(messages=messages, meta={"traj_id": row["traj_id"], "task_id": row["task_id"]},
+                                          tools=tool_specs(tools)))
+    return conversations, selection
+
+
+def load_preference_rows(store, where: str = "TRUE", *, model: str, multimodal: bool | None = None) -> tuple[list[PreferenceRow], Selection]:
+    """Step-level pairs: prompt = the conversation up to the step (earlier chosen steps), then chosen/rejected."""
+    from mmat.lm import adapter_for
+    from mmat.programs.conversation import agent_messages
+    from mmat.signatures.agent import CodeAgentStep
+
+    adapter = adapter_for(model)
+    try:
+        pairs = store.sql(
+            "SELECT p.*, k.query, t.tools, t.multimodal, t.run_id FROM preference_pairs p "
+            "JOIN tasks k USING (task_id) JOIN trajectories t ON t.traj_id = p.traj_id "
+            f"WHERE {where} ORDER BY p.pair_id"
+        )
+    except StoreError as e:
+        raise ConfigError(f"bad --where ({e}); columns: p.* (preference_pairs), k.* (tasks), t.* (trajectories)") from None
+    selection = Selection(where=where, n_rows=len(pairs), run_ids=sorted({r["run_id"] for r in pairs}))
+    out = []
+    for pair in pairs:
+        steps = _steps(store, pair["traj_id"])[: pair["step_idx"]]
+        shown = pair["multimodal"] if multimodal is None else multimodal
+        prompt = agent_messages(pair["query"], _files(store, pair["task_id"]), steps, list(pair["tools"] or []), adapter,
+                                multimodal=bool(shown), inline_images=False)
+        chosen, rejected = (json.loads(pair[k]) if isinstance(pair[k], str) else pair[k] for k in ("chosen", "rejected"))
+        render = lambda s: adapter.format_assistant_message_content(CodeAgentStep, {"thought": s["thought"], "code": s["code"]})  # noqa: E731
+        out.append(PreferenceRow(prompt=prompt, chosen=render(chosen), rejected=render(rejected),
+                                 meta={"pair_id": pair["pair_id"], "rule": pair["rule"]}))
+    return out, selection
