@@ -169,9 +169,10 @@ class Tool:
         return [self.backends[n] for n in names]
 
     def statuses(self, env: ToolEnv) -> list[ToolStatus]:
-        chosen = {id(b) for b in self.selected(env)}
+        selected = self.selected(env)
+        chosen = {id(b) for b in selected}
         rows, claimed = [], set()
-        for b in self.selected(env) + [b for b in self.backends.values() if id(b) not in chosen]:
+        for b in selected + [b for b in self.backends.values() if id(b) not in chosen]:
             available, reason = b.status(env)
             if id(b) not in chosen:
                 available, reason = False, f"not selected by the settings ({reason})"

@@ -122,3 +122,24 @@ def test_images_corrupt_files_and_audio_are_refused_clearly(make_host, workspace
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(b"\x00\x00" * 1600)
     with pytest.raises(ToolUnavailableError, match="whisper-asr: audio files cannot be transcribed: no local Whisper"):
         _read(host, "memo.wav")
+
+
+def test_wav_decoding_for_speech_recognition(workspace):
+    """What the Whisper backend is fed: mono float samples in [-1, 1] at 16 kHz, from any PCM wav."""
+    import numpy as np
+
+    from mmat.tools.documents import ASR_SAMPLE_RATE, _read_audio
+
+    rate, seconds = 22_050, 0.5
+    t = np.arange(int(rate * seconds)) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+    stereo = np.stack([tone, tone], axis=1)
+    with wave.open(str(workspace / "tone.wav"), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(rate), w.writeframes(stereo.tobytes())
+    samples = _read_audio(workspace / "tone.wav", "tone.wav")
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - ASR_SAMPLE_RATE * seconds) <= 1
+    assert 0.45 < np.abs(samples).max() <= 0.5
+    (workspace / "fake.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(ToolArgumentError, match="cannot read audio 'fake.wav'"):
+        _read_audio(workspace / "fake.wav", "fake.wav")
