@@ -218,6 +218,50 @@ def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, model:
     click.echo(f"wrote {n} {'pair' if pairs else 'row'}(s) to {path}")
 
 
+# --- evaluation -----------------------------------------------------------------------------------
+@cli.group("eval", invoke_without_command=True)
+@click.option("--bench", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GTA dataset (.json) or GAIA metadata (.jsonl); omit for mmat's own eval split.")
+@click.option("--format", "kind", type=click.Choice(["gta", "gaia", "mmat"]), help="Benchmark format (default: from the file suffix).")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Where the benchmark's files live (default: the file's folder).")
+@click.option("--best-of-n", type=int, default=1, show_default=True, help="Attempts per item: 1 greedy + N-1 samples; reported apart from greedy.")
+@click.option("--limit", type=int, help="Evaluate only the first N items.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_settings("controller", "api_base", "concurrency", "temperature")
+@click.pass_context
+def eval_(ctx, settings, bench, kind, data_dir, best_of_n, limit, as_json, quiet) -> None:
+    """Run the agent on a GTA/GAIA-format benchmark (or mmat's eval split) and score AnsAcc, ToolAcc, CodeExec."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from mmat.eval import render_metrics
+    from mmat.pipeline.evaluate import EvalRequest, run_benchmark
+
+    request = EvalRequest(bench=bench, kind=kind, data_dir=data_dir, best_of_n=best_of_n, limit=limit)
+    result, report = run_benchmark(settings, request, progress=not quiet)
+    for skipped in report.skipped:
+        click.echo(f"skipped item {skipped.key}: {skipped.reason}", err=True)
+    if as_json:
+        click.echo(json.dumps({"eval_run_id": result.eval_run_id, **result.metrics.model_dump(mode="json")}, indent=2))
+        return
+    click.echo(render_metrics(result.metrics, title=f"eval {result.eval_run_id} ({result.bench}, {settings.controller_model})"))
+
+
+@eval_.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@with_settings()
+def eval_compare(settings, run_a: str, run_b: str) -> None:
+    """Show each metric of two eval runs side by side, with the difference (B - A)."""
+    from mmat.eval import compare_runs, render_compare
+    from mmat.runtime import open_store
+
+    with open_store(settings, read_only=True) as store:
+        deltas = compare_runs(store, run_a, run_b)
+    click.echo(render_compare(deltas, run_a=run_a, run_b=run_b))
+
+
 # --- demo -----------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--tasks", type=int, default=3, show_default=True, help="Seeds to synthesize in the demo.")

@@ -36,15 +36,20 @@ def _acc_cell(acc: Accuracy | None) -> str:
     return f"{_pct(acc.value)} ({acc.correct:g}/{acc.counted})"
 
 
+def _add(table: Table, *cells: str) -> None:
+    """Add a row with as many cells as the table has columns (no best-of-N column for greedy-only runs)."""
+    table.add_row(*cells[: len(table.columns)])
+
+
 def _group_rows(table: Table, group: GroupMetrics, best: dict[str, Accuracy] | None) -> None:
     for name, acc in group.ans_acc.items():
-        table.add_row(f"AnsAcc ({name})", _acc_cell(acc), _acc_cell((best or {}).get(name)) if best is not None else "")
-    table.add_row("ToolAcc precision", _pct(group.tool_precision), "")
-    table.add_row("ToolAcc recall", _pct(group.tool_recall), "")
-    table.add_row("ToolAcc exact set", _pct(group.tool_exact), "")
-    table.add_row("CodeExec", _pct(group.code_exec), "")
-    table.add_row("mean steps", "–" if group.mean_steps is None else f"{group.mean_steps:.2f}", "")
-    table.add_row("errors", str(group.n_errors), "")
+        _add(table, f"AnsAcc ({name})", _acc_cell(acc), _acc_cell((best or {}).get(name)) if best is not None else "")
+    _add(table, "ToolAcc precision", _pct(group.tool_precision), "")
+    _add(table, "ToolAcc recall", _pct(group.tool_recall), "")
+    _add(table, "ToolAcc exact set", _pct(group.tool_exact), "")
+    _add(table, "CodeExec", _pct(group.code_exec), "")
+    _add(table, "mean steps", "–" if group.mean_steps is None else f"{group.mean_steps:.2f}", "")
+    _add(table, "errors", str(group.n_errors), "")
 
 
 def render_metrics(metrics: EvalMetrics, *, title: str | None = None) -> str:
@@ -53,14 +58,16 @@ def render_metrics(metrics: EvalMetrics, *, title: str | None = None) -> str:
     table = Table(title=title or f"{metrics.bench}: {metrics.n_items} items")
     table.add_column("metric")
     table.add_column("greedy", justify="right")
-    table.add_column(best_header, justify="right")
+    if best_header:
+        table.add_column(best_header, justify="right")
     _group_rows(table, metrics.greedy, metrics.best_of_n_ans_acc)
     tables: list[object] = [table]
     for level, group in metrics.by_level.items():
         level_table = Table(title=f"level {level}: {group.n_items} items")
         level_table.add_column("metric")
         level_table.add_column("greedy", justify="right")
-        level_table.add_column(best_header, justify="right")
+        if best_header:
+            level_table.add_column(best_header, justify="right")
         best = metrics.best_of_n_by_level.get(level) if metrics.best_of_n > 1 else None
         _group_rows(level_table, group, best)
         tables.append(level_table)

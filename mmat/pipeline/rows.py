@@ -16,7 +16,7 @@ from mmat.ids import content_id
 from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
 from mmat.store.runs import utcnow
 
-__all__ = ["seed_rows", "task_id_for", "SEED_TABLES"]
+__all__ = ["seed_rows", "trajectory_rows", "task_id_for", "SeedRows", "SEED_TABLES"]
 
 # Tables a seed writes, children first: deleting a half-written seed goes in this order.
 SEED_TABLES = ("steps", "verdicts", "files", "trajectories", "query_embeddings", "tasks")
@@ -65,9 +65,10 @@ def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
         })
 
 
-def _trajectory_rows(
-    rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str
-) -> None:
+def trajectory_rows(
+    rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str | None
+) -> str:
+    """Rows of one trajectory (its steps, step images as blobs, its verdict); returns the traj_id."""
     traj = run.trajectory
     traj_id = content_id("traj", task_id, run.attempt, run.controller)
     verdict = run.verdict
@@ -102,6 +103,7 @@ def _trajectory_rows(
         })
     rows.counts["trajectories"] += 1
     rows.counts["trajectories_correct"] += int(bool(verdict and verdict.passed))
+    return traj_id
 
 
 def seed_rows(
@@ -143,5 +145,5 @@ def seed_rows(
                 "rewritten_query": v.rewritten_query, "created_at": utcnow(),
             })
         for run in task.trajectories:
-            _trajectory_rows(rows, run_id, task_id, run, task.workspace / f"traj_{run.attempt}", verifier)
+            trajectory_rows(rows, run_id, task_id, run, task.workspace / f"traj_{run.attempt}", verifier)
     return rows

@@ -1,0 +1,85 @@
+"""`mmat eval` end to end: GTA- and GAIA-format files written here, scripted controllers, compare."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+from mmat.cli import cli
+from mmat.testing import DummyLM
+
+pytest_plugins = ["mmat.testing.fixtures"]
+
+
+@pytest.fixture
+def gta_file(tmp_path):
+    img = Image.new("RGB", (200, 80), "white")
+    ImageDraw.Draw(img).text((20, 30), "TOTAL 950", fill="black")
+    img.save(tmp_path / "receipt.png")
+    item = {
+        "tools": [{"name": "OCR", "description": "read text", "inputs": [], "outputs": []}],
+        "files": [{"type": "image", "path": "receipt.png", "url": None}],
+        "dialogs": [
+            {"role": "user", "content": "What is the total on this receipt?"},
+            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "OCR", "arguments": {"image": "receipt.png"}}}], "thought": "read it"},
+            {"role": "tool", "name": "OCR", "content": "TOTAL 950"},
+            {"role": "assistant", "content": "950"},
+        ],
+        "gt_answer": {"whitelist": [["950", "950.0"]], "blacklist": None},
+    }
+    subjective = {**item, "gt_answer": ["a nice receipt"]}
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"0": item, "1": subjective, "2": {"tools": "broken"}}))
+    return path
+
+
+def controller(answer):
+    def respond(messages, fields):
+        if fields == ["answer"]:
+            return {"answer": answer}
+        return {"thought": "Read the receipt, then answer.", "code": f"print(ocr('receipt.png'))\nfinal_answer({answer!r})"}
+    return respond
+
+
+def test_eval_gta_scores_stores_and_compares(mmat_home, gta_file):
+    DummyLM(controller("950"), name="good")
+    DummyLM(controller("I do not know"), name="bad")
+    runner = CliRunner()
+    good = runner.invoke(cli, ["eval", "--bench", str(gta_file), "--controller", "dummy/good", "--json", "--quiet"])
+    assert good.exit_code == 0, good.output
+    metrics = json.loads(good.output[good.output.index("{"):])
+    bad = runner.invoke(cli, ["eval", "--bench", str(gta_file), "--controller", "dummy/bad", "--json", "--quiet"])
+    bad_metrics = json.loads(bad.output[bad.output.index("{"):])
+    assert "skipped item 2" in good.output  # the malformed item is reported, the run goes on
+
+    from mmat.config import load_settings
+    from mmat.runtime import open_store
+
+    with open_store(load_settings(), read_only=True) as store:
+        items = store.sql("select item_key, counted, ans_acc, tool_recall, code_exec, traj_id from eval_items "
+                          f"where eval_run_id = '{metrics['eval_run_id']}' order by item_key")
+        assert [(i["item_key"], i["counted"]) for i in items] == [("0", True), ("1", False)]
+        assert json.loads(items[0]["ans_acc"])["gta"] == 1.0 and items[0]["tool_recall"] == 1.0 and items[0]["code_exec"] == 1.0
+        steps = store.sql(f"select tool_calls from steps where traj_id = '{items[0]['traj_id']}'")
+        assert steps[0]["tool_calls"][0]["name"] == "ocr" and "950" in steps[0]["tool_calls"][0]["result"]
+
+    compare = runner.invoke(cli, ["eval", "compare", metrics["eval_run_id"], bad_metrics["eval_run_id"]])
+    assert compare.exit_code == 0, compare.output
+    line = next(l for l in compare.output.splitlines() if "ans_acc" in l and "gta" in l and "greedy" in l)
+    assert "-1" in line  # good 1.0 -> bad 0.0
+
+
+def test_eval_gaia_levels(mmat_home, tmp_path):
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"task_id": "a", "Question": "How many legs does a spider have?", "Level": 1, "Final answer": "8", "file_name": ""},
+        {"task_id": "b", "Question": "Name the capital of France.", "Level": 2, "Final answer": "Paris", "file_name": ""},
+    ]))
+    DummyLM(lambda m, f: {"thought": "I know this.", "code": "final_answer('8')"}, name="eight")
+    result = CliRunner().invoke(cli, ["eval", "--bench", str(tmp_path / "metadata.jsonl"), "--controller", "dummy/eight", "--quiet"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("AnsAcc (gaia)" in l and "50.00 (1/2)" in l for l in lines)
+    assert "level 1: 1 items" in result.output and "level 2: 1 items" in result.output
+    assert result.output.rstrip().endswith("greedy AnsAcc gaia 50.0%, mat 50.0% on 2 counted items; CodeExec 100.0%; 0 errors")
+    assert result.output.count("greedy AnsAcc gaia") == 1
