@@ -1,0 +1,260 @@
+"""`mmat optimize`: compile one mmat program with a DSPy optimizer against a verifier-based metric.
+
+Steps: build the train/val sets from the store, score the program on val, compile it, score it again,
+save it (DSPy's JSON plus an mmat header), and record the run (``runs``, ``optimization_runs``; every
+LM call lands in ``lm_calls`` under the run). The function prints nothing: it returns an
+``OptimizeSummary`` for the CLI to print. DSPy's optimizers print their own progress; it goes to stderr
+with ``progress=True`` and nowhere otherwise, so stdout stays clean for scripting.
+
+What each optimizer needs:
+
+* ``bootstrap`` (BootstrapFewShot) — the metric and a trainset: runs the program on train examples and
+  keeps traces that score at least the program's threshold as demos.
+* ``mipro`` (MIPROv2) — also a valset and many more LM calls: proposes instructions with a prompt model
+  and searches instruction x demo combinations (needs ``optuna``).
+* ``gepa`` (GEPA) — a reflection LM and metric feedback: it reads the verifiers' reasons and rewrites
+  the instructions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+import mmat
+from mmat.config import Settings
+from mmat.errors import ConfigError
+from mmat.ids import content_id
+from mmat.optimizers.compiled import CompiledHeader, save_compiled
+from mmat.optimizers.datasets import Sets, build_sets
+from mmat.optimizers.programs import ProgramEntry, get_program, role_model
+from mmat.optimizers.scoring import Scored, score_program
+from mmat.store.runs import settings_record, utcnow
+
+__all__ = ["OptimizeSummary", "run_optimize", "OPTIMIZERS", "Optimizer", "Budget"]
+
+log = logging.getLogger(__name__)
+
+Optimizer = Literal["bootstrap", "mipro", "gepa"]
+Budget = Literal["light", "medium", "heavy"]
+OPTIMIZERS: tuple[str, ...] = ("bootstrap", "mipro", "gepa")
+
+
+class OptimizeSummary(BaseModel):
+    """What `mmat optimize` did; the CLI prints :meth:`render`."""
+
+    program: str
+    optimizer: str
+    n_train: int
+    n_val: int
+    metric_before: float
+    metric_after: float
+    out: Path
+    opt_run_id: str
+    val_from_train: bool = False
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        delta = self.metric_after - self.metric_before
+        line = (f"optimize {self.program} with {self.optimizer}: metric {self.metric_before:.3f} -> "
+                f"{self.metric_after:.3f} ({delta:+.3f}) on {self.n_val} validation example(s), "
+                f"{self.n_train} training example(s), {self.seconds:.1f}s; saved {self.out}")
+        if self.val_from_train:
+            line += "\nnote: only one example was selected, so it served as both train and validation set"
+        if self.skipped:
+            line += f"\nnote: {self.skipped} selected row(s) were skipped (missing, unlabelled or invalid)"
+        return line + f"\nuse it: mmat synth --program {self.out}"
+
+
+# --- output hygiene ----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _dspy_output(progress: bool) -> Iterator[None]:
+    """DSPy's optimizers print and draw tqdm bars (some on stdout): send them to stderr, or drop them."""
+    if progress:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        if sink.getvalue().strip():
+            log.debug("optimizer output:\n%s", sink.getvalue())
+
+
+class _Phase:
+    """One line of progress per phase on stderr (a rich bar while scoring)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    @contextlib.contextmanager
+    def scoring(self, label: str, total: int) -> Iterator[Any]:
+        if not self.enabled:
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True)) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda: bar.advance(task)
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            from rich.console import Console
+
+            Console(stderr=True).print(text)
+
+
+# --- the optimizers --------------------------------------------------------------------------------------
+def _compile(optimizer: str, entry: ProgramEntry, student: Any, sets: Sets, metric: Any, settings: Settings, *,
+             auto: Budget, trials: int | None, max_demos: int, prompt_lm: Any) -> Any:
+    import dspy
+
+    threads = settings.concurrency
+    if optimizer == "bootstrap":
+        teleprompter = dspy.BootstrapFewShot(metric=metric, metric_threshold=entry.bootstrap_threshold,
+                                             max_bootstrapped_demos=max_demos, max_labeled_demos=0, max_rounds=1)
+        return teleprompter.compile(student, trainset=sets.train)
+    if optimizer == "mipro":
+        try:
+            import optuna  # noqa: F401  (MIPROv2 imports it lazily, deep inside compile)
+        except ImportError:
+            raise ConfigError("--optimizer mipro needs optuna: pip install optuna (or use bootstrap or gepa)") from None
+        budget: dict[str, Any] = {"auto": auto} if trials is None else {"auto": None, "num_candidates": max(2, trials)}
+        teleprompter = dspy.MIPROv2(metric=metric, prompt_model=prompt_lm, task_model=dspy.settings.lm,
+                                    max_bootstrapped_demos=max_demos, max_labeled_demos=0, num_threads=threads,
+                                    seed=settings.seed, metric_threshold=entry.bootstrap_threshold, verbose=False,
+                                    track_stats=False, **budget)
+        extra: dict[str, Any] = {} if trials is None else {"num_trials": trials, "minibatch": False}
+        return teleprompter.compile(student, trainset=sets.train, valset=sets.val, **extra)
+    if optimizer == "gepa":
+        budget = {"auto": auto} if trials is None else {"max_full_evals": trials}
+        teleprompter = dspy.GEPA(metric=metric, reflection_lm=prompt_lm, num_threads=threads, seed=settings.seed,
+                                 track_stats=False, **budget)
+        return teleprompter.compile(student, trainset=sets.train, valset=sets.val)
+    raise ConfigError(f"unknown optimizer {optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
+
+
+def _score(phase: _Phase, label: str, program: Any, examples: list[Any], metric: Any, threads: int) -> Scored:
+    with phase.scoring(label, len(examples)) as advance:
+        return score_program(program, examples, metric, threads=threads, on_done=advance)
+
+
+def _check_request(program: str, optimizer: str, out: Path, trials: int | None, max_demos: int) -> ProgramEntry:
+    entry = get_program(program)
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
+    if out.suffix != ".json":
+        raise ConfigError(f"--out {out}: a compiled program is saved as JSON; give a path ending in .json")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials must be at least 1, got {trials}")
+    if max_demos < 0:
+        raise ConfigError(f"--max-demos must be 0 or more, got {max_demos}")
+    return entry
+
+
+def run_optimize(
+    settings: Settings,
+    *,
+    program: str,
+    optimizer: Optimizer,
+    trainset_sql: str | None = None,
+    valset_sql: str | None = None,
+    out: Path,
+    progress: bool = True,
+    auto: Budget = "light",
+    trials: int | None = None,
+    max_demos: int = 4,
+    prompt_model: str | None = None,
+    command: str = "mmat optimize",
+) -> OptimizeSummary:
+    """Compile ``program`` with ``optimizer`` on examples from the store; save it to ``out`` (JSON).
+
+    ``auto`` is DSPy's budget preset for mipro and gepa; ``trials`` replaces it with a fixed budget (mipro:
+    that many trials and candidates, gepa: that many full evaluations). ``max_demos`` caps bootstrapped
+    demos (bootstrap, mipro). ``prompt_model`` writes new instructions (MIPROv2's prompt model, GEPA's
+    reflection LM); it defaults to the teacher.
+    """
+    import dspy
+
+    from mmat.lm import adapter_for, build_lm, check_model, configure_litellm
+    from mmat.optimizers.judges import Judge
+    from mmat.runtime import open_store
+    from mmat.store import LMCallRecorder
+
+    started = time.monotonic()
+    out = Path(out)
+    entry = _check_request(program, optimizer, out, trials, max_demos)
+    model = role_model(settings, entry.role)
+    prompt_model = prompt_model or settings.teacher
+    configure_litellm(settings)
+    for needed in {model, *([settings.verifier_model] if entry.needs_judge else []),
+                   *([prompt_model] if optimizer in ("mipro", "gepa") else [])}:
+        check_model(needed, settings)
+    phase = _Phase(progress)
+
+    with open_store(settings) as store:
+        sets = build_sets(store, program, settings=settings, trainset_sql=trainset_sql, valset_sql=valset_sql)
+        opt_run_id = content_id("optimize", program, optimizer, model, utcnow().isoformat())
+        store.start_run("optimize", settings, command, run_id=opt_run_id)
+        workspace_root = settings.workspaces_dir / "optimize" / opt_run_id
+        try:
+            metric = entry.metric_for(settings, Judge(settings) if entry.needs_judge else None)
+            student = entry.target(entry.build(settings, store), workspace_root)
+            lm = build_lm(model, settings=settings)
+            prompt_lm = build_lm(prompt_model, settings=settings) if optimizer in ("mipro", "gepa") else None
+            recorder = LMCallRecorder(store, opt_run_id)
+            with dspy.context(lm=lm, adapter=adapter_for(model), callbacks=[recorder]):
+                before = _score(phase, f"{program}: scoring before", student, sets.val, metric, settings.concurrency)
+                phase.say(f"{program}: compiling with {optimizer} on {len(sets.train)} training example(s)")
+                with _dspy_output(progress):
+                    compiled = _compile(optimizer, entry, student, sets, metric, settings, auto=auto, trials=trials,
+                                        max_demos=max_demos, prompt_lm=prompt_lm)
+                after = _score(phase, f"{program}: scoring after", compiled, sets.val, metric, settings.concurrency)
+            header = CompiledHeader(
+                mmat_version=mmat.__version__, program=program, module=compiled.program._mmat_name,
+                module_class=type(compiled.program).__name__, optimizer=optimizer, opt_run_id=opt_run_id,
+                metric_before=before.mean, metric_after=after.mean,
+            )
+            save_compiled(compiled.program, out, header)
+            summary = OptimizeSummary(
+                program=program, optimizer=optimizer, n_train=len(sets.train), n_val=len(sets.val),
+                metric_before=before.mean, metric_after=after.mean, out=out.resolve(), opt_run_id=opt_run_id,
+                val_from_train=sets.val_from_train, skipped=sets.skipped, seconds=time.monotonic() - started,
+            )
+            store.writer.put("optimization_runs", [{
+                "opt_run_id": opt_run_id, "program": program, "optimizer": optimizer, "teacher": model,
+                "n_train": len(sets.train), "n_val": len(sets.val), "metric_before": before.mean,
+                "metric_after": after.mean, "out_path": str(out.resolve()),
+                "settings": settings_record(settings) | {"optimize": {
+                    "trainset_sql": trainset_sql, "valset_sql": valset_sql, "auto": auto, "trials": trials,
+                    "max_demos": max_demos, "prompt_model": prompt_model if prompt_lm is not None else None,
+                    "train_ids": [e.subject_id for e in sets.train], "val_ids": [e.subject_id for e in sets.val],
+                }},
+                "created_at": utcnow(),
+            }])
+            store.finish_run(opt_run_id, "done", summary.model_dump(mode="json"))
+        except KeyboardInterrupt:
+            store.finish_run(opt_run_id, "interrupted", {"program": program, "optimizer": optimizer})
+            raise
+        except BaseException as e:
+            store.finish_run(opt_run_id, "failed", {"program": program, "optimizer": optimizer,
+                                                    "error": f"{type(e).__name__}: {e}"[:2000]})
+            raise
+        finally:
+            shutil.rmtree(workspace_root, ignore_errors=True)
+    return summary

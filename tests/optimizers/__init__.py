@@ -1,0 +1,1 @@
+"""Tests for mmat.optimizers (package, so module names cannot clash with other test folders)."""
