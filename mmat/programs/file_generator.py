@@ -112,20 +112,20 @@ class FileGenerator(dspy.Module):
         workspace = Path(workspace)
         workspace.mkdir(parents=True, exist_ok=True)
         result = FileGenResult()
-        taken: set[str] = {p.name for p in workspace.iterdir()}
+        taken: set[str] = set()  # names depend on the spec alone, so a rerun writes the same files
         named = [(i, need, file_name_for(need, taken)) for i, need in enumerate(spec.file_needs)]
-        used_images: set[str] = set()
-        for i, need, name in named:
-            if need.modality == "image":
-                self._pick_image(i, need, name, workspace, used_images, result)
         documents = [(i, need, name) for i, need, name in named if need.modality != "image"]
-        if documents:
+        if documents:  # before the images go in, so no script can touch them
             from mmat.sandbox import Sandbox
             from mmat.sandbox.limits import Limits
 
             with Sandbox(workspace, tools=None, limits=self.limits or Limits(), inputs=[]) as sandbox:
                 for i, need, name in documents:
                     self._write_file(i, need, name, spec.query, workspace, sandbox, result, config or {})
+        used_images: set[str] = set()
+        for i, need, name in named:
+            if need.modality == "image":
+                self._pick_image(i, need, name, workspace, used_images, result)
         order = {name: k for k, (_, _, name) in enumerate(named)}
         result.files.sort(key=lambda f: order[f.name])
         return result

@@ -106,3 +106,11 @@ def test_existing_files_get_kind_and_mime_from_their_suffix(tmp_path):
     assert GeneratedFile.from_path(tmp_path / "x.bin", name="notes.md").modality == "text"
     assert GeneratedFile.from_path(tmp_path / "talk.mp3").modality == "audio"
     assert GeneratedFile.from_path(tmp_path / "data.xlsx").modality == "table"
+
+
+def test_a_rerun_in_the_same_workspace_writes_the_same_names(small_pool, tmp_path):
+    task = spec(need("image", "a cup of espresso", "cup"), need("image", "galaxies in deep space", "sky"))
+    first = FileGenerator(small_pool)(task, tmp_path)
+    again = FileGenerator(small_pool)(task, tmp_path)
+    assert [f.name for f in again.files] == [f.name for f in first.files] == ["cup.png", "sky.png"]
+    assert [f.image_id for f in again.files] == [f.image_id for f in first.files]
