@@ -218,6 +218,22 @@ def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, model:
     click.echo(f"wrote {n} {'pair' if pairs else 'row'}(s) to {path}")
 
 
+# --- preference pairs -----------------------------------------------------------------------------
+@cli.command()
+@click.option("--tasks", "where", default=None, help="SQL filter over t (trajectories) and k (tasks); default: verified-correct trajectories of solved tasks.")
+@click.option("-k", "k", type=int, default=3, show_default=True, help="Alternative steps sampled per state (the original step is a candidate too).")
+@click.option("--min-margin", type=float, default=0.2, show_default=True, help="Judge-score gap needed to pair two error-free candidates.")
+@click.option("--limit", type=int, help="Process at most this many trajectories.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_settings("controller", "judge", "api_base", "temperature")
+def prefs(settings, where, k, min_margin, limit, quiet) -> None:
+    """Sample k candidate steps per state in forked sandboxes, judge them, store chosen/rejected pairs."""
+    from mmat.pipeline.prefs import DEFAULT_PREFS_WHERE, PrefsRequest, run_prefs
+
+    request = PrefsRequest(where=where or DEFAULT_PREFS_WHERE, k=k, min_margin=min_margin, limit=limit)
+    click.echo(run_prefs(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet).render())
+
+
 # --- evaluation -----------------------------------------------------------------------------------
 @cli.group("eval", invoke_without_command=True)
 @click.option("--bench", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GTA dataset (.json) or GAIA metadata (.jsonl); omit for mmat's own eval split.")

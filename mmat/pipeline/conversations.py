@@ -15,7 +15,7 @@ from typing import Any
 from mmat.errors import ConfigError, StoreError
 from mmat.store.export import Conversation, PreferenceRow
 
-__all__ = ["DEFAULT_SFT_WHERE", "Selection", "load_conversations", "load_preference_rows"]
+__all__ = ["DEFAULT_SFT_WHERE", "Selection", "load_conversations", "load_preference_rows", "load_files", "load_steps"]
 
 DEFAULT_SFT_WHERE = "t.verdict = 'correct'"
 
@@ -30,7 +30,7 @@ class Selection:
     skipped: list[str] = field(default_factory=list)
 
 
-def _files(store, task_id: str) -> list:
+def load_files(store, task_id: str) -> list:
     from mmat.programs.files import GeneratedFile
 
     rows = store.sql(
@@ -42,7 +42,7 @@ def _files(store, task_id: str) -> list:
     ]
 
 
-def _steps(store, traj_id: str) -> list:
+def load_steps(store, traj_id: str) -> list:
     from mmat.programs.trajectory import AgentStep
     from mmat.sandbox.results import ToolCall
 
@@ -82,13 +82,13 @@ def load_conversations(store, where: str = DEFAULT_SFT_WHERE, *, model: str, mul
     selection = Selection(where=where, n_rows=len(rows), run_ids=sorted({r["run_id"] for r in rows}))
     conversations = []
     for row in rows:
-        steps = _steps(store, row["traj_id"])
+        steps = load_steps(store, row["traj_id"])
         if not steps:
             selection.skipped.append(f"{row['traj_id']}: no steps")
             continue
         tools = list(row["tools"] or [])
         shown = row["multimodal"] if multimodal is None else multimodal
-        messages = trajectory_conversation(row["query"], _files(store, row["task_id"]), steps, tools, adapter,
+        messages = trajectory_conversation(row["query"], load_files(store, row["task_id"]), steps, tools, adapter,
                                            multimodal=bool(shown), inline_images=False)
         conversations.append(Conversation(messages=messages, meta={"traj_id": row["traj_id"], "task_id": row["task_id"]},
                                           tools=tool_specs(tools)))
@@ -113,9 +113,9 @@ def load_preference_rows(store, where: str = "TRUE", *, model: str, multimodal: 
     selection = Selection(where=where, n_rows=len(pairs), run_ids=sorted({r["run_id"] for r in pairs}))
     out = []
     for pair in pairs:
-        steps = _steps(store, pair["traj_id"])[: pair["step_idx"]]
+        steps = load_steps(store, pair["traj_id"])[: pair["step_idx"]]
         shown = pair["multimodal"] if multimodal is None else multimodal
-        prompt = agent_messages(pair["query"], _files(store, pair["task_id"]), steps, list(pair["tools"] or []), adapter,
+        prompt = agent_messages(pair["query"], load_files(store, pair["task_id"]), steps, list(pair["tools"] or []), adapter,
                                 multimodal=bool(shown), inline_images=False)
         chosen, rejected = (json.loads(pair[k]) if isinstance(pair[k], str) else pair[k] for k in ("chosen", "rejected"))
         render = lambda s: adapter.format_assistant_message_content(CodeAgentStep, {"thought": s["thought"], "code": s["code"]})  # noqa: E731

@@ -28,6 +28,7 @@ from mmat.decontam import NgramIndex
 from mmat.errors import ConfigError
 from mmat.ids import content_id, sha256_file
 from mmat.pipeline.pool_store import load_pool
+from mmat.pipeline.progress import ProgressBar
 from mmat.pipeline.rows import SEED_TABLES, seed_rows
 from mmat.store.runs import utcnow
 
@@ -233,7 +234,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
             with dspy.context(callbacks=[recorder]):  # pool threads do not inherit the caller's context
                 return seed, program(seed, workspace)
 
-        with _progress(progress, len(pending)) as bar, ThreadPoolExecutor(settings.concurrency) as pool_ex:
+        with ProgressBar("synth", len(pending), progress) as bar, ThreadPoolExecutor(settings.concurrency) as pool_ex:
             futures = {pool_ex.submit(work, s) for s in pending}
             try:
                 while futures:
@@ -256,7 +257,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
                             "finished_at": utcnow(),
                         }])
                         store.writer.flush()
-                        bar.advance(counts)
+                        bar.advance(_live_counts(counts))
             except BaseException:
                 for fut in futures:
                     fut.cancel()
@@ -271,34 +272,6 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
     return summary
 
 
-class _Bar:
-    """A rich progress bar with live counts; a no-op when progress is off (tests, --quiet)."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
-        self.progress = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.progress = Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     TextColumn("{task.description}"), console=Console(stderr=True))
-            self.progress.__enter__()
-            self.task = self.progress.add_task("", total=self.total)
-        return self
-
-    def advance(self, counts: Counter) -> None:
-        if self.progress is not None:
-            desc = (f"generated {counts['generated']} · files ok {counts['files_ok']} · "
-                    f"verified {counts['verified'] + counts['solved']} · failed {counts['failed'] + counts['rejected']}")
-            self.progress.update(self.task, advance=1, description=desc)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-
-
-def _progress(enabled: bool, total: int) -> _Bar:
-    return _Bar(enabled, total)
+def _live_counts(counts: Counter) -> str:
+    return (f"generated {counts['generated']} · files ok {counts['files_ok']} · "
+            f"verified {counts['verified'] + counts['solved']} · failed {counts['failed'] + counts['rejected']}")

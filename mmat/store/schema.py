@@ -220,3 +220,6 @@ MIGRATIONS.append((
     "ALTER TABLE trajectories ADD COLUMN tools VARCHAR[]; ALTER TABLE trajectories ADD COLUMN multimodal BOOLEAN; "
     "ALTER TABLE files ADD COLUMN position INTEGER;",  # the order the agent was shown the files in
 ))
+
+# Pairs belong to the prefs run that made them: a resumed run clears only its own half-written pairs.
+MIGRATIONS.append(("004_pair_run", "ALTER TABLE preference_pairs ADD COLUMN run_id VARCHAR;"))

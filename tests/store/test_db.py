@@ -125,7 +125,7 @@ def test_read_only(tmp_path):
         Store.open(path, read_only=True)
     assert not path.exists()
     Store.open(path, migrations=MIGRATIONS[:0]).close()
-    with pytest.raises(StoreError, match=r"needs migrations \(001_core, 002_progress_and_optimization, 003_trajectory_prompt_inputs\): open it read-write once"):
+    with pytest.raises(StoreError, match=r"needs migrations \(001_core, 002_progress_and_optimization, 003_trajectory_prompt_inputs, 004_pair_run\): open it read-write once"):
         Store.open(path, read_only=True)
     Store.open(path).close()
     with Store.open(path, read_only=True) as s:
