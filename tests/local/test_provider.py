@@ -107,3 +107,16 @@ def test_concurrent_first_use_loads_once(tiny_lm_dir, mmat_settings):
     for t in threads:
         t.join()
     assert len({id(x) for x in seen}) == 1
+
+
+def test_a_vision_model_dir_sees_real_images_not_descriptions(mmat_settings, tmp_path):
+    tiny = pytest.importorskip("mmat.finetune.tiny")
+    vlm = tiny.build_tiny_idefics3(tmp_path / "idefics3")
+    rf = {"type": "json_schema", "json_schema": {"name": "X", "schema": {
+        "type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"], "additionalProperties": False}}}
+    common = dict(model=f"local/{vlm}", max_tokens=40, response_format=rf, mmat_home=str(mmat_settings.home), mmat_max_string_length=8)
+    with_image = litellm.completion(messages=_image_message(), **common)
+    text_only = litellm.completion(messages=[{"role": "user", "content": [{"type": "text", "text": "what is this?"}]}], **common)
+    assert with_image._hidden_params[IMAGE_DOWNGRADES_KEY] == 0
+    assert len(json.loads(with_image.choices[0].message.content)["b"]) <= 8
+    assert with_image.usage.prompt_tokens >= text_only.usage.prompt_tokens + 4  # the image's tokens reached the model
