@@ -139,9 +139,7 @@ class Store:
         self._check_open()
         with self._con.cursor() as cur:
             try:
-                if params is None:
-                    return cur.sql(query).to_arrow_table()
-                return cur.execute(query, params).to_arrow_table()
+                return cur.sql(query, params=params).to_arrow_table()
             except duckdb.Error as e:
                 raise sql_error(e) from None
 

@@ -161,6 +161,9 @@ def test_sql_params_arrow_and_cursor(store):
     ]
     table = store.sql_arrow("SELECT seed_idx FROM tasks ORDER BY 1")
     assert table.column("seed_idx").to_pylist() == [0, 1, 2, 3, 4]
+    assert store.sql_arrow("SELECT task_id FROM tasks WHERE seed_idx = ?", [2]).to_pylist() == [{"task_id": "t2"}]
+    with pytest.raises(StoreError, match="^SQL failed: Parser Error"):
+        store.sql_arrow("SELEC 1")
     with store.cursor() as cur:
         assert cur.execute("SELECT count(*) FROM tasks").fetchall() == [(5,)]
 
