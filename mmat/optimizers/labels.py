@@ -23,7 +23,7 @@ from mmat.store.runs import utcnow
 
 __all__ = ["import_labels", "export_label_sheet", "LabelRow", "LABELS", "SHEET_COLUMNS", "read_label_file"]
 
-LABELS: dict[str, bool] = {"correct": True, "pass": True, "incorrect": False, "reject": False}
+LABELS: dict[str, bool] = {"correct": True, "incorrect": False, "pass": True, "reject": False}
 KINDS = ("task", "trajectory")
 SHEET_COLUMNS = ("subject_kind", "subject_id", "label", "note")
 MAX_LISTED_PROBLEMS = 10

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Optimizer = Literal["bootstrap", "mipro", "gepa"]
 Budget = Literal["light", "medium", "heavy"]
 OPTIMIZERS: tuple[str, ...] = ("bootstrap", "mipro", "gepa")
+_CHATTY_LOGGERS = ("dspy", "optuna", "gepa")  # INFO-level progress logs, silenced with progress=False
 
 
 class OptimizeSummary(BaseModel):
@@ -85,10 +86,16 @@ def _dspy_output(progress: bool) -> Iterator[None]:
             yield
         return
     sink = io.StringIO()
+    chatty = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in chatty]
     try:
+        for logger in chatty:
+            logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield
     finally:
+        for logger, level in zip(chatty, levels, strict=True):
+            logger.setLevel(level)
         if sink.getvalue().strip():
             log.debug("optimizer output:\n%s", sink.getvalue())
 
