@@ -29,6 +29,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 __all__ = [
     "configure_litellm",
+    "register_providers",
     "build_lm",
     "teacher",
     "check_model",
@@ -73,7 +74,7 @@ _ZERO_COST = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode":
 
 _lock = threading.RLock()
 _providers_registered = False
-_registered_models: set[str] = set()
+_registered_models: dict[str, bool] = {}  # model -> supports_response_schema as registered
 _cache_dir: Path | None = None
 
 
@@ -95,12 +96,12 @@ def register_model_info(model: str, *, supports_response_schema: bool = True) ->
     the local model then decodes unconstrained (which a 135M model fails at).
     """
     with _lock:
-        if model in _registered_models:
+        if _registered_models.get(model) is supports_response_schema:
             return
         litellm = _quiet_litellm()
         info = dict(_ZERO_COST, litellm_provider=model.split("/", 1)[0], supports_response_schema=supports_response_schema)
         litellm.register_model({model: info})
-        _registered_models.add(model)
+        _registered_models[model] = supports_response_schema
 
 
 def _point_dspy_cache(settings: Settings) -> None:
@@ -115,9 +116,9 @@ def _point_dspy_cache(settings: Settings) -> None:
     _cache_dir = target
 
 
-def configure_litellm(settings: Settings | None = None) -> None:
-    """Idempotent global setup: offline price map, quiet logs, the ``local``/``dummy`` providers, their
-    model info, and DSPy's disk cache under ``settings.cache_dir / "dspy"`` (re-pointed when the home changes)."""
+def register_providers() -> None:
+    """Register the ``local`` and ``dummy`` custom providers and the embedded models' info (idempotent;
+    other entries of ``litellm.custom_provider_map`` are kept). Touches no files."""
     global _providers_registered
     from mmat.local.registry import LOCAL_MODELS
 
@@ -134,6 +135,13 @@ def configure_litellm(settings: Settings | None = None) -> None:
             _providers_registered = True
         for name in LOCAL_MODELS:
             register_model_info(f"{LOCAL}/{name}")
+
+
+def configure_litellm(settings: Settings | None = None) -> None:
+    """Idempotent global setup: offline price map, quiet logs, the ``local``/``dummy`` providers, their
+    model info, and DSPy's disk cache under ``settings.cache_dir / "dspy"`` (re-pointed when the home changes)."""
+    with _lock:
+        register_providers()
         _point_dspy_cache(settings or load_settings())
 
 

@@ -107,9 +107,9 @@ class DummyLM:
         self.calls: list[DummyCall] = []
         self._next = 0
         self._lock = threading.Lock()
-        from mmat.lm import configure_litellm, register_model_info
+        from mmat.lm import register_model_info, register_providers
 
-        configure_litellm()
+        register_providers()  # not configure_litellm(): constructing a fake must not touch MMAT_HOME
         register_model_info(self.model, supports_response_schema=supports_response_schema)
         with _REGISTRY_LOCK:
             _REGISTRY[name] = self

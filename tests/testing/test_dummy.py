@@ -153,3 +153,17 @@ def test_bad_construction_and_unknown_names(mmat_home):
         DummyLM([{"a": 1}], name="a/b")
     with pytest.raises(Exception, match=r"no DummyLM named 'nobody': create mmat.testing.DummyLM\(responses, name='nobody'\)"):
         get_dummy("nobody")
+
+
+def test_constructing_a_dummy_touches_no_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MMAT_HOME", raising=False)
+    DummyLM([{"answer": "x"}], name="nofiles")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_renamed_script_can_change_schema_support(mmat_home):
+    DummyLM([{"answer": "x"}], name="flip", supports_response_schema=True)
+    assert build_lm("dummy/flip").supports_response_schema
+    DummyLM([{"answer": "x"}], name="flip", supports_response_schema=False)
+    assert not build_lm("dummy/flip").supports_response_schema
