@@ -65,8 +65,9 @@ class TrainConfig(BaseTrainConfig):
                                                          "last assistant turn that fits; drop_sample drops it.")
     group_by_length: bool = Field(True, description="Batch samples of similar length together (less padding).")
     padding_free: bool | None = Field(
-        None, description="Pack each batch into one row without padding (text LMs). None: on when a startup check "
-                          "shows the model gives identical logits packed and unpacked; True: required; False: off.")
+        None, description="Pack each batch into one row without padding (text LMs). None (auto): on with a varlen "
+                          "attention kernel (FlashAttention, CUDA) when a startup check shows packed logits equal "
+                          "unpacked ones; off on CPU, where length-grouped padding is faster. True: required.")
 
 
 class DPOTrainConfig(BaseTrainConfig):

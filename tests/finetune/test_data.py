@@ -158,3 +158,15 @@ def test_end_of_turn_ids_follow_the_template(idefics3, text_lm):
     assert vlm.tokenizer.convert_tokens_to_ids("<end_of_utterance>") in vlm.end_of_turn_ids()
     txt = ChatCodec(_processing(text_lm))
     assert txt.end_of_turn_ids() == [txt.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_store_export_objects_are_accepted(text_lm, agent_conversation):
+    """The store's Conversation / PreferenceRow (mmat.store.export) feed training directly."""
+    from mmat.store.export import Conversation, PreferenceRow
+
+    codec = ChatCodec(_processing(text_lm))
+    samples, report = encode_rows([Conversation(messages=agent_conversation, meta={"traj_id": "t1"})], codec,
+                                  max_length=4096)
+    assert report.n_samples == 1 and samples[0].n_assistant_turns == 2
+    row = pair_to_row(PreferenceRow(prompt=agent_conversation[:4], chosen="a", rejected="b"), vlm=False)
+    assert row["chosen"] == [{"role": "assistant", "content": "a"}] and len(row["prompt"]) == 4
