@@ -40,13 +40,14 @@ from mmat.optimizers.programs import ProgramEntry, get_program, role_model
 from mmat.optimizers.scoring import Scored, score_program
 from mmat.store.runs import settings_record, utcnow
 
-__all__ = ["OptimizeSummary", "run_optimize", "OPTIMIZERS", "Optimizer", "Budget"]
+__all__ = ["OptimizeSummary", "OptimizeRequest", "run_optimize", "OPTIMIZERS", "Optimizer", "Budget"]
 
 log = logging.getLogger(__name__)
 
 Optimizer = Literal["bootstrap", "mipro", "gepa"]
 Budget = Literal["light", "medium", "heavy"]
 OPTIMIZERS: tuple[str, ...] = ("bootstrap", "mipro", "gepa")
+BUDGETS: tuple[str, ...] = ("light", "medium", "heavy")
 _CHATTY_LOGGERS = ("dspy", "optuna", "gepa")  # INFO-level progress logs, silenced with progress=False
 
 
@@ -161,17 +162,76 @@ def _score(phase: _Phase, label: str, program: Any, examples: list[Any], metric:
         return score_program(program, examples, metric, threads=threads, on_done=advance)
 
 
-def _check_request(program: str, optimizer: str, out: Path, trials: int | None, max_demos: int) -> ProgramEntry:
-    entry = get_program(program)
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
-    if out.suffix != ".json":
-        raise ConfigError(f"--out {out}: a compiled program is saved as JSON; give a path ending in .json")
-    if trials is not None and trials < 1:
-        raise ConfigError(f"--trials must be at least 1, got {trials}")
-    if max_demos < 0:
-        raise ConfigError(f"--max-demos must be 0 or more, got {max_demos}")
-    return entry
+class OptimizeRequest(BaseModel):
+    """What to optimize and how; validated before the store is touched."""
+
+    program: str
+    optimizer: str
+    out: Path
+    trainset_sql: str | None = None
+    valset_sql: str | None = None
+    auto: str = "light"
+    trials: int | None = None
+    max_demos: int = 4
+    prompt_model: str | None = None
+
+    def check(self) -> ProgramEntry:
+        entry = get_program(self.program)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose from {', '.join(OPTIMIZERS)}")
+        if self.auto not in BUDGETS:
+            raise ConfigError(f"unknown budget {self.auto!r}: choose from {', '.join(BUDGETS)}")
+        if self.out.suffix != ".json":
+            raise ConfigError(f"--out {self.out}: a compiled program is saved as JSON; give a path ending in .json")
+        if self.trials is not None and self.trials < 1:
+            raise ConfigError(f"--trials must be at least 1, got {self.trials}")
+        if self.max_demos < 0:
+            raise ConfigError(f"--max-demos must be 0 or more, got {self.max_demos}")
+        return entry
+
+    @property
+    def proposes(self) -> bool:
+        """Whether the optimizer writes instructions with a prompt model."""
+        return self.optimizer in ("mipro", "gepa")
+
+
+def _optimize(store: Any, settings: Settings, request: OptimizeRequest, entry: ProgramEntry, sets: Sets,
+              opt_run_id: str, phase: _Phase) -> tuple[Any, Scored, Scored]:
+    """Score, compile, score again, with the role's model and every LM call recorded under the run."""
+    import dspy
+
+    from mmat.lm import adapter_for, build_lm
+    from mmat.optimizers.judges import Judge
+    from mmat.store import LMCallRecorder
+
+    model = role_model(settings, entry.role)
+    metric = entry.metric_for(settings, Judge(settings) if entry.needs_judge else None)
+    student = entry.target(entry.build(settings, store), settings.workspaces_dir / "optimize" / opt_run_id)
+    prompt_lm = build_lm(request.prompt_model or settings.teacher, settings=settings) if request.proposes else None
+    threads, name = settings.concurrency, request.program
+    with dspy.context(lm=build_lm(model, settings=settings), adapter=adapter_for(model),
+                      callbacks=[LMCallRecorder(store, opt_run_id)]):
+        before = _score(phase, f"{name}: scoring before", student, sets.val, metric, threads)
+        phase.say(f"{name}: compiling with {request.optimizer} on {len(sets.train)} training example(s)")
+        with _dspy_output(phase.enabled):
+            compiled = _compile(request.optimizer, entry, student, sets, metric, settings, auto=request.auto,
+                                trials=request.trials, max_demos=request.max_demos, prompt_lm=prompt_lm)
+        after = _score(phase, f"{name}: scoring after", compiled, sets.val, metric, threads)
+    return compiled, before, after
+
+
+def _run_row(settings: Settings, request: OptimizeRequest, model: str, sets: Sets, summary: OptimizeSummary) -> dict[str, Any]:
+    """The optimization_runs row: the figures, and the settings plus what was asked (SQL, budget, examples)."""
+    asked = request.model_dump(mode="json", exclude={"program", "optimizer", "out"})
+    if not request.proposes:
+        asked["prompt_model"] = None
+    asked |= {"train_ids": [e.subject_id for e in sets.train], "val_ids": [e.subject_id for e in sets.val]}
+    return {
+        "opt_run_id": summary.opt_run_id, "program": summary.program, "optimizer": summary.optimizer, "teacher": model,
+        "n_train": summary.n_train, "n_val": summary.n_val, "metric_before": summary.metric_before,
+        "metric_after": summary.metric_after, "out_path": str(summary.out),
+        "settings": settings_record(settings) | {"optimize": asked}, "created_at": utcnow(),
+    }
 
 
 def run_optimize(
@@ -196,64 +256,37 @@ def run_optimize(
     demos (bootstrap, mipro). ``prompt_model`` writes new instructions (MIPROv2's prompt model, GEPA's
     reflection LM); it defaults to the teacher.
     """
-    import dspy
-
-    from mmat.lm import adapter_for, build_lm, check_model, configure_litellm
-    from mmat.optimizers.judges import Judge
+    from mmat.lm import check_model, configure_litellm
     from mmat.runtime import open_store
-    from mmat.store import LMCallRecorder
 
     started = time.monotonic()
-    out = Path(out)
-    entry = _check_request(program, optimizer, out, trials, max_demos)
+    request = OptimizeRequest(program=program, optimizer=optimizer, out=Path(out), trainset_sql=trainset_sql,
+                              valset_sql=valset_sql, auto=auto, trials=trials, max_demos=max_demos,
+                              prompt_model=prompt_model)
+    entry = request.check()
     model = role_model(settings, entry.role)
-    prompt_model = prompt_model or settings.teacher
     configure_litellm(settings)
     for needed in {model, *([settings.verifier_model] if entry.needs_judge else []),
-                   *([prompt_model] if optimizer in ("mipro", "gepa") else [])}:
+                   *([request.prompt_model or settings.teacher] if request.proposes else [])}:
         check_model(needed, settings)
-    phase = _Phase(progress)
 
     with open_store(settings) as store:
         sets = build_sets(store, program, settings=settings, trainset_sql=trainset_sql, valset_sql=valset_sql)
         opt_run_id = content_id("optimize", program, optimizer, model, utcnow().isoformat())
         store.start_run("optimize", settings, command, run_id=opt_run_id)
-        workspace_root = settings.workspaces_dir / "optimize" / opt_run_id
         try:
-            metric = entry.metric_for(settings, Judge(settings) if entry.needs_judge else None)
-            student = entry.target(entry.build(settings, store), workspace_root)
-            lm = build_lm(model, settings=settings)
-            prompt_lm = build_lm(prompt_model, settings=settings) if optimizer in ("mipro", "gepa") else None
-            recorder = LMCallRecorder(store, opt_run_id)
-            with dspy.context(lm=lm, adapter=adapter_for(model), callbacks=[recorder]):
-                before = _score(phase, f"{program}: scoring before", student, sets.val, metric, settings.concurrency)
-                phase.say(f"{program}: compiling with {optimizer} on {len(sets.train)} training example(s)")
-                with _dspy_output(progress):
-                    compiled = _compile(optimizer, entry, student, sets, metric, settings, auto=auto, trials=trials,
-                                        max_demos=max_demos, prompt_lm=prompt_lm)
-                after = _score(phase, f"{program}: scoring after", compiled, sets.val, metric, settings.concurrency)
-            header = CompiledHeader(
+            compiled, before, after = _optimize(store, settings, request, entry, sets, opt_run_id, _Phase(progress))
+            save_compiled(compiled.program, request.out, CompiledHeader(
                 mmat_version=mmat.__version__, program=program, module=compiled.program._mmat_name,
                 module_class=type(compiled.program).__name__, optimizer=optimizer, opt_run_id=opt_run_id,
                 metric_before=before.mean, metric_after=after.mean,
-            )
-            save_compiled(compiled.program, out, header)
+            ))
             summary = OptimizeSummary(
                 program=program, optimizer=optimizer, n_train=len(sets.train), n_val=len(sets.val),
-                metric_before=before.mean, metric_after=after.mean, out=out.resolve(), opt_run_id=opt_run_id,
+                metric_before=before.mean, metric_after=after.mean, out=request.out.resolve(), opt_run_id=opt_run_id,
                 val_from_train=sets.val_from_train, skipped=sets.skipped, seconds=time.monotonic() - started,
             )
-            store.writer.put("optimization_runs", [{
-                "opt_run_id": opt_run_id, "program": program, "optimizer": optimizer, "teacher": model,
-                "n_train": len(sets.train), "n_val": len(sets.val), "metric_before": before.mean,
-                "metric_after": after.mean, "out_path": str(out.resolve()),
-                "settings": settings_record(settings) | {"optimize": {
-                    "trainset_sql": trainset_sql, "valset_sql": valset_sql, "auto": auto, "trials": trials,
-                    "max_demos": max_demos, "prompt_model": prompt_model if prompt_lm is not None else None,
-                    "train_ids": [e.subject_id for e in sets.train], "val_ids": [e.subject_id for e in sets.val],
-                }},
-                "created_at": utcnow(),
-            }])
+            store.writer.put("optimization_runs", [_run_row(settings, request, model, sets, summary)])
             store.finish_run(opt_run_id, "done", summary.model_dump(mode="json"))
         except KeyboardInterrupt:
             store.finish_run(opt_run_id, "interrupted", {"program": program, "optimizer": optimizer})
@@ -263,5 +296,5 @@ def run_optimize(
                                                     "error": f"{type(e).__name__}: {e}"[:2000]})
             raise
         finally:
-            shutil.rmtree(workspace_root, ignore_errors=True)
+            shutil.rmtree(settings.workspaces_dir / "optimize" / opt_run_id, ignore_errors=True)
     return summary

@@ -70,6 +70,20 @@ def test_bootstrap_compiles_saves_and_records(settings, scripted_models, labelle
     assert n_calls >= 5  # two before, three bootstrapped, then after (cached calls are recorded too)
 
 
+def test_progress_goes_to_stderr_and_stdout_stays_clean(settings, scripted_models, tmp_path, capsys):
+    with open_store(settings) as store:
+        w = World(store)
+        task = w.task("k0")
+        w.label("trajectory", w.trajectory(task, "950"), "correct")
+        w.label("trajectory", w.trajectory(task, "no idea", attempt=1), "incorrect", "it guessed")
+    summary = run_optimize(settings, program="trajectory_verifier", optimizer="bootstrap", out=tmp_path / "tv.json")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "trajectory_verifier: scoring before" in captured.err and "Bootstrapped" in captured.err
+    assert (summary.n_train, summary.n_val, summary.metric_before) == (1, 1, 1.0)
+    assert "metric 1.000 -> 1.000" in summary.render() and "mmat synth --program" in summary.render()
+
+
 def test_reloaded_program_sends_the_same_prompts_and_gives_the_same_outputs(settings, scripted_models, labelled, tmp_path):
     with open_store(settings, read_only=True) as store:
         examples, _ = load_examples(store, "query_file_verifier", None, settings=settings)
@@ -168,6 +182,7 @@ def test_a_failing_run_is_recorded_as_failed(settings, labelled, tmp_path):
     ({"program": "agent", "optimizer": "annealing"}, "unknown optimizer 'annealing'"),
     ({"program": "agent", "optimizer": "bootstrap", "out": "compiled.pkl"}, "ending in .json"),
     ({"program": "agent", "optimizer": "bootstrap", "trials": 0}, "--trials must be at least 1"),
+    ({"program": "agent", "optimizer": "gepa", "auto": "extreme"}, "unknown budget 'extreme'"),
     ({"program": "trajectory_verifier", "optimizer": "bootstrap"}, r"no labelled trajectories: run `mmat label` first"),
 ])
 def test_bad_requests_fail_before_any_run_is_recorded(settings, scripted_models, tmp_path, kwargs, message):
