@@ -10,6 +10,10 @@ Both must give identical answers. Targets: ingest <= 15 s; SQL >= 50x faster tha
 
     python bench/store_ingest.py                     # full size, appends to bench/RESULTS.md
     python bench/store_ingest.py --trajectories 5000 --no-results   # a quick look
+    python bench/store_ingest.py --ingest-only       # ingest figures only (no JSON files, ~1 min)
+
+On a machine shared with other jobs the wall time of the ingest mostly measures the wait for a core;
+the CPU seconds it prints (all threads) are the work itself.
 
 Synthetic data is built column-wise with numpy/pyarrow (no Python loop over a million dicts); the
 ingest itself goes through ``store.writer.put_arrow`` exactly as the pipeline's bulk path would.
@@ -225,7 +229,7 @@ def main() -> int:
     if fig is None:
         return 1
     ok = fig["ingest_s"] <= INGEST_TARGET_S and (args.ingest_only or fig["ratio_first"] >= RATIO_TARGET)
-    if not (args.no_results or args.ingest_only):
+    if not args.no_results:
         append_results(fig)
     print("targets met" if ok else "TARGETS MISSED")
     return 0 if ok else 1
@@ -314,6 +318,13 @@ def append_results(v: dict) -> None:
         f"{v['ingest_cpu_s']:.1f} CPU-s over DuckDB's threads) | <= {INGEST_TARGET_S:.0f} s |",
         f"| rerun of {v['redo_rows']:,} existing steps (upsert path) | {v['upsert_s']:.2f} s, no duplicates | |",
         f"| close (flush + checkpoint); DB file | {v['close_s']:.2f} s; {v['db_mb']:.0f} MB | |",
+    ]
+    if "json_s" not in v:  # --ingest-only
+        lines += ["", "Ingest only (`--ingest-only`): no JSON-file comparison in this run.", ""]
+        with open(RESULTS, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+        return
+    lines += [
         f"| SQL: tool usage counts + steps histogram | {v['sql_first_s'] * 1000:.0f} ms first run, "
         f"{v['sql_s'] * 1000:.0f} ms best of 3 | |",
         f"| MAT-style JSON files ({v['json_mb']:.0f} MB, warm page cache): read + aggregate | {v['json_s']:.2f} s | |",
