@@ -82,6 +82,17 @@ output_csv = click.option("--csv", "fmt", flag_value="csv", help="Print CSV inst
 @click.version_option(package_name="mmat")
 def cli() -> None:
     """mmat: synthesize verified multimodal tool-use trajectories and tune local VLMs on them."""
+    _quiet_library_progress_bars()
+
+
+def _quiet_library_progress_bars() -> None:
+    """Weight-loading and dataset bars of HF libraries drown mmat's own progress and summaries."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before the flag was set (tests, notebooks)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 # --- store ----------------------------------------------------------------------------------------
@@ -232,6 +243,59 @@ def prefs(settings, where, k, min_margin, limit, quiet) -> None:
 
     request = PrefsRequest(where=where or DEFAULT_PREFS_WHERE, k=k, min_margin=min_margin, limit=limit)
     click.echo(run_prefs(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet).render())
+
+
+# --- finetuning -----------------------------------------------------------------------------------
+def train_options(fn):
+    """LoRA/training flags shared by `finetune sft` and `finetune dpo` (None = the TrainConfig default)."""
+    options = [
+        click.option("--model", required=True, help="Base model: smollm2-135m (embedded), a local HF model dir, or a cached hub id."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter directory to write."),
+        click.option("--where", default=None, help="SQL filter selecting the training rows (see README)."),
+        click.option("--epochs", type=float, help="Passes over the data."),
+        click.option("--max-steps", type=int, help="Stop after this many optimizer steps."),
+        click.option("--lr", type=float, help="Peak learning rate."),
+        click.option("--rank", type=int, help="LoRA rank."),
+        click.option("--alpha", type=int, help="LoRA alpha."),
+        click.option("--max-length", type=int, help="Longest training sequence in tokens."),
+        click.option("--batch-size", type=int, help="Samples per forward pass."),
+        click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint in --out."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@cli.group()
+def finetune() -> None:
+    """Distil stored trajectories (SFT) or preference pairs (step-DPO) into a LoRA adapter."""
+
+
+def _report_training(result) -> None:
+    # the trainer has printed its one-line summary (samples, steps, loss, tokens/s, adapter) on stderr
+    click.echo(f"serve it: mmat eval --controller local/{result.adapter_dir} ...  (or mmat synth --controller ...)")
+
+
+@finetune.command("sft")
+@train_options
+@with_settings()
+def finetune_sft(settings, model, out, where, **train) -> None:
+    """LoRA SFT on the assistant turns of selected trajectories (default: verified correct)."""
+    from mmat.pipeline.finetune import run_sft
+
+    _report_training(run_sft(settings, model=model, out=out, where=where, **train))
+
+
+@finetune.command("dpo")
+@train_options
+@click.option("--init-adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Start from this SFT adapter (also the reference policy).")
+@click.option("--beta", type=float, help="DPO beta.")
+@with_settings()
+def finetune_dpo(settings, model, out, where, init_adapter, **train) -> None:
+    """Step-DPO with LoRA on stored preference pairs (`mmat prefs`)."""
+    from mmat.pipeline.finetune import run_dpo
+
+    _report_training(run_dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter, **train))
 
 
 # --- evaluation -----------------------------------------------------------------------------------
