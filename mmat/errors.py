@@ -4,7 +4,10 @@ Every message says how to fix the problem. The CLI turns these (and only these) 
 and a non-zero exit; anything else is a bug in mmat and keeps its traceback.
 """
 
-__all__ = ["MmatError", "ConfigError", "ModelUnavailableError", "ModelOutputError", "SandboxError", "StoreError"]
+__all__ = [
+    "MmatError", "ConfigError", "ModelUnavailableError", "ModelOutputError", "SandboxError", "StoreError",
+    "StoreMigrationPendingError",
+]
 
 
 class MmatError(Exception):
@@ -29,3 +32,7 @@ class SandboxError(MmatError):
 
 class StoreError(MmatError):
     """The DuckDB store cannot be opened or written: locked by another process, corrupt, wrong schema."""
+
+
+class StoreMigrationPendingError(StoreError):
+    """A read-only open found a store from an older mmat: a read-write open migrates it."""

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from mmat.config import Settings
-from mmat.errors import StoreError
+from mmat.errors import StoreError, StoreMigrationPendingError
 
 __all__ = ["open_store"]
 
@@ -20,7 +20,11 @@ def open_store(settings: Settings, *, read_only: bool = False) -> Iterator["Stor
         raise StoreError(f"no store at {settings.db_path}: run `mmat demo` or `mmat synth` first, or set MMAT_HOME.")
     if not read_only:
         settings.ensure_dirs()
-    store = Store.open(settings.db_path, read_only=read_only)
+    try:
+        store = Store.open(settings.db_path, read_only=read_only)
+    except StoreMigrationPendingError:  # a store from an older mmat: migrate once, then read as asked
+        Store.open(settings.db_path).close()
+        store = Store.open(settings.db_path, read_only=True)
     try:
         yield store
     finally:

@@ -7,14 +7,15 @@ spec left with no valid tool is rejected (with its reason: a rejected task is da
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import dspy
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from mmat.programs._calls import call_predictor, mark
-from mmat.signatures.queries import MAX_QUERIES, GenerateQueries, QuerySpec, SeedExample
+from mmat.signatures.queries import MAX_QUERIES, MAX_TOOLS_PER_QUERY, GenerateQueries, QuerySpec, SeedExample
 
 __all__ = ["QueryGenerator", "QueryGenResult", "SpecRejection", "validate_specs"]
 
@@ -37,6 +38,18 @@ class QueryGenResult(BaseModel):
     rejected: list[SpecRejection] = []
     n_invalid_tools: int = 0
     invalid_tools: list[str] = []
+
+
+@functools.lru_cache(maxsize=64)
+def spec_model_for(tools: tuple[str, ...]) -> type[QuerySpec]:
+    """QuerySpec whose intended_tools may only name ``tools``: the JSON schema sent to the model carries the
+    enum, so a schema-constrained model (the embedded teacher) cannot invent tool names at all."""
+    field = QuerySpec.model_fields["intended_tools"]
+    names = Literal[tools]  # type: ignore[valid-type]
+    return create_model(
+        "QuerySpec", __base__=QuerySpec,
+        intended_tools=(list[names], Field(min_length=1, max_length=MAX_TOOLS_PER_QUERY, description=field.description)),
+    )
 
 
 def _tool_literal(tools: Sequence[str]) -> TypeAdapter:
@@ -100,13 +113,22 @@ class QueryGenerator(dspy.Module):
             from mmat.tools import describe_tools
 
             tool_descriptions = describe_tools(tools)
+        extra: dict[str, Any] = {}
+        if isinstance(dspy.settings.adapter, dspy.JSONAdapter):
+            # Schema-constrained models (the JSON adapter is what local models run with) get the tool enum in
+            # the schema, so they cannot invent names. Free-text models keep plain strings: one bad name
+            # there would fail the whole parse, while validate_specs drops just that name and counts it.
+            offered = tuple(dict.fromkeys(t for t in tools if t != FINAL_ANSWER))
+            extra["signature"] = self.generate.signature.with_updated_fields("queries", type_=list[spec_model_for(offered)])
         pred = call_predictor(
             self.generate,
             "query generation",
+            **extra,  # a per-call signature: the shared predictor (compiled instructions, demos) is untouched
             domain=domain,
             tools=tool_descriptions,
             examples=list(examples),
             n_queries=self.n_queries,
             config=config or {},
         )
-        return validate_specs(pred.queries or [], tools, limit=self.n_queries)
+        specs = [QuerySpec.model_validate(s.model_dump()) for s in pred.queries or []]
+        return validate_specs(specs, tools, limit=self.n_queries)

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from mmat.config import Settings
-from mmat.errors import StoreError
+from mmat.errors import StoreError, StoreMigrationPendingError
 from mmat.store import runs
 from mmat.store.blobs import BlobStore
 from mmat.store.columns import TableSpec
@@ -89,7 +89,7 @@ class Store:
                     todo = pending_migrations(path, applied_migrations(con), migrations)
                     if todo:
                         names = ", ".join(name for name, _ in todo)
-                        raise StoreError(
+                        raise StoreMigrationPendingError(
                             f"{path} needs migrations ({names}): open it read-write once (any mmat command that writes)"
                         )
                 else:

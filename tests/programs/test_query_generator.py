@@ -70,3 +70,15 @@ def test_unreadable_answer_is_a_model_output_error(use_lm):
 def test_n_queries_is_bounded():
     with pytest.raises(ValueError, match="between 1 and 5"):
         QueryGenerator(n_queries=9)
+
+
+def test_json_adapter_sends_the_offered_tools_as_an_enum(use_lm):
+    import dspy
+
+    dm = DummyLM([{"queries": [spec_dict("What does the heading on this page say?", ["ocr"])]}], name="qgen_enum")
+    with use_lm("dummy/qgen_enum"), dspy.context(adapter=dspy.JSONAdapter()):
+        result = QueryGenerator(n_queries=1)("education", ["ocr", "visualizer"], [], tool_descriptions="- ocr")
+    assert [s.intended_tools for s in result.specs] == [["ocr"]]
+    assert type(result.specs[0]) is QuerySpec  # callers get the plain spec type back
+    system = dm.calls[0].messages[0]["content"]  # the output schema the JSON adapter describes (and constrains)
+    assert '"items": {"type": "string", "enum": ["ocr", "visualizer"]}' in system.replace("\\", "")
