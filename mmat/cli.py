@@ -298,6 +298,65 @@ def finetune_dpo(settings, model, out, where, init_adapter, **train) -> None:
     _report_training(run_dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter, **train))
 
 
+# --- prompt compilation and labels -----------------------------------------------------------------
+PROGRAMS = ("query_generator", "file_generator", "agent", "query_file_verifier", "trajectory_verifier")
+
+
+@cli.command()
+@click.option("--program", type=click.Choice(PROGRAMS), required=True, help="Which stage to compile.")
+@click.option("--optimizer", type=click.Choice(["bootstrap", "mipro", "gepa"]), default="bootstrap", show_default=True, help="DSPy optimizer: BootstrapFewShot, MIPROv2 or GEPA.")
+@click.option("--trainset", default=None, help="SQL selecting training subjects (task_id or traj_id); default per program (see README).")
+@click.option("--valset", default=None, help="SQL selecting validation subjects; default: 30% held out of the trainset.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to save the compiled program (JSON).")
+@click.option("--auto", type=click.Choice(["light", "medium", "heavy"]), default="light", show_default=True, help="Budget preset for mipro and gepa.")
+@click.option("--trials", type=int, help="A fixed budget instead of --auto (mipro trials, gepa full evaluations).")
+@click.option("--max-demos", type=int, default=4, show_default=True, help="Most bootstrapped demos per predictor.")
+@click.option("--prompt-model", default=None, help="Model that writes instructions (mipro) or reflects (gepa); default: the teacher.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_settings("teacher", "controller", "verifier", "api_base")
+def optimize(settings, program, optimizer, trainset, valset, out, auto, trials, max_demos, prompt_model, quiet) -> None:
+    """Compile a synthesis stage with a DSPy optimizer against metrics built from mmat's verifiers and labels."""
+    from mmat.optimizers import run_optimize
+
+    summary = run_optimize(settings, program=program, optimizer=optimizer, trainset_sql=trainset, valset_sql=valset,
+                           out=out, progress=not quiet, auto=auto, trials=trials, max_demos=max_demos,
+                           prompt_model=prompt_model, command=" ".join(["mmat", *sys.argv[1:]]))
+    click.echo(summary.render())
+
+
+@cli.group()
+def label() -> None:
+    """Label stored tasks and trajectories (correct or not) for verifier metrics."""
+
+
+@label.command("export")
+@click.option("--kind", type=click.Choice(["task", "trajectory"]), required=True, help="What to label.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="CSV sheet to write (fill in its label column).")
+@click.option("--where", default=None, help="SQL filter over the subjects.")
+@with_settings()
+def label_export(settings, kind, out, where) -> None:
+    """Write a CSV sheet of stored subjects with an empty label column for a person to fill in."""
+    from mmat.optimizers import export_label_sheet
+    from mmat.runtime import open_store
+
+    with open_store(settings, read_only=True) as store:
+        n = export_label_sheet(store, out, kind, where)
+    click.echo(f"wrote {n} {kind}(s) to {out}: fill the label column (correct|incorrect|pass|reject), then `mmat label import {out}`")
+
+
+@label.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_settings()
+def label_import(settings, path) -> None:
+    """Read a filled label sheet (CSV or JSONL) into the store's verdicts (verifier = label)."""
+    from mmat.optimizers import import_labels
+    from mmat.runtime import open_store
+
+    with open_store(settings) as store:
+        n = import_labels(store, path)
+    click.echo(f"imported {n} label(s) from {path}")
+
+
 # --- evaluation -----------------------------------------------------------------------------------
 @cli.group("eval", invoke_without_command=True)
 @click.option("--bench", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GTA dataset (.json) or GAIA metadata (.jsonl); omit for mmat's own eval split.")
