@@ -16,3 +16,18 @@ def test_settings_table_matches_the_code():
 def test_readme_keeps_the_two_setup_commands():
     text = README.read_text()
     assert "make demo" in text and "make test" in text
+
+
+def test_every_cli_command_has_an_example_in_the_readme():
+    import click
+
+    from mmat.cli import cli
+
+    text = README.read_text()
+    missing = []
+    for name, cmd in cli.commands.items():
+        paths = [f"mmat {name} {sub}" for sub in cmd.commands] if isinstance(cmd, click.Group) else [f"mmat {name}"]
+        if name == "eval":
+            paths.append("mmat eval --bench")
+        missing += [p for p in paths if p not in text]
+    assert missing == []
