@@ -13,7 +13,6 @@ import base64
 import binascii
 import io
 import json
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,26 +21,13 @@ from urllib.parse import unquote, urlparse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
+from mmat.colors import dominant_colors
+
 __all__ = ["flatten_messages", "image_to_text", "describe_image", "load_image", "image_parts", "FlatMessages"]
 
-# Named colours for the dominant-colour summary: coarse on purpose, a description not a measurement.
-_PALETTE: dict[str, tuple[int, int, int]] = {
-    "black": (0, 0, 0),
-    "white": (255, 255, 255),
-    "gray": (128, 128, 128),
-    "red": (220, 30, 30),
-    "orange": (255, 140, 0),
-    "yellow": (240, 220, 40),
-    "green": (40, 160, 60),
-    "cyan": (40, 200, 220),
-    "blue": (30, 70, 220),
-    "purple": (140, 60, 180),
-    "pink": (250, 150, 190),
-    "brown": (130, 80, 40),
-}
 _CAPTION_KEYS = ("caption", "Caption", "Description", "description", "ImageDescription", "Comment", "comment")
 _EXIF_IMAGE_DESCRIPTION = 0x010E
-_MAX_COLOURS = 3
+_MAX_COLOURS = 3  # colours named per image: enough to tell a night sky from a receipt
 
 
 class FlatMessages(BaseModel):
@@ -90,14 +76,7 @@ def _caption_from_metadata(image: Image.Image) -> str | None:
 
 
 def _dominant_colours(image: Image.Image) -> list[str]:
-    small = image.convert("RGB")
-    small.thumbnail((32, 32))
-    counts: Counter[str] = Counter()
-    for r, g, b in small.getdata():
-        name = min(_PALETTE, key=lambda n: (r - _PALETTE[n][0]) ** 2 + (g - _PALETTE[n][1]) ** 2 + (b - _PALETTE[n][2]) ** 2)
-        counts[name] += 1
-    total = sum(counts.values()) or 1
-    return [f"{name} {round(100 * n / total)}%" for name, n in counts.most_common(_MAX_COLOURS)]
+    return [f"{name} {round(100 * share)}%" for name, share in dominant_colors(image, _MAX_COLOURS)]
 
 
 def describe_image(image: Image.Image, caption: str | None = None) -> str:
