@@ -100,7 +100,8 @@ def generate_chat(model, processing, messages: list[dict[str, Any]], max_new_tok
     import torch
 
     codec = ChatCodec(processing)
-    inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in _prompt_inputs(codec, messages, captions, base_dir).items()}
+    inputs = _prompt_inputs(codec, messages, captions, base_dir)
+    inputs = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in inputs.items()}
     stops = codec.end_of_turn_ids()
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
                               "eos_token_id": stops, "pad_token_id": codec.tokenizer.pad_token_id}

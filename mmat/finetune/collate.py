@@ -4,8 +4,10 @@ Why our own collator: the labels (assistant-only mask) are built in ``data.py`` 
 batching untouched, and on a CPU the padding that a random-order, pad-to-longest batch carries is
 pure wasted compute. Two tools cut it:
 
-- length-grouped sampling (the Trainer's ``LengthGroupedSampler`` with our precomputed lengths),
-  so a batch holds samples of similar length;
+- length-bucketed sampling (``LengthBucketSampler``): sort by (slightly jittered) length, cut into
+  batches, shuffle the batch order each epoch — a batch holds samples of similar length. (The
+  Trainer's ``LengthGroupedSampler`` sorts only within mega-batches of ``min(n // (4 * batch), 50)``
+  batches: for a few hundred trajectories that is barely any grouping.)
 - padding-free packing for text LMs: the batch becomes ONE row ``[1, sum(len_i)]`` with
   ``position_ids`` restarting at 0 for each sample and no attention mask; transformers' masking
   utilities turn the position resets into a block-diagonal causal mask. The first label of each
@@ -17,12 +19,14 @@ images of a data set up front would hold every pixel tensor in memory.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from mmat.finetune.data import IGNORE_INDEX, ChatCodec, EncodedSample
 
-__all__ = ["SFTCollator", "packing_is_exact"]
+__all__ = ["SFTCollator", "LengthBucketSampler", "packing_is_exact"]
 
 _TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
 
@@ -86,6 +90,40 @@ class SFTCollator:
         return {k: v for k, v in enc.items() if k not in _TEXT_KEYS}
 
 
+class LengthBucketSampler:
+    """Sample indices so each consecutive ``batch_size`` chunk holds samples of similar length.
+
+    Per epoch: sort by length times a random factor in ``[1 - jitter, 1 + jitter]`` (so batch
+    composition varies a little between epochs), cut into batches, shuffle the batches, and put the
+    longest batch first (an out-of-memory shows at step 1, not hours in). Deterministic for a given
+    ``(seed, epoch)``, which is what resuming mid-epoch needs.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, *, seed: int = 0, jitter: float = 0.1):
+        self.lengths, self.batch_size, self.seed, self.jitter = list(lengths), batch_size, seed, jitter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        keys = {i: n * rng.uniform(1 - self.jitter, 1 + self.jitter) for i, n in enumerate(self.lengths)}
+        order = sorted(keys, key=keys.__getitem__)
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng.shuffle(batches)
+        if batches:
+            longest = max(range(len(batches)), key=lambda b: max(self.lengths[i] for i in batches[b]))
+            batches.insert(0, batches.pop(longest))
+        return batches
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([i for batch in self.batches() for i in batch])
+
+
 def packing_is_exact(model, codec: ChatCodec, *, atol: float = 1e-4) -> bool:
     """Do two packed sequences give the same logits as each alone? (Decides padding-free on "auto".)
 
@@ -98,12 +136,13 @@ def packing_is_exact(model, codec: ChatCodec, *, atol: float = 1e-4) -> bool:
     b = codec.tokenizer("And a second one follows it.", add_special_tokens=False)["input_ids"][:6]
     was_training = model.training
     model.eval()
+    dev = model.device
     try:
         with torch.no_grad():
-            sep_a = model(input_ids=torch.tensor([a]), use_cache=False).logits[0]
-            sep_b = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
-            packed = model(input_ids=torch.tensor([a + b]), use_cache=False,
-                           position_ids=torch.tensor([list(range(len(a))) + list(range(len(b)))])).logits[0]
+            sep_a = model(input_ids=torch.tensor([a], device=dev), use_cache=False).logits[0]
+            sep_b = model(input_ids=torch.tensor([b], device=dev), use_cache=False).logits[0]
+            positions = torch.tensor([list(range(len(a))) + list(range(len(b)))], device=dev)
+            packed = model(input_ids=torch.tensor([a + b], device=dev), use_cache=False, position_ids=positions).logits[0]
     except (TypeError, ValueError, RuntimeError):
         return False
     finally:

@@ -54,6 +54,9 @@ class BaseTrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept in out; older ones are deleted.")
     logging_steps: int = Field(1, ge=1, description="Record the loss every this many optimizer steps (loss.png, losses).")
     progress: bool = Field(True, description="Show a progress bar and print a one-line summary at the end.")
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel to load the model with, e.g. flash_attention_2 on CUDA (then text batches "
+                          "are packed padding-free); None: transformers' default (sdpa).")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads while training (None: torch's default). "
                                                          "1 is fastest for tiny models and on a busy machine.")
 
@@ -92,7 +95,8 @@ class TrainResult(BaseModel):
     selection: SelectionReport = Field(description="What happened to the rows handed in.")
     steps: list[int] = Field(default_factory=list, description="Optimizer step of each recorded loss.")
     losses: list[float] = Field(default_factory=list, description="Training loss at each recorded step.")
-    history: list[dict[str, Any]] = Field(default_factory=list, description="Every logged metric dict (TRL/Trainer log_history).")
+    history: list[dict[str, Any]] = Field(default_factory=list,
+                                          description="Every logged metric dict (TRL/Trainer log_history).")
     global_step: int = Field(0, description="Optimizer steps taken in total (including before a resume).")
     train_runtime_s: float = Field(0.0, description="Wall time of the training loop in this process.")
     tokens_seen: int = Field(0, description="Real (non-padding) tokens through forward passes in this process.")

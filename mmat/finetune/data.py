@@ -315,7 +315,7 @@ class ChatCodec:
         segs = self.segments(messages)
         self._tokenize(segs, images)
         # Keep the longest prefix that ends on an assistant segment and fits in max_length.
-        total, keep, n_turns = 0, -1, 0
+        total, keep = 0, -1
         for j, seg in enumerate(segs):
             total += len(seg.ids)
             if total > max_length:
@@ -356,7 +356,8 @@ class ChatCodec:
         try:
             self._tokenize(segs, images)
         except _Drop as e:
-            raise ConfigError(f"cannot encode this chat for the model ({e.reason}); check the images and the chat template.") from None
+            raise ConfigError(f"cannot encode this chat for the model ({e.reason}); check the images and the chat "
+                              "template.") from None
         return [t for s in segs for t in s.ids]
 
 

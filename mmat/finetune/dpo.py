@@ -80,7 +80,7 @@ def train_dpo(pairs: Iterable[Any], config: DPOTrainConfig | dict[str, Any], *,
     resume_from = prepare_out(config.out, config.resume)
 
     base_path = resolve_model(config.model)
-    model, processing, kind = load_base(base_path, bf16=config.bf16)
+    model, processing, kind = load_base(base_path, bf16=config.bf16, attn_implementation=config.attn_implementation)
     codec = ChatCodec(processing)
     rows, report = build_dpo_rows(pairs, codec, max_length=config.max_length, captions=captions, base_dir=base_dir)
     if not rows:

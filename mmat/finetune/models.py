@@ -97,20 +97,23 @@ def _dtype(bf16: bool):
     return torch.float32
 
 
-def load_base(path: str, *, bf16: bool = False) -> tuple[Any, Any, ModelKind]:
+def load_base(path: str, *, bf16: bool = False, attn_implementation: str | None = None) -> tuple[Any, Any, ModelKind]:
     """(model, processor_or_tokenizer, kind) for a local model dir; VLMs via AutoModelForImageTextToText."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
     cfg = _config_json(path)
     kind: ModelKind = "vlm" if cfg.get("vision_config") else "text"
+    opts: dict[str, Any] = {"dtype": _dtype(bf16)}
+    if attn_implementation:
+        opts["attn_implementation"] = attn_implementation
     try:
         if kind == "vlm":
             _require_vlm_support(path, cfg.get("model_type", ""))
             processing = AutoProcessor.from_pretrained(path)
-            model = AutoModelForImageTextToText.from_pretrained(path, dtype=_dtype(bf16))
+            model = AutoModelForImageTextToText.from_pretrained(path, **opts)
         else:
             processing = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(bf16))
+            model = AutoModelForCausalLM.from_pretrained(path, **opts)
     except ImportError as e:
         if "torchvision" in str(e):
             raise ConfigError(f"{path}: its processor needs torchvision, which has no CPU build on the index; train "

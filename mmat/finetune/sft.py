@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmat.errors import ConfigError
-from mmat.finetune.collate import SFTCollator, packing_is_exact
+from mmat.finetune.collate import LengthBucketSampler, SFTCollator, packing_is_exact
 from mmat.finetune.config import TrainConfig, TrainResult
 from mmat.finetune.data import ChatCodec, EncodedSample, SelectionMeta, SelectionReport, encode_rows
 from mmat.finetune.models import apply_lora, load_base, lora_config, resolve_model
@@ -32,10 +32,9 @@ __all__ = ["train_sft"]
 
 def _trainer_class():
     from transformers import Trainer
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     class _SFTTrainer(Trainer):
-        """Trainer + precomputed-length grouping + a count of the real tokens it trained on."""
+        """Trainer + length-bucketed batches + a count of the real tokens it trained on."""
 
         def __init__(self, *args, lengths: list[int] | None = None, **kwargs):
             super().__init__(*args, **kwargs)
@@ -45,9 +44,7 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             if self.lengths is None:
                 return super()._get_train_sampler(train_dataset)
-            # Groups of similar length within mega-batches of 50 batches; order still random across them.
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        lengths=self.lengths)
+            return LengthBucketSampler(self.lengths, self.args.train_batch_size, seed=self.args.seed)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             mask = inputs.get("attention_mask")
@@ -83,6 +80,8 @@ def _padding_free(config: TrainConfig, kind: str, model, codec: ChatCodec) -> bo
     length-grouped padded batches ran ~1.4x faster than packed ones. So "auto" packs only with a
     varlen attention kernel (FlashAttention on CUDA); elsewhere length grouping keeps padding small.
     """
+    import torch
+
     if config.padding_free is False:
         return False
     if kind == "vlm":
@@ -92,6 +91,8 @@ def _padding_free(config: TrainConfig, kind: str, model, codec: ChatCodec) -> bo
         return False
     if config.padding_free is None and model.config._attn_implementation not in _VARLEN_ATTENTION:
         return False
+    if torch.cuda.is_available():
+        model.to("cuda")  # varlen kernels run on the GPU only; the Trainer keeps the model there
     exact = packing_is_exact(model, codec)
     if config.padding_free and not exact:
         raise ConfigError(f"{config.model}: packed sequences do not give the same logits as separate ones with this "
@@ -108,7 +109,8 @@ def train_sft(samples_or_conversations: Iterable[Any], config: TrainConfig | dic
 
     ``selection_meta`` (the SQL, row count and run ids that chose the data) is saved with the
     adapter. ``captions`` (image URL -> caption) enrich the text that stands in for images when
-    the student is text-only; ``base_dir`` resolves relative image paths. Returns a ``TrainResult``; the adapter is in ``config.out``.
+    the student is text-only; ``base_dir`` resolves relative image paths. Returns a ``TrainResult``;
+    the adapter is in ``config.out``.
     """
     import torch
     from transformers import set_seed
@@ -119,7 +121,7 @@ def train_sft(samples_or_conversations: Iterable[Any], config: TrainConfig | dic
     resume_from = prepare_out(config.out, config.resume)
 
     base_path = resolve_model(config.model)
-    model, processing, kind = load_base(base_path, bf16=config.bf16)
+    model, processing, kind = load_base(base_path, bf16=config.bf16, attn_implementation=config.attn_implementation)
     codec = ChatCodec(processing)
     samples, report = _encode(samples_or_conversations, codec, config, captions, base_dir)
     if not samples:

@@ -109,6 +109,10 @@ def build_tiny_tokenizer(vocab_size: int = 512):
     return fast
 
 
+def _special_ids(tok) -> dict[str, int]:
+    return {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
+
+
 def _llama_text_config(vocab_size: int, **extra):
     from transformers import LlamaConfig
 
@@ -150,7 +154,7 @@ def build_tiny_text_lm(out: Path, *, seed: int = 0, hidden_size: int = _HIDDEN, 
 
     torch.manual_seed(seed)
     tok = build_tiny_tokenizer()
-    cfg = _llama_text_config(len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg = _llama_text_config(len(tok), **_special_ids(tok))
     cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size = hidden_size, num_layers, 2 * hidden_size
     return _save(LlamaForCausalLM(cfg), tok, out)
 
@@ -164,7 +168,7 @@ def build_tiny_idefics3(out: Path, *, seed: int = 0) -> Path:
     tok = build_tiny_tokenizer()
     tok.eos_token = "<end_of_utterance>"  # as in SmolVLM: the template ends every turn with it
     image_token_id = tok.convert_tokens_to_ids("<image>")
-    text = _llama_text_config(len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    text = _llama_text_config(len(tok), **_special_ids(tok))
     vision = {
         "hidden_size": _HIDDEN,
         "intermediate_size": 2 * _HIDDEN,
@@ -193,7 +197,7 @@ def build_tiny_llava(out: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tok = build_tiny_tokenizer()
     image_token_id = tok.convert_tokens_to_ids("<image>")
-    text = _llama_text_config(len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    text = _llama_text_config(len(tok), **_special_ids(tok))
     vision = CLIPVisionConfig(
         hidden_size=_HIDDEN,
         intermediate_size=2 * _HIDDEN,

@@ -64,3 +64,26 @@ def test_vlm_batch_carries_pixels_for_every_image(idefics3, agent_conversation):
     batch = SFTCollator(codec)(samples)
     assert batch["pixel_values"].shape[:2] == (2, 2)  # (batch, max images per sample, ...)
     assert int((batch["input_ids"] == codec.image_token_id).sum()) == 2 * 4
+
+
+def test_length_buckets_cut_padding_and_stay_deterministic():
+    import random
+
+    from mmat.finetune.collate import LengthBucketSampler
+
+    rng = random.Random(7)
+    lengths = [rng.randint(50, 1000) for _ in range(40)]
+    sampler = LengthBucketSampler(lengths, batch_size=4, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(40))  # every sample exactly once per epoch
+    assert order == list(LengthBucketSampler(lengths, batch_size=4, seed=3))  # resumable: same (seed, epoch)
+
+    def padded(idx):
+        return sum(max(lengths[i] for i in idx[k:k + 4]) * len(idx[k:k + 4]) for k in range(0, len(idx), 4))
+
+    shuffled = list(range(40))
+    random.Random(0).shuffle(shuffled)
+    assert padded(order) - sum(lengths) < 0.25 * (padded(shuffled) - sum(lengths))
+    assert max(lengths[i] for i in order[:4]) == max(lengths)  # the longest batch goes first
+    sampler.set_epoch(1)
+    assert list(sampler) != order  # a new epoch reshuffles the batches
