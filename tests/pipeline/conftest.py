@@ -3,8 +3,6 @@ import pytest
 from mmat.config import load_settings
 from mmat.testing import scripted
 
-pytest_plugins = ["mmat.testing.fixtures"]
-
 TOOLS = ["inspect_file_as_text", "visualizer"]
 
 

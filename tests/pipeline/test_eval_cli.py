@@ -9,7 +9,6 @@ from PIL import Image, ImageDraw
 from mmat.cli import cli
 from mmat.testing import DummyLM
 
-pytest_plugins = ["mmat.testing.fixtures"]
 
 
 @pytest.fixture
