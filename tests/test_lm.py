@@ -10,7 +10,6 @@ from mmat.config import load_settings
 from mmat.errors import ModelUnavailableError
 from mmat.lm import adapter_for, build_lm, check_model, configure_litellm, model_error, model_statuses
 from mmat.local.registry import LOCAL_MODELS, EmbeddedModel
-from mmat.testing.fixtures import mmat_home, mmat_settings, offline_env  # noqa: F401
 
 KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_BASE", "HOSTED_VLLM_API_BASE")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mmat.testing.fixtures import mmat_home, mmat_settings, offline_env  # noqa: F401
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
