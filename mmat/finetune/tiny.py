@@ -130,15 +130,17 @@ def _llama_text_config(vocab_size: int, **extra):
 
 
 def _save(model, processing, out: Path) -> Path:
-    # Embeddings are tied to the output head and read after a norm: at the default std 0.02 logits stay
-    # within about +-1.3 and no LoRA can make a prediction confident. std 0.2 gives the head range.
+    # Embeddings are tied to the output head and read after a norm: at the default std 0.02 a 64-wide
+    # model's logits stay within about +-1.3 and no LoRA can make a prediction confident. Scale them
+    # (std 0.2 at width 64; less for wider models, whose initial loss grows with std^2 * width^2).
     import torch
 
+    scale = 10.0 * _HIDDEN / model.config.get_text_config().hidden_size
     with torch.no_grad():
         emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-        emb.mul_(10.0)
+        emb.mul_(scale)
         if head.data_ptr() != emb.data_ptr():  # an untied head (the VLMs) gets the same range
-            head.mul_(10.0)
+            head.mul_(scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.pad_token_id = model.config.get_text_config().pad_token_id
