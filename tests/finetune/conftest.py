@@ -18,12 +18,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from mmat.testing.fixtures import mmat_home, offline_env  # noqa: E402,F401  (fixtures used below)
-
 
 @pytest.fixture(autouse=True)
 def _isolated_home(mmat_home: Path) -> Path:
-    """Every finetune test runs with MMAT_HOME in a temp dir."""
+    """Every finetune test runs with MMAT_HOME in a temp dir (``mmat_home`` comes from mmat.testing.fixtures)."""
     return mmat_home
 
 
