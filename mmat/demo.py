@@ -21,8 +21,10 @@ from mmat.config import Settings
 
 __all__ = ["run_demo", "DemoSummary", "DEMO_TOOLS"]
 
-DEMO_TOOLS = ["ocr", "inspect_file_as_text", "visualizer"]
-DEMO_OVERRIDES = {"agent_max_steps": 3, "agent_error_tolerance": 1, "file_retries": 1, "concurrency": 1}
+# Image tools only: task images come from the bundled pool by retrieval, while documents would need the
+# teacher to write working Python, which a 135M model does not (it shows in the store as rejected files).
+DEMO_TOOLS = ["ocr", "facedetection", "visualizer"]
+DEMO_OVERRIDES = {"agent_max_steps": 3, "agent_error_tolerance": 1, "file_retries": 1, "concurrency": 1, "max_tokens": 600}
 STUDENT = "smollm2-135m"
 TRAIN = {"max_steps": 4, "max_length": 1024, "batch_size": 1, "rank": 8, "alpha": 16, "lr": 5e-4, "cpu_threads": 2,
          "save_steps": 4}

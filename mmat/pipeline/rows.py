@@ -119,7 +119,6 @@ def seed_rows(
     rows = SeedRows(put_blob)
     for row in _rejected_spec_rows(run_id, result, split):
         rows.add("tasks", row)
-        rows.counts["rejected"] += 1
     for task in result.tasks:
         task_id = task_id_for(run_id, result.seed.index, task.spec_index)
         spec = task.spec
@@ -130,7 +129,6 @@ def seed_rows(
             status=task.status, status_reason=task.status_reason,
         ))
         rows.counts["generated"] += 1
-        rows.counts[task.status] += 1
         if spec.query in embeddings:
             rows.add("query_embeddings", {"task_id": task_id, "embedding": [float(x) for x in embeddings[spec.query]]})
         _file_rows(rows, task_id, task)
@@ -146,4 +144,8 @@ def seed_rows(
             })
         for run in task.trajectories:
             trajectory_rows(rows, run_id, task_id, run, task.workspace / f"traj_{run.attempt}", verifier)
+    # A model may repeat a rejected query word for word: one task row (the store upserts by id), one count.
+    unique = {row["task_id"]: row for row in rows.tables["tasks"]}
+    rows.tables["tasks"] = list(unique.values())
+    rows.counts.update(row["status"] for row in unique.values())
     return rows

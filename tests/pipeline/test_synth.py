@@ -63,3 +63,20 @@ def test_exclude_drops_queries_sharing_a_13gram_with_the_benchmark(synth_setting
     with open_store(synth_settings, read_only=True) as store:
         reasons = [r["status_reason"] for r in store.sql("select status_reason from tasks where status = 'rejected'")]
     assert reasons == ["shares a 13-gram with a benchmark query (--exclude)"]
+
+
+def test_a_repeated_rejected_query_is_one_row_and_one_count(synth_settings, scripted_models):
+    from mmat.testing import DummyLM, scripted
+
+    def repeating(messages, fields):
+        if fields == ["queries"]:
+            bad = {"query": "Which tool should I use for this made-up job?", "intended_tools": ["telepathy"],
+                   "file_needs": [], "expected_answer_type": "short_text", "expected_answer": None}
+            return {"queries": [bad, bad]}
+        return scripted.teacher(messages, fields)
+
+    DummyLM(repeating, name="teacher")
+    summary = run_synth(synth_settings, SynthRequest(tasks=1, tools=TOOLS), progress=False)
+    assert summary.counts.get("rejected") == 1 and summary.counts.get("generated", 0) == 0
+    with open_store(synth_settings, read_only=True) as store:
+        assert store.sql("select count(*) n from tasks")[0]["n"] == 1
