@@ -56,6 +56,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
     from mmat.eval import eval_run_id_for, load_bench, run_eval
     from mmat.lm import adapter_for, build_lm, check_model, configure_litellm
     from mmat.pipeline.rows import SeedRows, trajectory_rows
+    from mmat.store.blobs import safe_suffix
     from mmat.programs import CodeAgent
     from mmat.programs.files import GeneratedFile
     from mmat.programs.synthesis import TrajectoryResult
@@ -88,7 +89,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
             agent = CodeAgent(tools, settings=settings)
             with dspy.context(lm=lm, adapter=adapter_for(controller), callbacks=[recorder]):
                 trajectory = agent(item.question, files, workspace, config=config)
-            rows = SeedRows(lambda p: store.put_blob(p, p.suffix))
+            rows = SeedRows(lambda p: store.put_blob(p, safe_suffix(p)))
             traj_id = trajectory_rows(rows, run_id, f"eval:{run_id}:{item.key}",
                                       TrajectoryResult(attempt=sample_idx, controller=controller, trajectory=trajectory),
                                       workspace, None)

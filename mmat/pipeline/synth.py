@@ -26,10 +26,11 @@ from pydantic import BaseModel
 from mmat.config import Settings
 from mmat.decontam import NgramIndex
 from mmat.errors import ConfigError
-from mmat.ids import content_id, sha256_file
+from mmat.ids import sha256_file
 from mmat.pipeline.pool_store import load_pool
 from mmat.pipeline.progress import ProgressBar
 from mmat.pipeline.rows import SEED_TABLES, seed_rows
+from mmat.store.blobs import safe_suffix
 from mmat.store.runs import utcnow
 
 __all__ = ["SynthRequest", "SynthSummary", "run_synth"]
@@ -243,7 +244,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
                         seed, result = fut.result()
                         dedup.relabel(result)
                         rows = seed_rows(run_id, result, split=request.split, embeddings=dedup.vectors,
-                                         put_blob=lambda p: store.put_blob(p, p.suffix), verifier=settings.verifier_model)
+                                         put_blob=lambda p: store.put_blob(p, safe_suffix(p)), verifier=settings.verifier_model)
                         for table, table_rows in rows.tables.items():
                             store.writer.put(table, table_rows)
                         store.writer.flush()

@@ -19,6 +19,12 @@ from mmat.errors import StoreError
 __all__ = ["BlobStore"]
 
 _SUFFIX = re.compile(r"^(\.[A-Za-z0-9_-]{1,16}){0,2}$")  # "", ".png", ".tar.gz"
+
+
+def safe_suffix(path: Path) -> str:
+    """The file's extension when the blob store accepts it, else none (a model may name files ``x.c++``)."""
+    suffix = Path(path).suffix
+    return suffix if _SUFFIX.match(suffix) else ""
 _CHUNK = 1 << 20
 
 

@@ -61,3 +61,11 @@ def test_missing_source_file(store, tmp_path):
         store.put_blob(tmp_path / "missing.png", ".png")
     with pytest.raises(StoreError, match="takes bytes or a Path, not int"):
         store.put_blob(3)
+
+
+def test_safe_suffix_keeps_extensions_the_store_accepts():
+    from pathlib import Path
+
+    from mmat.store.blobs import safe_suffix
+
+    assert [safe_suffix(Path(n)) for n in ("a.csv", "b.tar.gz", "c.c++", "noext")] == [".csv", ".gz", "", ""]
