@@ -403,7 +403,7 @@ def eval_compare(settings, run_a: str, run_b: str) -> None:
 
 # --- demo -----------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--tasks", type=int, default=3, show_default=True, help="Seeds to synthesize in the demo.")
+@click.option("--tasks", type=int, default=2, show_default=True, help="Seeds to synthesize in the demo.")
 @with_settings("teacher")
 def demo(settings, tasks: int) -> None:
     """Run the whole pipeline on the embedded, offline teacher and print what landed."""

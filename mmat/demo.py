@@ -26,7 +26,7 @@ __all__ = ["run_demo", "DemoSummary", "DEMO_TOOLS"]
 DEMO_TOOLS = ["ocr", "facedetection", "visualizer"]
 DEMO_OVERRIDES = {"agent_max_steps": 3, "agent_error_tolerance": 1, "file_retries": 1, "concurrency": 1, "max_tokens": 600}
 STUDENT = "smollm2-135m"
-TRAIN = {"max_steps": 4, "max_length": 1024, "batch_size": 1, "rank": 8, "alpha": 16, "lr": 5e-4, "cpu_threads": 2,
+TRAIN = {"max_steps": 3, "max_length": 4096, "batch_size": 1, "rank": 8, "alpha": 16, "lr": 5e-4, "cpu_threads": 2,
          "save_steps": 4}
 
 
