@@ -180,6 +180,11 @@ class Synthesis(dspy.Module):
                 trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
                                         config=config)
             run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
+            if trajectory.steps and all(step.error for step in trajectory.steps):
+                # MAT's filter: a run in which no step worked teaches nothing, whatever a verifier says.
+                run.verdict_error = "every step failed: not sent to the verifier"
+                task.trajectories.append(run)
+                continue
             try:
                 with self._role(self.settings.verifier_model):
                     run.verdict = self.trajectory_verifier(task.query, task.files.files, trajectory,

@@ -112,3 +112,16 @@ def test_rewritten_query_is_what_the_agent_gets(settings, small_pool, tmp_path):
     result = Synthesis(small_pool, settings=settings, tools=TOOLS, solve=False)(make_seed(3, tools=TOOLS), tmp_path)
     [task] = result.tasks
     assert task.status == "verified" and task.query == "What was March's rent?" and task.spec.query == SPECS[2]["query"]
+
+
+def test_a_trajectory_whose_every_step_failed_never_reaches_the_verifier(settings, small_pool, tmp_path):
+    DummyLM(lambda m, f: {"queries": [SPECS[2]]}, name="teacher")
+    verifier = DummyLM([{"reasons": ["fine"], "passed": True, "rewritten_query": None},
+                        {"reasons": ["looks right"], "verdict": "correct", "score": 1.0}], name="verifier")
+    DummyLM(lambda m, f: {"answer": "950"} if f == ["answer"] else {"thought": "Try.", "code": "this is not python"},
+            name="agent")
+    result = Synthesis(small_pool, settings=settings, tools=TOOLS, limits=Limits(wall_s=20))(make_seed(4, tools=TOOLS), tmp_path)
+    [task] = result.tasks
+    [run] = task.trajectories
+    assert run.verdict is None and run.verdict_error == "every step failed: not sent to the verifier"
+    assert task.status == "failed" and len(verifier.calls) == 1  # the query-file check only
