@@ -77,6 +77,12 @@ def build_root(cfg):
     dev_fds = [os.open(f"/dev/{n}", os.O_PATH | os.O_CLOEXEC) for n in DEV_NODES]
     root = NEW_ROOT
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
+    # private /tmp and a minimal /dev first: the binds below may live under /tmp (a venv in a checkout
+    # under /tmp, as CI may use) and must land on top of the private tmpfs, not be hidden by it.
+    for path, mode in (("/tmp", "1777"), ("/dev", "0755")):
+        os.makedirs(root + path, exist_ok=True)
+        size = cfg["tmp_bytes"] if path == "/tmp" else 65536
+        mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
     for item, fd in zip(cfg["binds"], src_fds):
         target = root + item["dst"]
         if item["kind"] == "dir":
@@ -87,11 +93,6 @@ def build_root(cfg):
         bind(fd, target, readonly=not item.get("rw", False))
     for link in cfg["symlinks"]:
         os.symlink(link["target"], root + link["path"])
-    # private /tmp and /dev/shm, minimal /dev
-    for path, mode in (("/tmp", "1777"), ("/dev", "0755")):
-        os.makedirs(root + path, exist_ok=True)
-        size = cfg["tmp_bytes"] if path == "/tmp" else 65536
-        mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
     for name, fd in zip(DEV_NODES, dev_fds):
         open(f"{root}/dev/{name}", "a").close()
         mount(f"/proc/self/fd/{fd}", f"{root}/dev/{name}", None, MS_BIND)
