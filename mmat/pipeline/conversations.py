@@ -15,7 +15,10 @@ from typing import Any
 from mmat.errors import ConfigError, StoreError
 from mmat.store.export import Conversation, PreferenceRow
 
-__all__ = ["DEFAULT_SFT_WHERE", "Selection", "load_conversations", "load_preference_rows", "load_files", "load_steps"]
+__all__ = [
+    "DEFAULT_SFT_WHERE", "Selection", "load_conversations", "load_preference_rows", "load_files", "load_steps",
+    "user_selection",
+]
 
 DEFAULT_SFT_WHERE = "t.verdict = 'correct'"
 
@@ -61,14 +64,21 @@ def load_steps(store, traj_id: str) -> list:
     return steps
 
 
-def _select(store, where: str) -> list[dict[str, Any]]:
+def user_selection(store, query: str, *, flag: str, columns: str) -> list[dict[str, Any]]:
+    """Run a query holding a user's SQL filter; a bad filter is the user's to fix, so say which columns exist."""
     try:
-        return store.sql(
-            "SELECT t.traj_id, t.task_id, t.run_id, t.tools, t.multimodal, k.query "
-            f"FROM trajectories t JOIN tasks k USING (task_id) WHERE {where} ORDER BY t.traj_id"
-        )
+        return store.sql(query)
     except StoreError as e:
-        raise ConfigError(f"bad --where ({e}); columns: t.* (trajectories), k.* (tasks)") from None
+        raise ConfigError(f"bad {flag} ({e}); columns: {columns}") from None
+
+
+def _select(store, where: str) -> list[dict[str, Any]]:
+    return user_selection(
+        store,
+        "SELECT t.traj_id, t.task_id, t.run_id, t.tools, t.multimodal, k.query "
+        f"FROM trajectories t JOIN tasks k USING (task_id) WHERE {where} ORDER BY t.traj_id",
+        flag="--where", columns="t.* (trajectories), k.* (tasks)",
+    )
 
 
 def load_conversations(store, where: str = DEFAULT_SFT_WHERE, *, model: str, multimodal: bool | None = None) -> tuple[list[Conversation], Selection]:
@@ -102,14 +112,13 @@ def load_preference_rows(store, where: str = "TRUE", *, model: str, multimodal: 
     from mmat.signatures.agent import CodeAgentStep
 
     adapter = adapter_for(model)
-    try:
-        pairs = store.sql(
-            "SELECT p.*, k.query, t.tools, t.multimodal, t.run_id FROM preference_pairs p "
-            "JOIN tasks k USING (task_id) JOIN trajectories t ON t.traj_id = p.traj_id "
-            f"WHERE {where} ORDER BY p.pair_id"
-        )
-    except StoreError as e:
-        raise ConfigError(f"bad --where ({e}); columns: p.* (preference_pairs), k.* (tasks), t.* (trajectories)") from None
+    pairs = user_selection(
+        store,
+        "SELECT p.*, k.query, t.tools, t.multimodal, t.run_id FROM preference_pairs p "
+        "JOIN tasks k USING (task_id) JOIN trajectories t ON t.traj_id = p.traj_id "
+        f"WHERE {where} ORDER BY p.pair_id",
+        flag="--where", columns="p.* (preference_pairs), k.* (tasks), t.* (trajectories)",
+    )
     selection = Selection(where=where, n_rows=len(pairs), run_ids=sorted({r["run_id"] for r in pairs}))
     out = []
     for pair in pairs:

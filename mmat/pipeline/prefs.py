@@ -58,17 +58,16 @@ def _step_json(step) -> dict:
 
 
 def _select(store, request: PrefsRequest) -> list[dict]:
-    from mmat.errors import ConfigError, StoreError
+    from mmat.pipeline.conversations import user_selection
 
     limit = f" LIMIT {int(request.limit)}" if request.limit else ""
-    try:
-        return store.sql(
-            "SELECT t.traj_id, t.task_id, t.tools, k.query FROM trajectories t JOIN tasks k USING (task_id) "
-            f"WHERE {request.where} QUALIFY row_number() OVER (PARTITION BY t.task_id ORDER BY t.attempt) = 1 "
-            f"ORDER BY t.traj_id{limit}"
-        )
-    except StoreError as e:
-        raise ConfigError(f"bad --tasks selection ({e}); columns: t.* (trajectories), k.* (tasks)") from None
+    return user_selection(
+        store,
+        "SELECT t.traj_id, t.task_id, t.tools, k.query FROM trajectories t JOIN tasks k USING (task_id) "
+        f"WHERE {request.where} QUALIFY row_number() OVER (PARTITION BY t.task_id ORDER BY t.attempt) = 1 "
+        f"ORDER BY t.traj_id{limit}",
+        flag="--tasks selection", columns="t.* (trajectories), k.* (tasks)",
+    )
 
 
 def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat prefs", progress: bool = True) -> PrefsSummary:

@@ -154,8 +154,8 @@ def _delete_partial_seeds(store, run_id: str, done: set[int]) -> None:
     }
     for seed_idx in partial:
         for table in SEED_TABLES:
-            n_params = where[table].count("?") // 2
-            store.writer.execute(f"DELETE FROM {table} WHERE {where[table]}", [run_id, seed_idx] * max(n_params, 1))
+            pairs_of_params = where[table].count("?") // 2  # every nested select takes (run_id, seed_idx)
+            store.writer.execute(f"DELETE FROM {table} WHERE {where[table]}", [run_id, seed_idx] * pairs_of_params)
     store.writer.flush()
 
 
