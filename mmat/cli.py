@@ -231,17 +231,20 @@ def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, model:
 
 # --- preference pairs -----------------------------------------------------------------------------
 @cli.command()
-@click.option("--tasks", "where", default=None, help="SQL filter over t (trajectories) and k (tasks); default: verified-correct trajectories of solved tasks.")
-@click.option("-k", "k", type=int, default=3, show_default=True, help="Alternative steps sampled per state (the original step is a candidate too).")
-@click.option("--min-margin", type=float, default=0.2, show_default=True, help="Judge-score gap needed to pair two error-free candidates.")
-@click.option("--limit", type=int, help="Process at most this many trajectories.")
+@click.option("--tasks", "where", default=None, help="SQL filter over t (trajectories) and k (tasks) choosing the tasks to walk; default: tasks with a verified-correct trajectory.")
+@click.option("-k", "k", type=click.IntRange(1, 7), default=3, show_default=True, help="Candidate steps per state: the first greedy, the rest sampled.")
+@click.option("--sample-temperature", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True, help="Temperature of the sampled candidates.")
+@click.option("--reference/--no-reference", default=True, show_default=True, help="Offer the task's verified step as one more candidate while the walk follows the verified trajectory.")
+@click.option("--min-margin", type=click.FloatRange(0.0, 1.0), default=0.2, show_default=True, help="Judge-score gap needed to pair two error-free candidates.")
+@click.option("--limit", type=int, help="Walk at most this many tasks.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@with_settings("controller", "judge", "api_base", "temperature")
-def prefs(settings, where, k, min_margin, limit, quiet) -> None:
-    """Sample k candidate steps per state in forked sandboxes, judge them, store chosen/rejected pairs."""
+@with_settings("controller", "judge", "api_base")
+def prefs(settings, where, k, sample_temperature, reference, min_margin, limit, quiet) -> None:
+    """Walk tasks choosing each step among k judged candidates (run in forked sandboxes); store chosen/rejected pairs."""
     from mmat.pipeline.prefs import DEFAULT_PREFS_WHERE, PrefsRequest, run_prefs
 
-    request = PrefsRequest(where=where or DEFAULT_PREFS_WHERE, k=k, min_margin=min_margin, limit=limit)
+    request = PrefsRequest(where=where or DEFAULT_PREFS_WHERE, k=k, temperature=sample_temperature, reference=reference,
+                           min_margin=min_margin, limit=limit)
     click.echo(run_prefs(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet).render())
 
 

@@ -92,7 +92,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
             rows = SeedRows(lambda p: store.put_blob(p, safe_suffix(p)))
             traj_id = trajectory_rows(rows, run_id, f"eval:{run_id}:{item.key}",
                                       TrajectoryResult(attempt=sample_idx, controller=controller, trajectory=trajectory),
-                                      workspace, None)
+                                      workspace, None, origin="eval")
             for table, table_rows in rows.tables.items():
                 store.writer.put(table, table_rows)
             return _outcome(trajectory, traj_id)

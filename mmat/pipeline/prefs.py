@@ -1,13 +1,16 @@
-"""`mmat prefs`: step-level preference pairs (MATRIX Pref-X style) from verified trajectories.
+"""`mmat prefs`: step-level preference pairs (MATRIX Pref-X style) from selected tasks.
 
-For each selected trajectory, StepSampler proposes k alternative next steps at every state and runs
-each in an isolated fork of the sandbox; StepJudge scores the original and the alternatives;
-``preference_pairs`` keeps (chosen, rejected) pairs by rule (error, format, score margin). The walk
-follows the verified trajectory, so every pair's context is a stored prefix of it (``traj_id`` +
-``step_idx``) and the prompt can be rebuilt exactly for step-DPO.
+For each selected task (default: tasks with a verified-correct trajectory, whose tool list it reuses),
+PreferenceWalk solves it again: at every state the controller proposes k candidate steps, each runs in
+an isolated fork of the sandbox, the judge scores them, ``preference_pairs`` keeps (chosen, rejected)
+pairs by rule (error, format, score margin), and the walk goes on with the winner. While the walk
+follows the task's verified trajectory, that trajectory's step is one more candidate (``reference``;
+a weak controller still meets a good step, a strong one can leave the path). The walk is stored
+as a trajectory (``origin = 'prefs'``), and each pair names it with ``traj_id`` + ``step_idx``: the
+context of a pair is that trajectory's steps before the index, so step-DPO rebuilds the prompt exactly.
 
-Resume: a trajectory is marked done in ``prefs_tasks`` after its pairs are flushed; a rerun skips it,
-and first deletes this run's pairs of trajectories that never got the mark.
+Resume: a task is marked done in ``prefs_tasks`` after its walk and pairs are flushed; a rerun skips
+it, and first deletes this run's walks and pairs of tasks that never got the mark.
 """
 
 from __future__ import annotations
@@ -16,45 +19,78 @@ import shutil
 import time
 from collections import Counter
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mmat.config import Settings
 from mmat.errors import ModelOutputError, SandboxError
 from mmat.ids import content_id
+from mmat.signatures.prefs import MAX_CANDIDATES
 from mmat.store.runs import utcnow
 
 __all__ = ["PrefsRequest", "PrefsSummary", "run_prefs", "DEFAULT_PREFS_WHERE"]
 
-# One verified-correct trajectory per task (the first attempt that was judged correct).
+# Tasks solved in synthesis, through their verified-correct trajectory (the walk reuses its tool list).
 DEFAULT_PREFS_WHERE = "t.verdict = 'correct' AND k.status = 'solved'"
 
 
 class PrefsRequest(BaseModel):
     where: str = DEFAULT_PREFS_WHERE
-    k: int = 3
-    min_margin: float = 0.2
+    k: int = Field(3, ge=1, lt=MAX_CANDIDATES)  # a reference step may make one more
+    min_margin: float = Field(0.2, ge=0.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature of candidates after the first (greedy) one.")
+    reference: bool = Field(True, description="Offer the verified trajectory's step as a candidate while the walk follows it.")
     limit: int | None = None
 
 
 class PrefsSummary(BaseModel):
     run_id: str
-    trajectories: int
+    tasks: int
     done_before: int
     states: int
+    answered: int
     pairs: Counter
     failed: int
     seconds: float
 
     def render(self) -> str:
         by_rule = ", ".join(f"{n} {rule}" for rule, n in sorted(self.pairs.items())) or "none"
-        return (f"prefs {self.run_id}: {self.trajectories} trajectories ({self.done_before} already done), "
-                f"{self.states} states sampled, {sum(self.pairs.values())} pairs ({by_rule}), {self.failed} failed "
-                f"in {self.seconds:.1f}s\nlook at them: mmat sql \"select rule, count(*) from preference_pairs "
-                f"where run_id = '{self.run_id}' group by 1\"")
+        walks = self.tasks - self.done_before - self.failed
+        return (f"prefs {self.run_id}: {self.tasks} tasks ({self.done_before} already done), {walks} walks "
+                f"({self.answered} reached a final answer), {self.states} states judged, "
+                f"{sum(self.pairs.values())} pairs ({by_rule}), {self.failed} failed in {self.seconds:.1f}s\n"
+                f"look at them: mmat sql \"select rule, count(*) from preference_pairs where run_id = '{self.run_id}' "
+                f"group by 1\"")
 
 
-def _step_json(step) -> dict:
-    return {"thought": step.thought, "code": step.code, "observation": step.observation, "error": step.error}
+def _step_json(step, source: str) -> dict:
+    return {"thought": step.thought, "code": step.code, "observation": step.observation, "error": step.error, "source": source}
+
+
+def _pair_rows(run_id: str, task_id: str, traj_id: str, judge: str, walk) -> list[dict]:
+    rows = []
+    for state in walk.states:
+        for pair in state.pairs:
+            chosen, rejected = state.candidates[pair.chosen], state.candidates[pair.rejected]
+            rows.append({
+                "pair_id": content_id("pair", run_id, traj_id, pair.step_idx, chosen.code, rejected.code),
+                "run_id": run_id, "task_id": task_id, "traj_id": traj_id, "step_idx": pair.step_idx,
+                "chosen": _step_json(chosen, state.sources[pair.chosen]),
+                "rejected": _step_json(rejected, state.sources[pair.rejected]), "judge": judge,
+                "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score, "rule": pair.rule,
+                "reasons": {"chosen": state.ranking.reasons[pair.chosen], "rejected": state.ranking.reasons[pair.rejected]},
+                "created_at": utcnow(),
+            })
+    return rows
+
+
+def _delete_unfinished(store, run_id: str) -> None:
+    """This run's walks and pairs of tasks a kill (or a failure) left without the done mark."""
+    unfinished = "task_id NOT IN (SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done')"
+    walks = f"SELECT traj_id FROM trajectories WHERE run_id = ? AND origin = 'prefs' AND {unfinished}"
+    store.writer.execute(f"DELETE FROM preference_pairs WHERE run_id = ? AND {unfinished}", [run_id, run_id])
+    store.writer.execute(f"DELETE FROM steps WHERE traj_id IN ({walks})", [run_id, run_id])
+    store.writer.execute(f"DELETE FROM trajectories WHERE traj_id IN ({walks})", [run_id, run_id])
+    store.writer.flush()
 
 
 def _select(store, request: PrefsRequest) -> list[dict]:
@@ -63,8 +99,9 @@ def _select(store, request: PrefsRequest) -> list[dict]:
     limit = f" LIMIT {int(request.limit)}" if request.limit else ""
     return user_selection(
         store,
-        "SELECT t.traj_id, t.task_id, t.tools, k.query FROM trajectories t JOIN tasks k USING (task_id) "
-        f"WHERE {request.where} QUALIFY row_number() OVER (PARTITION BY t.task_id ORDER BY t.attempt) = 1 "
+        "SELECT t.traj_id, t.task_id, t.tools, t.verdict, t.origin, k.query FROM trajectories t JOIN tasks k USING (task_id) "
+        f"WHERE {request.where} "  # one row per task; a synthesis attempt's tool list before a walk's
+        "QUALIFY row_number() OVER (PARTITION BY t.task_id ORDER BY t.origin = 'prefs', t.attempt, t.traj_id) = 1 "
         f"ORDER BY t.traj_id{limit}",
         flag="--tasks selection", columns="t.* (trajectories), k.* (tasks)",
     )
@@ -76,10 +113,11 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
     from mmat.lm import adapter_for, build_lm, check_model, configure_litellm
     from mmat.pipeline.conversations import load_files, load_steps
     from mmat.pipeline.progress import ProgressBar
-    from mmat.programs import CodeAgent
-    from mmat.programs.prefs import StepJudge, StepSampler, preference_pairs
+    from mmat.pipeline.rows import SeedRows, trajectory_rows
+    from mmat.programs import CodeAgent, PreferenceWalk, TrajectoryResult
     from mmat.runtime import open_store
     from mmat.store import LMCallRecorder, resumable_run_id
+    from mmat.store.blobs import safe_suffix
 
     started = time.monotonic()
     configure_litellm(settings)
@@ -94,55 +132,51 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
         store.start_run("prefs", settings, command, run_id=run_id)
         done = {r["task_id"] for r in store.sql(
             "SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done'", [run_id])}
-        store.writer.execute(  # pairs of trajectories a kill interrupted; failed ones are retried
-            "DELETE FROM preference_pairs WHERE run_id = ? AND task_id NOT IN "
-            "(SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done')", [run_id, run_id])
+        _delete_unfinished(store, run_id)  # failed tasks are retried from scratch
         rows = _select(store, request)
         todo = [r for r in rows if r["task_id"] not in done]
         recorder = LMCallRecorder(store, run_id)
         pairs_by_rule: Counter[str] = Counter()
-        states = failed = 0
+        states = answered = failed = 0
 
         with ProgressBar("prefs", len(todo), progress) as bar:
             for row in todo:
-                tools = list(row["tools"] or [])
-                files, steps = load_files(store, row["task_id"]), load_steps(store, row["traj_id"])
-                workspace = settings.workspaces_dir / f"prefs_{run_id}" / row["traj_id"]
+                task_id, tools = row["task_id"], list(row["tools"] or [])
+                traj_id = content_id("traj", task_id, "prefs", run_id)
+                workspace = settings.workspaces_dir / f"prefs_{run_id}" / traj_id
                 shutil.rmtree(workspace, ignore_errors=True)
-                pair_rows, reason = [], None
+                reason, n_pairs = None, 0
+                verified = row["verdict"] == "correct" and row["origin"] == "synth"
+                reference = load_steps(store, row["traj_id"]) if request.reference and verified else None
                 try:
                     with dspy.context(lm=controller_lm, adapter=adapter_for(controller), callbacks=[recorder]):
-                        agent = CodeAgent(tools, settings=settings)
-                        samples = StepSampler(agent, k=request.k, temperature=max(settings.temperature, 0.7))(
-                            row["query"], files, steps, workspace, tools=tools)
-                    for sample in samples:
-                        states += 1
-                        with dspy.context(lm=judge_lm, adapter=adapter_for(judge), callbacks=[recorder]):
-                            ranking = StepJudge()(row["query"], files, steps[: sample.step_idx], sample.candidates)
-                        for pair in preference_pairs(sample, ranking, min_margin=request.min_margin):
-                            chosen, rejected = sample.candidates[pair.chosen], sample.candidates[pair.rejected]
-                            pair_rows.append({
-                                "pair_id": content_id("pair", run_id, row["traj_id"], pair.step_idx, chosen.code, rejected.code),
-                                "run_id": run_id, "task_id": row["task_id"], "traj_id": row["traj_id"],
-                                "step_idx": pair.step_idx, "chosen": _step_json(chosen), "rejected": _step_json(rejected),
-                                "judge": judge, "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score,
-                                "rule": pair.rule, "created_at": utcnow(),
-                                "reasons": {"chosen": ranking.reasons[pair.chosen], "rejected": ranking.reasons[pair.rejected]},
-                            })
-                            pairs_by_rule[pair.rule] += 1
+                        walk = PreferenceWalk(CodeAgent(tools, settings=settings), k=request.k, temperature=request.temperature,
+                                              min_margin=request.min_margin,
+                                              judge_context={"lm": judge_lm, "adapter": adapter_for(judge)})
+                        result = walk(row["query"], load_files(store, task_id), workspace, tools=tools, reference=reference)
                 except (ModelOutputError, SandboxError) as e:  # the model's (or one sandbox's) failure: recorded, run goes on
                     failed += 1
                     reason = f"{type(e).__name__}: {e}"
-                    pair_rows = []
-                if pair_rows:
-                    store.writer.put("preference_pairs", pair_rows)
+                else:
+                    written = SeedRows(lambda path: store.put_blob(path, safe_suffix(path)))
+                    trajectory_rows(written, run_id, task_id, TrajectoryResult(attempt=0, controller=controller, trajectory=result.trajectory),
+                                    workspace, None, traj_id=traj_id, origin="prefs")
+                    pair_rows = _pair_rows(run_id, task_id, traj_id, judge, result)
+                    for table, table_rows in [*written.tables.items(), ("preference_pairs", pair_rows)]:
+                        if table_rows:
+                            store.writer.put(table, table_rows)
+                    states += len(result.states)
+                    answered += result.trajectory.status == "answered"
+                    pairs_by_rule.update(p["rule"] for p in pair_rows)
+                    n_pairs = len(pair_rows)
                 store.writer.flush()
-                store.writer.put("prefs_tasks", [{"run_id": run_id, "task_id": row["task_id"], "status": "failed" if reason else "done",
-                                                  "n_pairs": len(pair_rows), "reason": reason, "finished_at": utcnow()}])
+                store.writer.put("prefs_tasks", [{"run_id": run_id, "task_id": task_id, "status": "failed" if reason else "done",
+                                                  "n_pairs": n_pairs, "reason": reason, "finished_at": utcnow()}])
                 store.writer.flush()
+                shutil.rmtree(workspace, ignore_errors=True)  # step images are blobs now
                 bar.advance(f"pairs {sum(pairs_by_rule.values())} · failed {failed}")
 
-        summary = PrefsSummary(run_id=run_id, trajectories=len(rows), done_before=len(rows) - len(todo), states=states,
-                               pairs=pairs_by_rule, failed=failed, seconds=time.monotonic() - started)
+        summary = PrefsSummary(run_id=run_id, tasks=len(rows), done_before=len(rows) - len(todo), states=states,
+                               answered=answered, pairs=pairs_by_rule, failed=failed, seconds=time.monotonic() - started)
         store.finish_run(run_id, "done", summary.model_dump(mode="json"))
     return summary

@@ -66,17 +66,21 @@ def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
 
 
 def trajectory_rows(
-    rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str | None
+    rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str | None, *,
+    traj_id: str | None = None, origin: str = "synth",
 ) -> str:
-    """Rows of one trajectory (its steps, step images as blobs, its verdict); returns the traj_id."""
+    """Rows of one trajectory (its steps, step images as blobs, its verdict); returns the traj_id.
+
+    ``origin``: ``synth`` for an agent attempt (id from task, attempt and controller), ``eval`` for an
+    evaluation sample, ``prefs`` for the path a preference walk took (its runner names the id)."""
     traj = run.trajectory
-    traj_id = content_id("traj", task_id, run.attempt, run.controller)
+    traj_id = traj_id or content_id("traj", task_id, run.attempt, run.controller)
     verdict = run.verdict
     rows.add("trajectories", {
         "traj_id": traj_id, "task_id": task_id, "run_id": run_id, "attempt": run.attempt,
         "controller": run.controller, "answer": traj.answer, "status": traj.status,
         "verdict": verdict.verdict if verdict else None, "n_steps": len(traj.steps), "n_errors": traj.n_errors,
-        "tools": list(traj.tools), "multimodal": traj.multimodal, "created_at": utcnow(),
+        "tools": list(traj.tools), "multimodal": traj.multimodal, "origin": origin, "created_at": utcnow(),
     })
     for step in traj.steps:
         images = []

@@ -8,7 +8,18 @@ from mmat.programs.captioner import ImageCaptioner
 from mmat.programs.conversation import agent_messages, agent_step_inputs, render_tools, trajectory_conversation
 from mmat.programs.file_generator import FileAttempt, FileFailure, FileGenerator, FileGenResult, check_file
 from mmat.programs.files import GeneratedFile, describe_files, file_name_for, list_files, mime_for
-from mmat.programs.prefs import PreferencePair, StepCandidates, StepJudge, StepRanking, StepSampler, preference_pairs
+from mmat.programs.prefs import (
+    JudgedState,
+    PreferencePair,
+    PreferenceWalk,
+    StepCandidates,
+    StepJudge,
+    StepRanking,
+    StepSampler,
+    WalkResult,
+    best_candidate,
+    preference_pairs,
+)
 from mmat.programs.query_generator import QueryGenerator, QueryGenResult, SpecRejection, validate_specs
 from mmat.programs.seeds import Domain, Seed, load_domains, load_seed_examples, make_seed, make_seeds
 from mmat.programs.synthesis import SeedResult, Synthesis, TaskResult, TrajectoryResult
@@ -60,6 +71,10 @@ __all__ = [
     "StepRanking",
     "PreferencePair",
     "preference_pairs",
+    "best_candidate",
+    "PreferenceWalk",
+    "JudgedState",
+    "WalkResult",
     # pool captions from a multimodal teacher
     "ImageCaptioner",
     # composition

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,17 @@ from mmat.programs.files import IMAGE_SUFFIXES, GeneratedFile, list_files
 from mmat.programs.trajectory import AgentStep, Trajectory, answer_text, render_observation, render_steps
 from mmat.signatures.agent import CodeAgentStep, FallbackAnswer
 
-__all__ = ["CodeAgent", "stage_files", "UNREADABLE_REPLY"]
+__all__ = ["CodeAgent", "stage_files", "unreadable_step", "UNREADABLE_REPLY"]
 
 UNREADABLE_REPLY = (
     "Your last reply could not be read. Answer with the two fields `thought` and `code`, in the format "
     "described at the start of this conversation."
 )
+
+
+def unreadable_step(idx: int, error: ModelOutputError, *, duration_ms: float = 0.0) -> AgentStep:
+    """The step recorded when the model's reply could not be read: no code ran; the model is told why."""
+    return AgentStep(idx=idx, observation=UNREADABLE_REPLY, error=f"ModelOutputError: {error}", duration_ms=duration_ms)
 
 
 def stage_files(files: Sequence[GeneratedFile], workspace: Path) -> list[GeneratedFile]:
@@ -113,6 +118,17 @@ class CodeAgent(dspy.Module):
             final_answer=answer_text(result.final_answer) if result.has_final_answer else None,
         )
 
+    def take_step(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], sandbox: Any,
+                  workspace: Path, idx: int, *, tools: Sequence[str], multimodal: bool,
+                  config: dict[str, Any] | None = None) -> AgentStep:
+        """Propose the next step and run it; an unreadable reply becomes an error step the model sees."""
+        started = time.perf_counter()
+        try:
+            thought, code = self.propose(task, files, steps, tools=tools, multimodal=multimodal, config=config)
+        except ModelOutputError as e:
+            return unreadable_step(idx, e, duration_ms=(time.perf_counter() - started) * 1000)
+        return self.execute(sandbox, idx, thought, code, workspace)
+
     # --- the loop -----------------------------------------------------------------------------
     def forward(self, task: str, files: Sequence[GeneratedFile], workspace: Path, *,
                 tools: Sequence[str] | None = None, config: dict[str, Any] | None = None) -> Trajectory:
@@ -125,20 +141,22 @@ class CodeAgent(dspy.Module):
             return self.run(task, files, sandbox, workspace, tools=tools, multimodal=multimodal, config=config)
 
     def run(self, task: str, files: Sequence[GeneratedFile], sandbox: Any, workspace: Path, *, tools: Sequence[str],
-            multimodal: bool, config: dict[str, Any] | None = None) -> Trajectory:
-        """The ReAct loop on an open sandbox whose workspace already holds ``files``."""
+            multimodal: bool, config: dict[str, Any] | None = None,
+            next_step: Callable[[int, list[AgentStep]], AgentStep] | None = None) -> Trajectory:
+        """The ReAct loop on an open sandbox whose workspace already holds ``files``.
+
+        ``next_step(idx, steps)`` replaces "propose one step and run it" (PreferenceWalk samples and judges
+        several there); the loop's rules (step budget, error tolerance, fallback answer) stay the same."""
         tools = list(tools)
+        if next_step is None:
+            def next_step(idx: int, steps: list[AgentStep]) -> AgentStep:
+                return self.take_step(task, files, steps, sandbox, workspace, idx, tools=tools, multimodal=multimodal,
+                                      config=config)
         steps: list[AgentStep] = []
         n_errors = consecutive = 0
         status = "fallback"
         for idx in range(self.max_steps):
-            started = time.perf_counter()
-            try:
-                thought, code = self.propose(task, files, steps, tools=tools, multimodal=multimodal, config=config)
-                step = self.execute(sandbox, idx, thought, code, workspace)
-            except ModelOutputError as e:
-                step = AgentStep(idx=idx, observation=UNREADABLE_REPLY, error=f"ModelOutputError: {e}",
-                                 duration_ms=(time.perf_counter() - started) * 1000)
+            step = next_step(idx, steps)
             steps.append(step)
             if step.final_answer is not None:
                 return Trajectory(steps=steps, answer=step.final_answer, status="answered", n_errors=n_errors,

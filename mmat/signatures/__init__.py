@@ -7,7 +7,7 @@ only prompt text of its step; review them like product copy (golden files in tes
 from mmat.signatures.agent import CodeAgentStep, FallbackAnswer
 from mmat.signatures.files import FILE_LIBRARIES, CaptionImage, FixFileCode, WriteFileCode
 from mmat.signatures.images import ImageRef, Images, image_data_uri
-from mmat.signatures.prefs import MAX_CANDIDATES, CandidateJudgement, CandidateStep, JudgeSteps
+from mmat.signatures.prefs import MAX_CANDIDATES, CandidateJudgement, CandidateStep, JudgeSteps, StepScore, judgements_model
 from mmat.signatures.queries import (
     MAX_FILES_PER_QUERY,
     MAX_QUERIES,
@@ -56,5 +56,7 @@ __all__ = [
     "JudgeSteps",
     "CandidateStep",
     "CandidateJudgement",
+    "StepScore",
+    "judgements_model",
     "MAX_CANDIDATES",
 ]

@@ -72,7 +72,7 @@ CREATE TABLE files (
     created_at TIMESTAMP
 );
 CREATE TABLE trajectories (
-    traj_id      VARCHAR PRIMARY KEY,     -- content_id("traj", task_id, attempt, controller)
+    traj_id      VARCHAR PRIMARY KEY,     -- content_id("traj", task_id, attempt, controller); prefs walks: see 005
     task_id      VARCHAR,
     run_id       VARCHAR,
     attempt      INTEGER,
@@ -223,3 +223,11 @@ MIGRATIONS.append((
 
 # Pairs belong to the prefs run that made them: a resumed run clears only its own half-written pairs.
 MIGRATIONS.append(("004_pair_run", "ALTER TABLE preference_pairs ADD COLUMN run_id VARCHAR;"))
+
+# A preference walk (mmat prefs) stores the path it took along the judge's winners as a trajectory too,
+# so its pairs' contexts are stored steps; ``origin`` tells such paths from the agent's attempts.
+MIGRATIONS.append((
+    "005_trajectory_origin",
+    "ALTER TABLE trajectories ADD COLUMN origin VARCHAR DEFAULT 'synth'; "  # synth | eval | prefs
+    "UPDATE trajectories SET origin = 'eval' WHERE task_id LIKE 'eval:%';",
+))

@@ -120,3 +120,16 @@ def test_a_vision_model_dir_sees_real_images_not_descriptions(mmat_settings, tmp
     assert with_image._hidden_params[IMAGE_DOWNGRADES_KEY] == 0
     assert len(json.loads(with_image.choices[0].message.content)["b"]) <= 8
     assert with_image.usage.prompt_tokens >= text_only.usage.prompt_tokens + 4  # the image's tokens reached the model
+
+
+def test_a_constrained_judge_scores_every_candidate(tiny_lm_dir, mmat_settings):
+    # a random model under the per-candidate schema cannot skip a candidate, whatever it writes
+    from mmat.programs import AgentStep, StepJudge
+
+    lm = build_lm(f"local/{tiny_lm_dir}", settings=mmat_settings, max_tokens=600, **SHORT)
+    candidates = [AgentStep(idx=0, thought="t", code=f"x = {i}", observation="ran") for i in range(4)]
+    with dspy.context(lm=lm, adapter=adapter_for(lm.model)):
+        for i in range(3):
+            ranking = StepJudge()(f"Make 42 ({i}).", [], [], candidates)
+            assert len(ranking.scores) == len(ranking.reasons) == 4 and sorted(ranking.order) == [0, 1, 2, 3]
+            assert all(0.0 <= s <= 1.0 for s in ranking.scores)
