@@ -189,26 +189,23 @@ def best_candidate(candidates: Sequence[AgentStep], ranking: StepRanking) -> int
 
 
 def preference_pairs(sample: StepCandidates, ranking: StepRanking, *, min_margin: float = 0.2) -> list[PreferencePair]:
-    """Pairs for one state: the best error-free candidate against every candidate that failed
-    (rule ``format`` for an unreadable reply, ``error`` for code that raised), and against the
-    lowest-scored error-free candidate when the judge's scores differ by at least ``min_margin``."""
+    """Pairs for one state: the best error-free candidate (the winner) against every candidate that
+    failed (rule ``format`` for an unreadable reply, ``error`` for code that raised), and against every
+    error-free candidate the judge scored at least ``min_margin`` lower (rule ``margin``)."""
     cands, scores = sample.candidates, ranking.scores
     clean = [i for i in ranking.order if _ran_cleanly(cands[i])]
     if not clean:
         return []
     best = clean[0]
-    pairs = []
-    for i, c in enumerate(cands):
-        if c.error is None:
-            continue
-        rule = "format" if c.error.startswith("ModelOutputError") else "error"
-        pairs.append(PreferencePair(step_idx=sample.step_idx, chosen=best, rejected=i, chosen_score=scores[best],
-                                    rejected_score=scores[i], rule=rule))
-    worst = clean[-1]
-    if worst != best and scores[best] - scores[worst] >= min_margin:
-        pairs.append(PreferencePair(step_idx=sample.step_idx, chosen=best, rejected=worst, chosen_score=scores[best],
-                                    rejected_score=scores[worst], rule="margin"))
-    return pairs
+
+    def pair(rejected: int, rule: str) -> PreferencePair:
+        return PreferencePair(step_idx=sample.step_idx, chosen=best, rejected=rejected, chosen_score=scores[best],
+                              rejected_score=scores[rejected], rule=rule)
+
+    failed = [pair(i, "format" if c.error.startswith("ModelOutputError") else "error")
+              for i, c in enumerate(cands) if c.error is not None]
+    worse = [pair(i, "margin") for i in clean[1:] if scores[best] - scores[i] >= min_margin - 1e-9]  # 0.7 - 0.5 < 0.2 in floats
+    return failed + worse
 
 
 def _reference_step(reference: Sequence[AgentStep] | None, steps: Sequence[AgentStep]) -> AgentStep | None:

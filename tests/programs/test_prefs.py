@@ -72,13 +72,16 @@ def cand(code, error=None):
 
 
 def test_pairs_follow_errors_format_and_margin():
-    sample = StepCandidates(step_idx=3, sources=["sampled"] * 4, candidates=[cand("a"), cand("b", "NameError: x"), cand("", "ModelOutputError: bad"), cand("d")])
-    ranking = StepRanking(scores=[0.8, 0.9, 0.0, 0.5], reasons=[""] * 4, order=[1, 0, 3, 2])
+    sample = StepCandidates(step_idx=3, sources=["sampled"] * 6, candidates=[
+        cand("a"), cand("b", "NameError: x"), cand("", "ModelOutputError: bad"), cand("d"), cand("e"), cand("f")])
+    ranking = StepRanking.from_scores([0.7, 0.9, 0.0, 0.5, 0.6, 0.4], [""] * 6)
     pairs = preference_pairs(sample, ranking, min_margin=0.2)
-    assert [(p.chosen, p.rejected, p.rule) for p in pairs] == [(0, 1, "error"), (0, 2, "format"), (0, 3, "margin")]
-    assert all(p.step_idx == 3 for p in pairs)
-    close = StepRanking(scores=[0.8, 0.9, 0.0, 0.7], reasons=[""] * 4, order=[1, 0, 3, 2])
-    assert [p.rule for p in preference_pairs(sample, close, min_margin=0.2)] == ["error", "format"]
+    # the erroring b scored highest, yet the chosen side is the best candidate that ran: a; e is only 0.1 worse
+    assert [(p.chosen, p.rejected, p.rule) for p in pairs] == [(0, 1, "error"), (0, 2, "format"), (0, 3, "margin"), (0, 5, "margin")]
+    assert all(p.step_idx == 3 for p in pairs) and pairs[2].chosen_score == 0.7 and pairs[2].rejected_score == 0.5
+    assert [(p.rejected, p.rule) for p in preference_pairs(sample, ranking, min_margin=0.25)] == [(1, "error"), (2, "format"), (5, "margin")]
+    nothing_ran = StepCandidates(step_idx=0, sources=["sampled"] * 2, candidates=[cand("b", "NameError: x"), cand("", "ModelOutputError: bad")])
+    assert preference_pairs(nothing_ran, StepRanking.from_scores([0.9, 0.1], ["", ""])) == []
 
 
 def test_sampler_k_is_bounded(settings):
