@@ -22,7 +22,7 @@ from collections import Counter
 from pydantic import BaseModel, Field
 
 from mmat.config import Settings
-from mmat.errors import ModelOutputError, SandboxError
+from mmat.errors import ConfigError, ModelOutputError, SandboxError
 from mmat.ids import content_id
 from mmat.signatures.prefs import MAX_CANDIDATES
 from mmat.store.runs import utcnow
@@ -129,11 +129,16 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
     with open_store(settings) as store:
         identity = {"controller": controller, "judge": judge, **request.model_dump(exclude={"limit"})}
         run_id = resumable_run_id("prefs", identity, "prefs")
+        rows = _select(store, request)
+        if not rows:
+            raise ConfigError(
+                f"no task matches --tasks {request.where!r}. The default takes tasks with a verified-correct trajectory; "
+                "with the embedded 135M verifier there may be none: try --tasks \"k.status = 'failed'\" (tasks whose "
+                "trajectories were not verified), or synthesize with a stronger teacher.")
         store.start_run("prefs", settings, command, run_id=run_id)
         done = {r["task_id"] for r in store.sql(
             "SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done'", [run_id])}
         _delete_unfinished(store, run_id)  # failed tasks are retried from scratch
-        rows = _select(store, request)
         todo = [r for r in rows if r["task_id"] not in done]
         recorder = LMCallRecorder(store, run_id)
         pairs_by_rule: Counter[str] = Counter()

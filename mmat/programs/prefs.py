@@ -32,7 +32,7 @@ from mmat.signatures.images import Images
 from mmat.signatures.prefs import MAX_CANDIDATES, CandidateStep, JudgeSteps, judgements_model
 
 __all__ = [
-    "StepSampler", "StepCandidates", "StepJudge", "StepRanking", "PreferencePair", "preference_pairs", "best_candidate",
+    "StepSampler", "StepCandidates", "StepJudge", "StepRanking", "PreferencePair", "preference_pairs", "best_candidate", "outcome",
     "PreferenceWalk", "JudgedState", "WalkResult",
 ]
 
@@ -80,8 +80,17 @@ def _same_code(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
-def _ran_cleanly(step: AgentStep) -> bool:
-    return step.error is None and bool(step.code.strip())
+# Errors that mean the reply was not a step in the action format at all: no readable reply, or prose
+# in place of Python (smolagents calls these parsing errors, apart from errors raised while running).
+_NOT_CODE = ("ModelOutputError", "SyntaxError", "IndentationError", "TabError")
+_OUTCOME_RANK = {"clean": 0, "error": 1, "format": 2}
+
+
+def outcome(step: AgentStep) -> Literal["clean", "error", "format"]:
+    """``clean``: ran without error; ``error``: Python that raised; ``format``: not Python, or no readable reply."""
+    if not step.code.strip() or (step.error is not None and step.error.startswith(_NOT_CODE)):
+        return "format"
+    return "clean" if step.error is None else "error"
 
 
 class StepSampler(dspy.Module):
@@ -182,30 +191,32 @@ class StepJudge(dspy.Module):
 
 
 def best_candidate(candidates: Sequence[AgentStep], ranking: StepRanking) -> int:
-    """The best-ranked candidate that ran without error; if none did, the best-ranked one (its error
-    becomes an observation the next step can react to, as in CodeAgent's loop)."""
-    clean = [i for i in ranking.order if _ran_cleanly(candidates[i])]
-    return clean[0] if clean else ranking.order[0]
+    """The winner: the judge's best among the candidates that ran cleanly; if none did, among those that
+    were Python but raised (the error becomes an observation the next step can react to, as in
+    CodeAgent's loop); if none was even that, the judge's best."""
+    return min(ranking.order, key=lambda i: _OUTCOME_RANK[outcome(candidates[i])])  # min keeps the judge's order in a tie
 
 
 def preference_pairs(sample: StepCandidates, ranking: StepRanking, *, min_margin: float = 0.2) -> list[PreferencePair]:
-    """Pairs for one state: the best error-free candidate (the winner) against every candidate that
-    failed (rule ``format`` for an unreadable reply, ``error`` for code that raised), and against every
-    error-free candidate the judge scored at least ``min_margin`` lower (rule ``margin``)."""
+    """Pairs for one state, all with the winner (``best_candidate``) as the chosen side:
+    - ``format``: every candidate that was not a step in the action format (unreadable, or not Python),
+      whenever the winner was;
+    - ``error``: every candidate whose code raised, when the winner ran cleanly;
+    - ``margin``: every other clean candidate the judge scored at least ``min_margin`` below the winner."""
     cands, scores = sample.candidates, ranking.scores
-    clean = [i for i in ranking.order if _ran_cleanly(cands[i])]
-    if not clean:
-        return []
-    best = clean[0]
+    best = best_candidate(cands, ranking)
+    kind = outcome(cands[best])
 
     def pair(rejected: int, rule: str) -> PreferencePair:
         return PreferencePair(step_idx=sample.step_idx, chosen=best, rejected=rejected, chosen_score=scores[best],
                               rejected_score=scores[rejected], rule=rule)
 
-    failed = [pair(i, "format" if c.error.startswith("ModelOutputError") else "error")
-              for i, c in enumerate(cands) if c.error is not None]
-    worse = [pair(i, "margin") for i in clean[1:] if scores[best] - scores[i] >= min_margin - 1e-9]  # 0.7 - 0.5 < 0.2 in floats
-    return failed + worse
+    beaten = {"clean": ("format", "error"), "error": ("format",), "format": ()}[kind]
+    pairs = [pair(i, outcome(c)) for i, c in enumerate(cands) if outcome(c) in beaten]
+    if kind == "clean":
+        clean = [i for i in ranking.order if i != best and outcome(cands[i]) == "clean"]
+        pairs += [pair(i, "margin") for i in clean if scores[best] - scores[i] >= min_margin - 1e-9]  # 0.7 - 0.5 < 0.2 in floats
+    return pairs
 
 
 def _reference_step(reference: Sequence[AgentStep] | None, steps: Sequence[AgentStep]) -> AgentStep | None:

@@ -10,7 +10,7 @@ import pytest
 from mmat.errors import ModelOutputError
 from mmat.local.schema import extract_schema
 from mmat.programs import AgentStep, CodeAgent, PreferenceWalk, StepJudge, StepSampler, agent_messages, preference_pairs
-from mmat.programs.prefs import StepCandidates, StepRanking
+from mmat.programs.prefs import StepCandidates, StepRanking, best_candidate, outcome
 from mmat.sandbox import Limits
 from mmat.testing import DummyLM
 from mmat.testing.scripted import field
@@ -80,8 +80,19 @@ def test_pairs_follow_errors_format_and_margin():
     assert [(p.chosen, p.rejected, p.rule) for p in pairs] == [(0, 1, "error"), (0, 2, "format"), (0, 3, "margin"), (0, 5, "margin")]
     assert all(p.step_idx == 3 for p in pairs) and pairs[2].chosen_score == 0.7 and pairs[2].rejected_score == 0.5
     assert [(p.rejected, p.rule) for p in preference_pairs(sample, ranking, min_margin=0.25)] == [(1, "error"), (2, "format"), (5, "margin")]
-    nothing_ran = StepCandidates(step_idx=0, sources=["sampled"] * 2, candidates=[cand("b", "NameError: x"), cand("", "ModelOutputError: bad")])
-    assert preference_pairs(nothing_ran, StepRanking.from_scores([0.9, 0.1], ["", ""])) == []
+
+
+def test_without_a_clean_candidate_python_that_raised_still_beats_what_is_not_python():
+    sample = StepCandidates(step_idx=0, sources=["sampled"] * 4, candidates=[
+        cand("The answer is in the image.", "SyntaxError: invalid syntax (<step 0>, line 1)"),
+        cand("x = undefined", "NameError: name 'undefined' is not defined"),
+        cand("y = 1 / 0", "ZeroDivisionError: division by zero"), cand("", "ModelOutputError: bad")])
+    ranking = StepRanking.from_scores([0.9, 0.2, 0.5, 0.1], [""] * 4)
+    assert [outcome(c) for c in sample.candidates] == ["format", "error", "error", "format"]
+    assert best_candidate(sample.candidates, ranking) == 2  # the judge's best among the Python that ran
+    assert [(p.chosen, p.rejected, p.rule) for p in preference_pairs(sample, ranking)] == [(2, 0, "format"), (2, 3, "format")]
+    prose_only = StepCandidates(step_idx=0, sources=["sampled"] * 2, candidates=[sample.candidates[0], sample.candidates[3]])
+    assert preference_pairs(prose_only, StepRanking.from_scores([0.9, 0.1], ["", ""])) == []
 
 
 def test_sampler_k_is_bounded(settings):
