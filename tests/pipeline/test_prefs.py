@@ -4,9 +4,11 @@ resume (including a task a kill left half-written), DPO exports."""
 import itertools
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mmat.cli import cli
+from mmat.errors import ConfigError
 from mmat.lm import adapter_for
 from mmat.pipeline.conversations import load_files, load_preference_rows, load_steps
 from mmat.pipeline.prefs import PrefsRequest, run_prefs
@@ -108,3 +110,11 @@ def test_a_task_a_kill_left_half_written_is_walked_again_from_scratch(synth_sett
         assert store.sql("select count(*) as n from steps where code = 'stale'")[0]["n"] == 0
         assert store.sql("select count(*) as n from preference_pairs")[0]["n"] == 2 * VERIFIED_PER_SEED * STEPS_PER_TRAJECTORY
         assert store.sql("select count(*) as n from trajectories where origin = 'prefs'")[0]["n"] == VERIFIED_PER_SEED
+
+
+def test_an_empty_selection_says_how_to_widen_it(synth_settings, scripted_models):
+    run_synth(synth_settings, SynthRequest(tasks=1, tools=TOOLS, trajectories_per_task=1), progress=False)
+    with pytest.raises(ConfigError, match=r"no task matches --tasks \"k.domain = 'nowhere'\".*k.status = 'failed'"):
+        run_prefs(synth_settings, PrefsRequest(where="k.domain = 'nowhere'"), progress=False)
+    with open_store(synth_settings, read_only=True) as store:
+        assert store.sql("select count(*) as n from runs where kind = 'prefs'")[0]["n"] == 0  # no run was started
