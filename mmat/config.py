@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # agent
     agent_max_steps: int = Field(8, ge=1, description="Maximum agent steps before a fallback final answer (MAT: 8).")
     agent_error_tolerance: int = Field(3, ge=0, description="Consecutive code errors tolerated before the agent stops (MAT: 3 in synthesis).")
+    agent_action_grammar: Literal["auto", "on", "off"] = Field(
+        "auto", description="Decode a local controller's code as one tool call per step (a regex over the tools and the "
+        "task's files): auto = only for the embedded 135M teacher, which otherwise writes prose; on = any local/ model.")
 
     # sandbox
     step_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for one sandboxed step.")

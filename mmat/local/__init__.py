@@ -9,7 +9,15 @@ schema, which is what makes a 135M model's answers parse.
 from mmat.local.generate import Generation, generate
 from mmat.local.loader import LoadedModel, get_loaded, load_local_model, local_weights_dir, unload_all
 from mmat.local.messages import FlatMessages, describe_image, flatten_messages, image_to_text
-from mmat.local.provider import DEFAULT_MAX_TOKENS, HOME_PARAM, IMAGE_DOWNGRADES_KEY, MAX_ITEMS_PARAM, MAX_STRING_PARAM, LocalProvider
+from mmat.local.provider import (
+    DEFAULT_MAX_TOKENS,
+    FIELD_PATTERNS_PARAM,
+    HOME_PARAM,
+    IMAGE_DOWNGRADES_KEY,
+    MAX_ITEMS_PARAM,
+    MAX_STRING_PARAM,
+    LocalProvider,
+)
 from mmat.local.registry import LOCAL_MODELS, LocalModelSpec, resolve_local
 from mmat.local.schema import MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, bound_schema, extract_schema
 
@@ -28,6 +36,7 @@ __all__ = [
     "IMAGE_DOWNGRADES_KEY",
     "MAX_STRING_PARAM",
     "MAX_ITEMS_PARAM",
+    "FIELD_PATTERNS_PARAM",
     "generate",
     "Generation",
     "flatten_messages",

@@ -26,9 +26,12 @@ from mmat.local.generate import generate
 from mmat.local.loader import get_loaded
 from mmat.local.messages import flatten_messages
 from mmat.local.registry import LOCAL_PREFIX, LocalModelSpec, resolve_local
-from mmat.local.schema import MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, extract_schema
+from mmat.local.schema import MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, extract_schema, with_patterns
 
-__all__ = ["LocalProvider", "DEFAULT_MAX_TOKENS", "HOME_PARAM", "IMAGE_DOWNGRADES_KEY", "MAX_STRING_PARAM", "MAX_ITEMS_PARAM"]
+__all__ = [
+    "LocalProvider", "DEFAULT_MAX_TOKENS", "HOME_PARAM", "IMAGE_DOWNGRADES_KEY", "MAX_STRING_PARAM", "MAX_ITEMS_PARAM",
+    "FIELD_PATTERNS_PARAM",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,9 @@ IMAGE_DOWNGRADES_KEY = "mmat_image_downgrades"  # response._hidden_params[...]: 
 # Optional LM kwargs that tighten the schema bounds (shorter answers, faster runs): build_lm(..., **{KEY: n}).
 MAX_STRING_PARAM = "mmat_max_string_length"
 MAX_ITEMS_PARAM = "mmat_max_items"
+# Optional per-call kwarg {field: regex}: those string fields of the response schema must match (CodeAgent's
+# action grammar for the embedded model). The prompt is untouched; only the decoding is constrained.
+FIELD_PATTERNS_PARAM = "mmat_field_patterns"
 
 _warned_downgrade = threading.Event()
 
@@ -70,6 +76,9 @@ class LocalProvider(CustomLLM):
         name = model[len(LOCAL_PREFIX):] if model.startswith(LOCAL_PREFIX) else model
         loaded = get_loaded(self._spec(name, params.get(HOME_PARAM)))
         schema = extract_schema(params.get("response_format"))
+        patterns = params.get(FIELD_PATTERNS_PARAM)
+        if schema is not None and patterns:
+            schema = with_patterns(schema, patterns)
         downgrades = 0
         if loaded.vision:
             chat = messages

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["extract_schema", "bound_schema", "schema_key", "MAX_STRING_LENGTH", "MAX_ARRAY_ITEMS", "JSON_OBJECT_SCHEMA"]
+__all__ = ["extract_schema", "bound_schema", "with_patterns", "schema_key", "MAX_STRING_LENGTH", "MAX_ARRAY_ITEMS", "JSON_OBJECT_SCHEMA"]
 
 MAX_STRING_LENGTH = 400  # characters per string value
 MAX_ARRAY_ITEMS = 8  # items per array value
@@ -65,7 +65,7 @@ def _bound_node(node: Any, max_length: int | None, max_items: int | None) -> Non
         return
     if not isinstance(node, dict):
         return
-    fixed = "enum" in node or "const" in node
+    fixed = "enum" in node or "const" in node or "pattern" in node  # a pattern bounds itself (xgrammar drops maxLength beside it)
     if max_length is not None and _has_type(node, "string") and not fixed:
         floor = node.get("minLength", 0)
         node["maxLength"] = max(min(node.get("maxLength", max_length), max_length), floor)
@@ -92,6 +92,17 @@ def bound_schema(
     bounded = copy.deepcopy(schema)
     _bound_node(bounded, max_length, max_items)
     return bounded
+
+
+def with_patterns(schema: dict[str, Any], patterns: dict[str, str]) -> dict[str, Any]:
+    """A copy of ``schema`` whose top-level string properties named in ``patterns`` must match their regex."""
+    patterned = copy.deepcopy(schema)
+    props = patterned.get("properties") or {}
+    for name, regex in patterns.items():
+        if name not in props or not _has_type(props[name], "string"):
+            raise ValueError(f"no string field {name!r} in the response schema to constrain (fields: {sorted(props)})")
+        props[name] = {k: v for k, v in props[name].items() if k not in ("maxLength", "minLength")} | {"pattern": regex}
+    return patterned
 
 
 def schema_key(schema: dict[str, Any]) -> str:

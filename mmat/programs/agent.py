@@ -17,7 +17,7 @@ from typing import Any
 
 import dspy
 
-from mmat.config import Settings, load_settings
+from mmat.config import DEFAULT_TEACHER, Settings, load_settings
 from mmat.errors import ModelOutputError
 from mmat.programs._calls import active_lm, call_predictor, lm_is_multimodal, mark, strip_code_fences
 from mmat.programs.conversation import agent_step_inputs, render_tools
@@ -103,8 +103,25 @@ class CodeAgent(dspy.Module):
                 multimodal: bool, config: dict[str, Any] | None = None) -> tuple[str, str]:
         """The model's next (thought, code) after ``steps``; ModelOutputError when its reply is unreadable."""
         inputs = agent_step_inputs(task, files, render_tools(tools), steps, multimodal=multimodal)
-        pred = call_predictor(self.step, "agent step", config=config or {}, **inputs)
+        config = dict(config or {})
+        if self.uses_action_grammar():
+            from mmat.local import FIELD_PATTERNS_PARAM
+            from mmat.programs.action_grammar import action_pattern
+
+            config[FIELD_PATTERNS_PARAM] = {"code": action_pattern(tools, files)}
+        pred = call_predictor(self.step, "agent step", config=config, **inputs)
         return (pred.thought or "").strip(), pred.code or ""
+
+    def uses_action_grammar(self) -> bool:
+        """Whether the controller's code is decoded under the one-tool-call grammar (``agent_action_grammar``;
+        only local models can be constrained, and only under the JSON adapter, which sends a schema)."""
+        from mmat.lm import LOCAL
+
+        mode = self.settings.agent_action_grammar
+        model = getattr(active_lm(self.step), "model", None) or ""
+        if mode == "off" or not model.startswith(f"{LOCAL}/") or not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
+            return False
+        return mode == "on" or model == DEFAULT_TEACHER
 
     @staticmethod
     def execute(sandbox: Any, idx: int, thought: str, code: str, workspace: Path) -> AgentStep:

@@ -133,3 +133,24 @@ def test_a_constrained_judge_scores_every_candidate(tiny_lm_dir, mmat_settings):
             ranking = StepJudge()(f"Make 42 ({i}).", [], [], candidates)
             assert len(ranking.scores) == len(ranking.reasons) == 4 and sorted(ranking.order) == [0, 1, 2, 3]
             assert all(0.0 <= s <= 1.0 for s in ranking.scores)
+
+
+def test_the_action_grammar_holds_a_random_controller_to_one_tool_call(tiny_lm_dir, mmat_settings, tmp_path):
+    import re
+
+    from mmat.programs import CodeAgent, GeneratedFile
+    from mmat.programs.action_grammar import action_pattern
+
+    image = tmp_path / "sky.png"
+    Image.new("RGB", (8, 8), (0, 0, 90)).save(image)
+    files = [GeneratedFile(name="sky.png", path=image, modality="image", mime="image/png", source="user")]
+    lm = build_lm(f"local/{tiny_lm_dir}", settings=mmat_settings, max_tokens=400, **SHORT)
+    pattern = action_pattern(["ocr", "visualizer"], files)
+    with dspy.context(lm=lm, adapter=adapter_for(lm.model)):
+        assert not CodeAgent(["ocr"], settings=mmat_settings).uses_action_grammar()  # auto: the embedded teacher only
+        agent = CodeAgent(["ocr", "visualizer"], settings=mmat_settings.model_copy(update={"agent_action_grammar": "on"}))
+        for i in range(3):
+            _, code = agent.propose(f"What is in the sky ({i})?", files, [], tools=["ocr", "visualizer"], multimodal=False)
+            assert re.fullmatch(pattern, code), code
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):  # no schema is sent, so there is nothing to constrain
+        assert not agent.uses_action_grammar()

@@ -74,3 +74,16 @@ def test_bound_schema_none_leaves_that_kind_unbounded():
 def test_schema_key_ignores_key_order():
     assert schema_key({"a": 1, "b": [1, 2]}) == schema_key({"b": [1, 2], "a": 1})
     assert schema_key({"a": 1}) != schema_key({"a": 2})
+
+
+def test_patterns_replace_length_bounds_on_named_string_fields():
+    from mmat.local.schema import with_patterns
+
+    schema = {"type": "object", "properties": {"thought": {"type": "string"}, "code": {"type": "string", "maxLength": 50}}}
+    patterned = with_patterns(schema, {"code": "^print\\(1\\)$"})
+    assert patterned["properties"]["code"] == {"type": "string", "pattern": "^print\\(1\\)$"}
+    assert schema["properties"]["code"] == {"type": "string", "maxLength": 50}  # the input is left alone
+    bounded = bound_schema(patterned, max_length=10)
+    assert "maxLength" not in bounded["properties"]["code"] and bounded["properties"]["thought"]["maxLength"] == 10
+    with pytest.raises(ValueError, match="no string field 'answer'"):
+        with_patterns(schema, {"answer": "x"})
