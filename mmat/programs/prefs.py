@@ -297,5 +297,5 @@ class PreferenceWalk(dspy.Module):
               candidates: Sequence[AgentStep]) -> StepRanking:
         if len(candidates) == 1:  # nothing to compare: no judge call, no pair
             return StepRanking(scores=[0.0], reasons=["the only distinct candidate; not judged"], order=[0])
-        with dspy.context(**self.judge_context):
-            return self.judge(task, files, steps, candidates)
+        with dspy.context(**self.judge_context):  # a judge should not roll dice: greedy decoding
+            return self.judge(task, files, steps, candidates, config={"temperature": 0.0})

@@ -146,6 +146,7 @@ def test_the_walk_goes_on_with_the_winner_and_pairs_every_state(settings, tmp_pa
     assert traj.status == "answered" and traj.answer == "42"  # the main sandbox ran x = 41
     assert [s.winner for s in result.states] == [2, 0]
     assert "x = 41" in judged[1] and "x = 40" not in judged[1]  # the judge saw the walk's own history
+    assert all(c.params.get("temperature") == 0.0 for c in judge_lm.calls)  # judged greedily
     rules = [[(st.candidates[p.chosen].code, st.candidates[p.rejected].code, p.rule) for p in st.pairs] for st in result.states]
     assert rules == [[("x = 41", "x = 1 / 0", "error"), ("x = 41", "x = 40", "margin")],
                      [("final_answer(x + 1)", "final_answer(x)", "margin")]]
