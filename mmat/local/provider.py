@@ -77,7 +77,7 @@ class LocalProvider(CustomLLM):
         loaded = get_loaded(self._spec(name, params.get(HOME_PARAM)))
         schema = extract_schema(params.get("response_format"))
         patterns = params.get(FIELD_PATTERNS_PARAM)
-        if schema is not None and patterns:
+        if schema is not None and schema.get("properties") and patterns:  # not the bare json_object fallback
             schema = with_patterns(schema, patterns)
         downgrades = 0
         if loaded.vision:

@@ -154,3 +154,10 @@ def test_the_action_grammar_holds_a_random_controller_to_one_tool_call(tiny_lm_d
             assert re.fullmatch(pattern, code), code
     with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):  # no schema is sent, so there is nothing to constrain
         assert not agent.uses_action_grammar()
+    # DSPy's fallback request (a bare JSON object, no fields) still gets an answer rather than an error
+    from mmat.local import FIELD_PATTERNS_PARAM
+
+    resp = litellm.completion(model=f"local/{tiny_lm_dir}", messages=[{"role": "user", "content": "hi"}], max_tokens=20,
+                              response_format={"type": "json_object"}, mmat_home=str(mmat_settings.home),
+                              **{FIELD_PATTERNS_PARAM: {"code": pattern}})
+    assert resp.choices[0].message.content.startswith("{")
