@@ -8,31 +8,24 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmat.config import Settings, load_settings
+from mmat.config import Settings
 from mmat.tools import ToolHost
 
 from .helpers import render_text
 
 
 @pytest.fixture
-def mmat_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("MMAT_HOME", str(home))
-    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+def mmat_home(mmat_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """mmat's temp home (mmat.testing.fixtures), with an empty HF cache and no web-search keys."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty HF cache: no weights leak in from the machine
     for key in ("TAVILY_API_KEY", "BRAVE_SEARCH_API_KEY", "SERPAPI_API_KEY"):
         monkeypatch.delenv(key, raising=False)
-    return home
+    return mmat_home
 
 
 @pytest.fixture
-def settings(mmat_home: Path) -> Settings:
-    s = load_settings()
-    s.ensure_dirs()
-    return s
+def settings(mmat_settings: Settings) -> Settings:
+    return mmat_settings
 
 
 @pytest.fixture
