@@ -296,6 +296,6 @@ class PreferenceWalk(dspy.Module):
     def _rank(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep],
               candidates: Sequence[AgentStep]) -> StepRanking:
         if len(candidates) == 1:  # nothing to compare: no judge call, no pair
-            return StepRanking(scores=[0.0], reasons=["the only distinct candidate; not judged"], order=[0])
+            return StepRanking.from_scores([0.0], ["the only distinct candidate; not judged"])
         with dspy.context(**self.judge_context):  # a judge should not roll dice: greedy decoding
             return self.judge(task, files, steps, candidates, config={"temperature": 0.0})

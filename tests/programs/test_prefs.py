@@ -8,6 +8,7 @@ import dspy
 import pytest
 
 from mmat.errors import ModelOutputError
+from mmat.lm import build_lm
 from mmat.local.schema import extract_schema
 from mmat.programs import AgentStep, CodeAgent, PreferenceWalk, StepJudge, StepSampler, agent_messages, preference_pairs
 from mmat.programs.prefs import StepCandidates, StepRanking, best_candidate, outcome
@@ -134,8 +135,6 @@ def test_the_walk_goes_on_with_the_winner_and_pairs_every_state(settings, tmp_pa
     judged: list[str] = []
     judge_lm = DummyLM(_judge_by({"x = 41": 0.9, "x = 40": 0.5, "x = 1 / 0": 0.0, "final_answer(x + 1)": 0.9}, judged), name="walkjudge")
     agent = CodeAgent([], settings=settings, limits=Limits(wall_s=20))
-    from mmat.lm import build_lm
-
     walk = PreferenceWalk(agent, k=3, min_margin=0.2,
                           judge_context={"lm": build_lm(judge_lm.model, settings=settings, cache=False)})
     with use_lm("dummy/walker"):
@@ -158,8 +157,6 @@ def test_when_every_candidate_fails_the_walk_follows_the_best_failure_and_the_er
     seen: list[str] = []
     DummyLM(_judge_by({"x = 1 / 0": 0.4, "y = undefined_name": 0.1}, seen), name="failjudge")
     agent = CodeAgent([], settings=settings, limits=Limits(wall_s=20), error_tolerance=1)
-    from mmat.lm import build_lm
-
     walk = PreferenceWalk(agent, k=2, judge_context={"lm": build_lm("dummy/failjudge", settings=settings, cache=False)})
     with use_lm("dummy/failing"):
         result = walk("Make 42.", [], tmp_path / "ws", tools=[])
@@ -176,8 +173,6 @@ def test_the_reference_step_competes_only_while_the_walk_follows_it(settings, tm
     }), name="refwalker")
     DummyLM(_judge_by({"x = 41": 0.9, "x = 40": 0.6, "final_answer(x + 1)": 0.9}, []), name="refjudge")
     agent = CodeAgent([], settings=settings, limits=Limits(wall_s=20))
-    from mmat.lm import build_lm
-
     walk = PreferenceWalk(agent, k=2, judge_context={"lm": build_lm("dummy/refjudge", settings=settings, cache=False)})
     with use_lm("dummy/refwalker"):
         result = walk("Make 42.", [], tmp_path / "ws", tools=[], reference=STEPS)
