@@ -1,43 +1,50 @@
-"""Answer accuracy (AnsAcc): three scoring rules, and which items each one counts.
+"""Answer accuracy (AnsAcc): the scoring rules, and which items each one counts.
 
-* ``mat`` — the rule MAT (T3-Agent) used for its GTA numbers: an answer is right when, for every whitelist
-  group, some alias of the group is a case-insensitive substring of the answer. The blacklist is ignored.
-* ``gta`` — GTA's official rule: each whitelist group must match as a whole word (regex ``\\b`` around
-  the alternatives, case-insensitive), and any blacklist alias matching the same way rejects the answer.
-  Reproduced as GTA's evaluator writes it, quirks included (``\\b`` next to a non-word character such as
-  ``$`` or ``%`` needs a word character on the other side).
-* ``gaia`` — GAIA's normalised scorer: a numeric reference is compared as a float after stripping
-  ``$``/``%``/commas (and, in mmat, a currency sign before or a unit word after the number); a reference
-  containing ``,`` or ``;`` is a list compared element by element; any other string is compared after
-  lowercasing and removing whitespace and punctuation.
+* ``mat`` — the rule MAT (T3-Agent) and MATRIX used for their GTA numbers: an answer is right when, for
+  every whitelist group, some alias of the group is a case-insensitive substring of the answer. The
+  blacklist is ignored. Counts GTA's whitelist (objective) items only.
+* ``gta`` — GTA's word-boundary rule on whitelist items only: each whitelist group must match as a whole
+  word (regex ``\\b`` around the alternatives, case-insensitive) and any blacklist alias matching the same
+  way rejects the answer. Quirks included (``\\b`` next to ``$`` or ``%`` needs a word character on the
+  other side). Counts the whitelist items only, as mmat always did.
+* ``gta_official`` — GTA's own AnsAcc: the ``gta`` rule on objective items plus, for every subjective item,
+  partial credit = the largest cosine similarity between the answer's sentence embedding and a reference's,
+  clipped at 0. The denominator is objective + subjective items. Which embedding model scored is recorded
+  with the run (GTA's is all-mpnet-base-v2; see ``mmat.eval.similarity``).
+* ``gaia`` — GAIA's leaderboard ``question_scorer`` exactly (``mmat.eval.gaia_score.gaia_exact``).
+* ``gaia_lenient`` — mmat's kinder variant (units and currency words ignored, float tolerance); stored
+  beside ``gaia``, never reported as GAIA's figure.
 
-Which items count: GTA AnsAcc counts only whitelist items (subjective and image-generation items are
-``counted=False``: GTA scores them by embedding similarity or tool arguments, which mmat does not claim
-to reproduce). GAIA-kind items count under ``gaia`` and, for reference, ``mat`` (substring of the
-reference). Items with no textual answer never count.
+Items with no textual answer (GTA image generation, GAIA's hidden test answers) are not counted.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import string
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from mmat.eval.gaia_score import gaia_exact, gaia_lenient, parse_number_lenient
 from mmat.eval.items import EvalItem
 
-__all__ = ["AnswerScore", "ans_acc_mat", "ans_acc_gta", "ans_acc_gaia", "parse_number", "score_answer", "SCORERS"]
+__all__ = [
+    "AnswerScore", "ans_acc_mat", "ans_acc_gta", "ans_acc_gaia", "ans_acc_gaia_lenient", "parse_number",
+    "score_answer", "SCORERS", "Similarity",
+]
 
-SCORERS = ("mat", "gta", "gaia")
+SCORERS = ("mat", "gta", "gta_official", "gaia", "gaia_lenient")
+
+# (answer, references) -> the best cosine similarity clipped at 0 (``mmat.eval.similarity``)
+Similarity = Callable[[str, Sequence[str]], float]
 
 
 class AnswerScore(BaseModel):
-    """AnsAcc of one answer: whether the item counts, and 1.0/0.0 per applicable scorer."""
+    """AnsAcc of one answer: whether the item counts, and a score in [0, 1] per applicable scorer."""
 
     counted: bool = Field(description="Whether AnsAcc counts this item at all.")
-    scores: dict[str, float] = Field(default_factory=dict, description="scorer name -> 1.0 (right) or 0.0.")
+    scores: dict[str, float] = Field(default_factory=dict, description="scorer name -> 1.0/0.0 (or partial credit).")
 
 
 # --- MAT: substring ------------------------------------------------------------------------------------
@@ -64,82 +71,54 @@ def ans_acc_gta(prediction: str, whitelist: list[list[str]], blacklist: list[lis
     return not (banned and _word_pattern(banned).search(prediction))
 
 
-# --- GAIA: normalised -------------------------------------------------------------------------------------
-_NUMBER = re.compile(
-    r"""[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"""
-)
-_CURRENCY_PREFIX = re.compile(r"^(?:[€£¥₹]|[A-Z]{3}\s)\s*")
-# a unit after a number: words, degree signs, superscripts, slashes, dots ("17 km", "3 m/s", "20°C", "5 kg.")
-_UNIT_SUFFIX = re.compile(r"^\s*[A-Za-zµ°²³/.\s]*$")
+# --- GAIA ----------------------------------------------------------------------------------------------------
+def ans_acc_gaia(prediction: str | None, reference: str) -> bool:
+    """GAIA's leaderboard question_scorer (exact; see ``mmat.eval.gaia_score``)."""
+    return gaia_exact(prediction, reference)
 
 
-def parse_number(text: str) -> float | None:
-    """The number a short answer states, or None: strips $, %, commas, a currency sign and a trailing unit."""
-    cleaned = text.strip()
-    for char in ("$", "%", ","):
-        cleaned = cleaned.replace(char, "")
-    cleaned = _CURRENCY_PREFIX.sub("", cleaned.strip())
-    match = _NUMBER.match(cleaned)
-    if match is None or not _UNIT_SUFFIX.match(cleaned[match.end():]):
-        return None
-    value = float(match.group(0))
-    return value if math.isfinite(value) else None
+def ans_acc_gaia_lenient(prediction: str | None, reference: str) -> bool:
+    """mmat's lenient GAIA-style rule (units/currency ignored, float tolerance); never the default."""
+    return gaia_lenient(prediction, reference)
 
 
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _normalize_str(text: str, *, remove_punct: bool = True) -> str:
-    squashed = re.sub(r"\s", "", text).lower()
-    return squashed.translate(str.maketrans("", "", string.punctuation)) if remove_punct else squashed
-
-
-def _numbers_equal(prediction: str, reference: str) -> bool:
-    value = parse_number(prediction)
-    return value is not None and math.isclose(value, float(reference), rel_tol=1e-9, abs_tol=1e-12)
-
-
-def _element_equal(prediction: str, reference: str) -> bool:
-    """One list element: a number compares as a float; text keeps its punctuation (GAIA's list rule)."""
-    if _is_float(reference.strip()):
-        return _numbers_equal(prediction, reference.strip())
-    return _normalize_str(prediction, remove_punct=False) == _normalize_str(reference, remove_punct=False)
-
-
-def ans_acc_gaia(prediction: str, reference: str) -> bool:
-    """GAIA's question_scorer: numbers as floats, ','/';' lists element-wise, strings normalised."""
-    reference = reference.strip()
-    if _is_float(reference):
-        return _numbers_equal(prediction, reference)
-    if any(sep in reference for sep in ",;"):
-        ref_elems = re.split(r"[,;]", reference)
-        pred_elems = re.split(r"[,;]", prediction)
-        if len(ref_elems) != len(pred_elems):
-            return False
-        return all(_element_equal(p, r) for p, r in zip(pred_elems, ref_elems))
-    return _normalize_str(prediction) == _normalize_str(reference)
+parse_number = parse_number_lenient  # the lenient rule's number reader, kept under its old name
 
 
 # --- per item ----------------------------------------------------------------------------------------------
-def score_answer(item: EvalItem, prediction: str | None) -> AnswerScore:
-    """Every AnsAcc rule that applies to the item's answer kind; a missing prediction scores 0 where counted."""
-    pred = prediction or ""
+def score_answer(item: EvalItem, prediction: str | None, *, similarity: Similarity | None = None) -> AnswerScore:
+    """Every AnsAcc rule that applies to the item's answer kind; a missing prediction scores 0 where counted.
+
+    Subjective items need ``similarity``; without one they are not counted (the caller says why)."""
     gt: Any = item.gt
+    if prediction is None:
+        return _zero(item, similarity)
     if item.answer_kind == "whitelist":
         whitelist, blacklist = gt["whitelist"], gt.get("blacklist")
+        gta = float(ans_acc_gta(prediction, whitelist, blacklist))
         return AnswerScore(
-            counted=True,
-            scores={"mat": float(ans_acc_mat(pred, whitelist)), "gta": float(ans_acc_gta(pred, whitelist, blacklist))},
+            counted=True, scores={"mat": float(ans_acc_mat(prediction, whitelist)), "gta": gta, "gta_official": gta}
         )
+    if item.answer_kind == "subjective":
+        if similarity is None:
+            return AnswerScore(counted=False)
+        credit = similarity(prediction, list(gt)) if prediction.strip() else 0.0
+        return AnswerScore(counted=True, scores={"gta_official": max(0.0, float(credit))})
     if item.answer_kind == "gaia":
         reference = str(gt)
-        return AnswerScore(
-            counted=True,
-            scores={"gaia": float(ans_acc_gaia(pred, reference)), "mat": float(ans_acc_mat(pred, [[reference]]))},
-        )
+        return AnswerScore(counted=True, scores={
+            "gaia": float(ans_acc_gaia(prediction, reference)),
+            "gaia_lenient": float(ans_acc_gaia_lenient(prediction, reference)),
+            "mat": float(ans_acc_mat(prediction, [[reference]])),
+        })
     return AnswerScore(counted=False)
+
+
+def _zero(item: EvalItem, similarity: Similarity | None) -> AnswerScore:
+    """No answer at all (a failed solve): every rule that would count the item scores 0."""
+    names = {
+        "whitelist": ("mat", "gta", "gta_official"),
+        "subjective": ("gta_official",) if similarity is not None else (),
+        "gaia": ("gaia", "gaia_lenient", "mat"),
+    }.get(item.answer_kind, ())
+    return AnswerScore(counted=bool(names), scores={name: 0.0 for name in names})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mmat.eval.ansacc import ans_acc_gaia, ans_acc_gta, ans_acc_mat, parse_number, score_answer
+from mmat.eval.ansacc import ans_acc_gaia, ans_acc_gaia_lenient, ans_acc_gta, ans_acc_mat, parse_number, score_answer
 from mmat.eval.items import EvalItem
 
 # ---- MAT: case-insensitive substring, every group, blacklist ignored -----------------------------------
@@ -72,14 +72,14 @@ def test_mat_and_gta_disagree_where_they_should():
         ("seventeen", None), ("", None),
     ],
 )
-def test_parse_number_strips_units_currency_and_commas(text, value):
+def test_lenient_parse_number_strips_units_currency_and_commas(text, value):
     assert parse_number(text) == value
 
 
 def test_gaia_numbers_compare_as_floats():
     assert ans_acc_gaia("1,000", "1000")
     assert ans_acc_gaia("$1000.0", "1000")
-    assert ans_acc_gaia("17 km", "17")
+    assert not ans_acc_gaia("17 km", "17")  # the leaderboard strips no units (gaia_lenient does)
     assert ans_acc_gaia("0.50", "0.5")
     assert not ans_acc_gaia("17.1", "17")
     assert not ans_acc_gaia("The answer is 17", "17")  # GAIA wants the bare answer
@@ -106,22 +106,28 @@ def _item(kind, gt):
     return EvalItem(key="k", question="q", gt=gt, answer_kind=kind)
 
 
-def test_whitelist_items_count_under_mat_and_gta():
+def test_whitelist_items_count_under_mat_gta_and_gta_official():
     item = _item("whitelist", {"whitelist": [["5"]], "blacklist": [["6"]]})
     score = score_answer(item, "5 or 6")
-    assert score.counted and score.scores == {"mat": 1.0, "gta": 0.0}
+    assert score.counted and score.scores == {"mat": 1.0, "gta": 0.0, "gta_official": 0.0}
 
 
-def test_subjective_and_image_items_are_not_counted():
-    assert score_answer(_item("subjective", ["a nice poem"]), "a nice poem") .counted is False
+def test_subjective_items_count_only_under_gta_official_and_only_with_a_similarity():
+    item = _item("subjective", ["a nice poem", "a short verse"])
+    assert score_answer(item, "a nice poem").counted is False  # no embedding model given
+    scored = score_answer(item, "a poem", similarity=lambda answer, refs: 0.8 if "a nice poem" in refs else 0.0)
+    assert scored.counted and scored.scores == {"gta_official": 0.8}
+    clipped = score_answer(item, "x", similarity=lambda answer, refs: -0.3)
+    assert clipped.scores == {"gta_official": 0.0}  # cosine clipped at 0
+    assert score_answer(item, None, similarity=lambda a, r: 1.0).scores == {"gta_official": 0.0}
     assert score_answer(_item("none", None), "anything").scores == {}
 
 
-def test_gaia_items_count_under_gaia_and_mat_and_none_prediction_scores_zero():
+def test_gaia_items_count_under_gaia_its_lenient_twin_and_mat_and_none_prediction_scores_zero():
     item = _item("gaia", "Paris")
-    assert score_answer(item, "paris").scores == {"gaia": 1.0, "mat": 1.0}
-    assert score_answer(item, "It is Paris.").scores == {"gaia": 0.0, "mat": 1.0}
-    assert score_answer(item, None).scores == {"gaia": 0.0, "mat": 0.0}
+    assert score_answer(item, "paris").scores == {"gaia": 1.0, "gaia_lenient": 1.0, "mat": 1.0}
+    assert score_answer(item, "It is Paris.").scores == {"gaia": 0.0, "gaia_lenient": 0.0, "mat": 1.0}
+    assert score_answer(item, None).scores == {"gaia": 0.0, "gaia_lenient": 0.0, "mat": 0.0}
 
 
 # ---- properties ---------------------------------------------------------------------------------------------
@@ -146,5 +152,7 @@ def test_answer_listing_first_aliases_is_right_under_mat(whitelist):
 
 
 @given(value=st.integers(min_value=-10**9, max_value=10**9))
-def test_gaia_accepts_thousands_separators_and_units_for_integers(value):
-    assert ans_acc_gaia(f"{value:,} units", str(value))
+def test_gaia_accepts_thousands_separators_but_not_units_for_integers(value):
+    assert ans_acc_gaia(f"{value:,}", str(value))
+    assert not ans_acc_gaia(f"{value:,} units", str(value))
+    assert ans_acc_gaia_lenient(f"{value:,} units", str(value))

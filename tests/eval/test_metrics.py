@@ -72,7 +72,7 @@ def test_a_failed_solve_scores_zero_and_is_counted_as_error():
                     gold_tool_calls=[])
     failed = score_failure("r", item, 0, SandboxError("worker died"))
     assert failed.error == "solve failed: SandboxError: worker died" and failed.solve_failed
-    assert failed.ans_acc == {"mat": 0.0, "gta": 0.0} and failed.tool_exact is False and failed.code_exec is None
+    assert failed.ans_acc == {"mat": 0.0, "gta": 0.0, "gta_official": 0.0} and failed.tool_exact is False and failed.code_exec is None
     m = aggregate("gta", [item], [failed], best_of_n=1)
     assert m.greedy.n_errors == 1 and m.greedy.ans_acc["mat"].value == 0.0 and m.greedy.mean_steps is None
 

@@ -58,10 +58,10 @@ def test_rows_and_metrics_with_best_of_n(store):
     rows = store.sql("SELECT * FROM eval_items WHERE eval_run_id = ? ORDER BY item_key, sample_idx", [result.eval_run_id])
     assert [(r["item_key"], r["sample_idx"]) for r in rows] == [(k, s) for k in "0123" for s in (0, 1)]
     by = {(r["item_key"], r["sample_idx"]): r for r in rows}
-    assert json.loads(by[("0", 0)]["ans_acc"]) == {"mat": 1.0, "gta": 1.0} and by[("0", 0)]["counted"]
-    assert json.loads(by[("2", 1)]["ans_acc"]) == {"mat": 1.0, "gta": 0.0}  # '42' inside '142'
+    assert json.loads(by[("0", 0)]["ans_acc"]) == {"mat": 1.0, "gta": 1.0, "gta_official": 1.0} and by[("0", 0)]["counted"]
+    assert json.loads(by[("2", 1)]["ans_acc"]) == {"mat": 1.0, "gta": 0.0, "gta_official": 0.0}  # '42' inside '142'
     assert by[("2", 0)]["error"] == "solve failed: ModelOutputError: could not parse the step"
-    assert by[("2", 0)]["answer"] is None and json.loads(by[("2", 0)]["ans_acc"]) == {"mat": 0.0, "gta": 0.0}
+    assert by[("2", 0)]["answer"] is None and json.loads(by[("2", 0)]["ans_acc"]) == {"mat": 0.0, "gta": 0.0, "gta_official": 0.0}
     assert not by[("3", 0)]["counted"] and json.loads(by[("3", 0)]["ans_acc"]) == {}
     assert json.loads(by[("3", 0)]["gt"]) == ["a poem"] and by[("0", 1)]["traj_id"] == "t01"
     assert by[("0", 0)]["code_exec"] == 1.0 and by[("0", 1)]["code_exec"] == 0.5
@@ -73,7 +73,7 @@ def test_rows_and_metrics_with_best_of_n(store):
     assert run["bench"] == "gta" and run["controller"] == "dummy/eval" and run["best_of_n"] == 2 and run["n_items"] == 4
     assert json.loads(run["metrics"]) == m.model_dump(mode="json")
     assert json.loads(run["settings"])["agent_max_steps"] == load_settings().agent_max_steps
-    assert "best-of-2 AnsAcc gta 66.7%, mat 100.0%" in result.summary
+    assert "best-of-2 AnsAcc gta 66.7%, gta_official 66.7%, mat 100.0%" in result.summary
 
 
 def test_items_run_concurrently(store):
