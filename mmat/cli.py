@@ -20,6 +20,11 @@ __all__ = ["main", "cli"]
 class MmatGroup(click.Group):
     """A click group that turns mmat's own errors into a clean message and a non-zero exit."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # the command line as typed, for commands that re-run themselves (finetune --num-processes)
+        ctx.meta.setdefault("mmat_argv", list(args))
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -263,6 +268,12 @@ def train_options(fn):
         click.option("--max-length", type=int, help="Longest training sequence in tokens."),
         click.option("--batch-size", type=int, help="Samples per forward pass."),
         click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint in --out."),
+        click.option("--num-processes", type=click.IntRange(min=1), default=None,
+                     help="Train with N processes (DDP; gloo on CPU, NCCL on GPUs): mmat re-runs this command under "
+                          "torchrun. Under torchrun/accelerate launch already, leave it out."),
+        click.option("--fsdp", default=None, help="FSDP mode for multi-process runs, e.g. 'full_shard auto_wrap'."),
+        click.option("--deepspeed", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="DeepSpeed ZeRO JSON config (needs the deepspeed package)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -274,7 +285,22 @@ def finetune() -> None:
     """Distil stored trajectories (SFT) or preference pairs (step-DPO) into a LoRA adapter."""
 
 
+def _launched_distributed(num_processes: int | None) -> bool:
+    """Re-run this finetune command under torchrun with N processes; True when that happened."""
+    from mmat.finetune.distributed import world_size
+    from mmat.pipeline.finetune import launch_distributed
+
+    if not num_processes or num_processes == 1 or world_size() > 1:
+        return False
+    launch_distributed(num_processes, click.get_current_context().find_root().meta["mmat_argv"])
+    return True
+
+
 def _report_training(result) -> None:
+    from mmat.finetune.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun every rank returns here; rank 0 speaks for the run
+        return
     # the trainer has printed its one-line summary (samples, steps, loss, tokens/s, adapter) on stderr
     click.echo(f"serve it: mmat eval --controller local/{result.adapter_dir} ...  (or mmat synth --controller ...)")
 
@@ -282,10 +308,12 @@ def _report_training(result) -> None:
 @finetune.command("sft")
 @train_options
 @with_settings()
-def finetune_sft(settings, model, out, where, **train) -> None:
+def finetune_sft(settings, model, out, where, num_processes, **train) -> None:
     """LoRA SFT on the assistant turns of selected trajectories (default: verified correct)."""
     from mmat.pipeline.finetune import run_sft
 
+    if _launched_distributed(num_processes):
+        return
     _report_training(run_sft(settings, model=model, out=out, where=where, **train))
 
 
@@ -294,10 +322,12 @@ def finetune_sft(settings, model, out, where, **train) -> None:
 @click.option("--init-adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Start from this SFT adapter (also the reference policy).")
 @click.option("--beta", type=float, help="DPO beta.")
 @with_settings()
-def finetune_dpo(settings, model, out, where, init_adapter, **train) -> None:
+def finetune_dpo(settings, model, out, where, init_adapter, num_processes, **train) -> None:
     """Step-DPO with LoRA on stored preference pairs (`mmat prefs`)."""
     from mmat.pipeline.finetune import run_dpo
 
+    if _launched_distributed(num_processes):
+        return
     _report_training(run_dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter, **train))
 
 

@@ -59,6 +59,10 @@ class BaseTrainConfig(BaseModel):
                           "are packed padding-free); None: transformers' default (sdpa).")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads while training (None: torch's default). "
                                                          "1 is fastest for tiny models and on a busy machine.")
+    fsdp: str | None = Field(None, description="FSDP mode for multi-process training, as transformers spells it (e.g. "
+                                                "'full_shard auto_wrap'); None: plain DDP when several processes run.")
+    deepspeed: Path | None = Field(None, description="DeepSpeed ZeRO JSON config (needs the deepspeed package); None: "
+                                                     "no DeepSpeed.")
 
 
 class TrainConfig(BaseTrainConfig):

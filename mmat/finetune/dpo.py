@@ -21,8 +21,8 @@ from mmat.errors import ConfigError
 from mmat.finetune.config import DPOTrainConfig, TrainResult
 from mmat.finetune.data import ChatCodec, SelectionMeta, SelectionReport, _Drop, pair_to_row
 from mmat.finetune.models import check_vision_frozen, load_base, lora_config, resolve_model
-from mmat.finetune.runner import (as_selection_meta, cpu_threads, finish, losses_from_history, prepare_out, progress_callback,
-                                  training_arguments, write_train_meta)
+from mmat.finetune.distributed import sum_over_ranks, world_size
+from mmat.finetune.runner import as_selection_meta, conclude, fit, losses_from_history, prepare_out, training_arguments
 
 __all__ = ["train_dpo", "build_dpo_rows"]
 
@@ -72,7 +72,6 @@ def train_dpo(pairs: Iterable[Any], config: DPOTrainConfig | dict[str, Any], *,
     """
     from peft import PeftModel
     from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     config = config if isinstance(config, DPOTrainConfig) else DPOTrainConfig.model_validate(config)
@@ -99,24 +98,16 @@ def train_dpo(pairs: Iterable[Any], config: DPOTrainConfig | dict[str, Any], *,
     trainer = DPOTrainer(model=model, args=args, train_dataset=_dataset(rows), processing_class=processing,
                          peft_config=peft_config)
     check_vision_frozen(trainer.model)
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(progress_callback(config.progress))
-    with cpu_threads(config.cpu_threads):
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    trainer.model.save_pretrained(config.out, selected_adapters=["default"])
-    processing.save_pretrained(config.out)
-    history = list(trainer.state.log_history)
+    output, history = fit(trainer, config, resume_from,
+                          lambda out: trainer.model.save_pretrained(out, selected_adapters=["default"]), processing)
     steps, losses = losses_from_history(history)
     runtime = float(output.metrics.get("train_runtime", 0.0))
-    tokens = int(getattr(trainer, "_total_train_tokens", 0) or 0)
+    tokens = sum_over_ranks(int(getattr(trainer, "_total_train_tokens", 0) or 0))
     result = TrainResult(
         kind="dpo", adapter_dir=Path(config.out), base_model=base_path, n_samples=len(rows), selection=report,
         steps=steps, losses=losses, history=history, global_step=trainer.state.global_step,
         train_runtime_s=runtime, tokens_seen=tokens, tokens_per_s=tokens / runtime if runtime > 0 and tokens else 0.0,
         resumed_from=str(resume_from) if resume_from else None,
     )
-    finish(config, result)
-    write_train_meta(config, meta, report, result, model_kind=kind,
-                     reference="init_adapter" if config.init_adapter else "base (adapter disabled)")
-    return result
+    return conclude(config, result, meta, report, model_kind=kind, world_size=world_size(),
+                    reference="init_adapter" if config.init_adapter else "base (adapter disabled)")

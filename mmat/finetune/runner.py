@@ -20,6 +20,7 @@ from typing import Any
 from mmat.errors import ConfigError
 from mmat.finetune.config import LOSS_PLOT_FILE, TRAIN_META_FILE, BaseTrainConfig, TrainResult
 from mmat.finetune.data import SelectionMeta, SelectionReport
+from mmat.finetune.distributed import check_backend_options, is_main_process
 
 __all__ = [
     "log",
@@ -33,6 +34,8 @@ __all__ = [
     "as_selection_meta",
     "cpu_threads",
     "finish",
+    "fit",
+    "conclude",
 ]
 
 log = logging.getLogger("mmat.finetune")
@@ -82,6 +85,7 @@ def training_arguments(config: BaseTrainConfig, args_cls=None, **extra: Any):
     import torch
     from transformers import TrainingArguments
 
+    check_backend_options(fsdp=config.fsdp, deepspeed=str(config.deepspeed) if config.deepspeed else None)
     args_cls = args_cls or TrainingArguments
     return args_cls(
         output_dir=str(config.out),
@@ -105,6 +109,11 @@ def training_arguments(config: BaseTrainConfig, args_cls=None, **extra: Any):
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # LoRA trains only language-model projections, all used in every forward pass: skip DDP's extra
+        # autograd traversal that looks for unused parameters.
+        ddp_find_unused_parameters=False,
+        fsdp=config.fsdp or "",
+        deepspeed=str(config.deepspeed) if config.deepspeed else None,
         **extra,
     )
 
@@ -199,6 +208,35 @@ def write_train_meta(config: BaseTrainConfig, selection_meta: SelectionMeta, rep
     tmp.write_text(json.dumps(record, indent=2, default=str))
     tmp.replace(path)
     return path
+
+
+def fit(trainer, config: BaseTrainConfig, resume_from: Path | None, save_adapter, processing
+        ) -> tuple[Any, list[dict[str, Any]]]:
+    """The training loop both trainers share: our progress bar, CPU threads, resume, and a rank-0-only save.
+
+    ``save_adapter(out)`` writes the adapter weights; the processor is saved next to them. Under a
+    multi-process launch only rank 0 writes (the Trainer already writes checkpoints on rank 0 only).
+    Returns the Trainer's train output and its log history.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress_callback(config.progress and trainer.is_world_process_zero()))
+    with cpu_threads(config.cpu_threads):
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if trainer.is_world_process_zero():
+        save_adapter(config.out)
+        processing.save_pretrained(config.out)
+    return output, list(trainer.state.log_history)
+
+
+def conclude(config: BaseTrainConfig, result: TrainResult, selection_meta: SelectionMeta, report: SelectionReport,
+             **extra: Any) -> TrainResult:
+    """Loss plot, summary and ``mmat_train.json`` — written by rank 0 only."""
+    if is_main_process():
+        finish(config, result)
+        write_train_meta(config, selection_meta, report, result, **extra)
+    return result
 
 
 def finish(config: BaseTrainConfig, result: TrainResult) -> TrainResult:

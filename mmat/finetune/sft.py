@@ -24,8 +24,8 @@ from mmat.finetune.collate import LengthBucketSampler, SFTCollator, packing_is_e
 from mmat.finetune.config import TrainConfig, TrainResult
 from mmat.finetune.data import ChatCodec, EncodedSample, SelectionMeta, SelectionReport, encode_rows
 from mmat.finetune.models import apply_lora, load_base, lora_config, resolve_model
-from mmat.finetune.runner import (as_selection_meta, cpu_threads, finish, log, losses_from_history, prepare_out,
-                                  progress_callback, training_arguments, write_train_meta)
+from mmat.finetune.distributed import sum_over_ranks, world_size
+from mmat.finetune.runner import as_selection_meta, conclude, fit, log, losses_from_history, prepare_out, training_arguments
 
 __all__ = ["train_sft"]
 
@@ -44,7 +44,10 @@ def _trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             if self.lengths is None:
                 return super()._get_train_sampler(train_dataset)
-            return LengthBucketSampler(self.lengths, self.args.train_batch_size, seed=self.args.seed)
+            # Bucket by the *global* batch: under DDP accelerate deals consecutive per-device chunks of this
+            # order to ranks 0..N-1, so one optimizer step sees the same samples as a single process would.
+            global_batch = self.args.train_batch_size * self.args.world_size
+            return LengthBucketSampler(self.lengths, global_batch, seed=self.args.seed)
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             mask = inputs.get("attention_mask")
@@ -114,7 +117,6 @@ def train_sft(samples_or_conversations: Iterable[Any], config: TrainConfig | dic
     """
     import torch
     from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
 
     config = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
     meta = as_selection_meta(selection_meta)
@@ -141,24 +143,16 @@ def train_sft(samples_or_conversations: Iterable[Any], config: TrainConfig | dic
         data_collator=SFTCollator(codec, padding_free=padding_free),
         lengths=[len(s) for s in samples] if config.group_by_length else None,
     )
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(progress_callback(config.progress))
-    with cpu_threads(config.cpu_threads):
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    model.save_pretrained(config.out)
-    processing.save_pretrained(config.out)
-    history = list(trainer.state.log_history)
+    output, history = fit(trainer, config, resume_from, model.save_pretrained, processing)
     steps, losses = losses_from_history(history)
     runtime = float(output.metrics.get("train_runtime", 0.0))
+    tokens_seen = sum_over_ranks(trainer.tokens_seen)
     result = TrainResult(
         kind="sft", adapter_dir=Path(config.out), base_model=base_path, n_samples=len(samples), selection=report,
         steps=steps, losses=losses, history=history, global_step=trainer.state.global_step,
-        train_runtime_s=runtime, tokens_seen=trainer.tokens_seen,
-        tokens_per_s=trainer.tokens_seen / runtime if runtime > 0 else 0.0,
+        train_runtime_s=runtime, tokens_seen=tokens_seen,
+        tokens_per_s=tokens_seen / runtime if runtime > 0 else 0.0,
         resumed_from=str(resume_from) if resume_from else None, padding_free=padding_free,
     )
-    finish(config, result)
-    write_train_meta(config, meta, report, result, lora_targets=str(model.peft_config["default"].target_modules),
-                     model_kind=kind, device="cuda" if torch.cuda.is_available() else "cpu")
-    return result
+    return conclude(config, result, meta, report, lora_targets=str(model.peft_config["default"].target_modules),
+                    model_kind=kind, device="cuda" if torch.cuda.is_available() else "cpu", world_size=world_size())

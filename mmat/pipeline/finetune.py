@@ -13,7 +13,24 @@ from typing import Any
 from mmat.config import Settings
 from mmat.errors import ConfigError
 
-__all__ = ["resolve_base_model", "run_sft", "run_dpo"]
+__all__ = ["resolve_base_model", "run_sft", "run_dpo", "launch_distributed"]
+
+
+def launch_distributed(num_processes: int, argv: list[str]) -> None:
+    """Run ``mmat <argv>`` as ``num_processes`` DDP workers (torchrun, standalone rendezvous on this host).
+
+    The workers inherit the environment (MMAT_HOME, offline flags). A worker that dies makes torchrun
+    stop the others and print which rank failed and why; that becomes one error here.
+    """
+    import subprocess
+
+    from mmat.finetune.distributed import launch_argv
+
+    rc = subprocess.run(launch_argv(num_processes, argv), check=False).returncode
+    if rc != 0:
+        raise ConfigError(f"distributed training with {num_processes} processes failed (exit {rc}): torchrun's report "
+                          "above names the rank that failed and its error; fix it and rerun with --resume to continue "
+                          "from the last checkpoint.")
 
 
 def resolve_base_model(model: str, settings: Settings) -> tuple[str, bool]:

@@ -61,3 +61,23 @@ def test_sft_with_nothing_selected_says_how_to_fix(store_with_trajectories, tmp_
                                       "--where", "FALSE"])
     assert result.exit_code == 1
     assert "no trajectories match 'FALSE': run `mmat synth` first, or widen --where." in result.output
+
+
+@pytest.mark.slow
+def test_sft_with_two_processes_launches_torchrun_and_rank0_reports(store_with_trajectories, tmp_path):
+    base = build_tiny_text_lm(tmp_path / "base")
+    out = tmp_path / "ddp_adapter"
+    result = CliRunner().invoke(cli, ["finetune", "sft", "--model", str(base), "--out", str(out), "--max-steps", "2",
+                                      "--max-length", "4096", "--batch-size", "1", "--num-processes", "2"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "mmat_train.json").read_text())
+    assert meta["world_size"] == 2 and meta["result"]["global_step"] == 2
+    assert meta["selection"]["n_rows"] == 2  # both ranks read the same selection from the store
+
+
+def test_a_failing_distributed_run_is_one_error(store_with_trajectories, tmp_path):
+    result = CliRunner().invoke(cli, ["finetune", "sft", "--model", str(tmp_path / "missing"), "--out",
+                                      str(tmp_path / "a"), "--num-processes", "2"])
+    assert result.exit_code == 1
+    assert "distributed training with 2 processes failed (exit 1)" in result.output
+    assert "names the rank that failed" in result.output
