@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     trajectories_per_task: int = Field(1, ge=1, description="Trajectories sampled per verified task (M-TRACE style).")
     file_retries: int = Field(3, ge=0, description="Times the teacher may fix its file-writing code after a traceback.")
 
+    # rule checks (mmat.programs.rules): facts code checks before any verifier model is asked
+    rules_off: list[str] = Field(
+        [], description="Rule checks to skip, by name (README: rule checks), e.g. "
+        "[\"query_language\"]; MMAT_RULES_OFF takes a JSON list.")
+    rules_allow_fallback: bool = Field(False, description="Let a trajectory whose answer came from the fallback (final_answer never called) pass the rules.")
+    rules_max_images: int = Field(3, ge=0, description="Most images (task files + step outputs) a trajectory may carry (MAT: 3).")
+    rules_max_answer_chars: int = Field(2000, ge=1, description="Longest final answer the rules accept, in characters.")
+
     # agent
     agent_max_steps: int = Field(8, ge=1, description="Maximum agent steps before a fallback final answer (MAT: 8).")
     agent_error_tolerance: int = Field(3, ge=0, description="Consecutive code errors tolerated before the agent stops (MAT: 3 in synthesis).")

@@ -13,10 +13,11 @@ from typing import Any, Callable
 import numpy as np
 
 from mmat.ids import content_id
+from mmat.programs.rules import ExpectedAnswerCheck, RuleVerdict
 from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
 from mmat.store.runs import utcnow
 
-__all__ = ["seed_rows", "trajectory_rows", "task_id_for", "SeedRows", "SEED_TABLES"]
+__all__ = ["seed_rows", "trajectory_rows", "rules_row", "expected_answer_row", "task_id_for", "SeedRows", "SEED_TABLES"]
 
 # Tables a seed writes, children first: deleting a half-written seed goes in this order.
 SEED_TABLES = ("steps", "verdicts", "files", "trajectories", "query_embeddings", "tasks")
@@ -65,6 +66,25 @@ def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
         })
 
 
+def rules_row(kind: str, subject_id: str, rules: RuleVerdict, *, verdict_id: str | None = None) -> dict[str, Any]:
+    """The rule checks' verdict on one subject (format: mmat.programs.rules): one row, every failed check's reason."""
+    return {
+        "verdict_id": verdict_id or content_id("verdict", "rules", kind, subject_id), "subject_kind": kind,
+        "subject_id": subject_id, "verifier": "rules", "model": None, "passed": rules.passed,
+        "verdict": "pass" if rules.passed else "reject", "score": None, "reasons": rules.reasons, "created_at": utcnow(),
+    }
+
+
+def expected_answer_row(traj_id: str, check: ExpectedAnswerCheck, *, verdict_id: str | None = None) -> dict[str, Any]:
+    """The verifiable check: the answer against the expected one under GAIA's scorer (exact result)."""
+    return {
+        "verdict_id": verdict_id or content_id("verdict", "expected_answer", traj_id), "subject_kind": "trajectory",
+        "subject_id": traj_id, "verifier": "expected_answer", "model": check.scorer, "passed": check.exact,
+        "verdict": "match" if check.exact else "mismatch", "score": float(check.exact), "reasons": [check.reason],
+        "created_at": utcnow(),
+    }
+
+
 def trajectory_rows(
     rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str | None, *,
     traj_id: str | None = None, origin: str = "synth",
@@ -79,7 +99,7 @@ def trajectory_rows(
     rows.add("trajectories", {
         "traj_id": traj_id, "task_id": task_id, "run_id": run_id, "attempt": run.attempt,
         "controller": run.controller, "answer": traj.answer, "status": traj.status,
-        "verdict": verdict.verdict if verdict else None, "n_steps": len(traj.steps), "n_errors": traj.n_errors,
+        "verdict": run.verdict_label, "n_steps": len(traj.steps), "n_errors": traj.n_errors,
         "tools": list(traj.tools), "multimodal": traj.multimodal, "origin": origin, "created_at": utcnow(),
     })
     for step in traj.steps:
@@ -105,8 +125,14 @@ def trajectory_rows(
             "score": verdict.score if verdict else None,
             "reasons": verdict.reasons if verdict else [run.verdict_error], "created_at": utcnow(),
         })
+    if run.rules is not None:
+        rows.add("verdicts", rules_row("trajectory", traj_id, run.rules))
+    if run.expected is not None:
+        rows.add("verdicts", expected_answer_row(traj_id, run.expected))
     rows.counts["trajectories"] += 1
-    rows.counts["trajectories_correct"] += int(bool(verdict and verdict.passed))
+    rows.counts["trajectories_correct"] += int(run.correct)
+    rows.counts["trajectories_rejected_by_rules"] += int(run.rejected_by_rules)
+    rows.counts["trajectories_rejected_by_verifier"] += int(run.verdict is not None and not run.verdict.passed)
     return traj_id
 
 
@@ -138,6 +164,9 @@ def seed_rows(
         _file_rows(rows, task_id, task)
         if task.files.ok:
             rows.counts["files_ok"] += 1
+        if task.rules is not None:
+            rows.add("verdicts", rules_row("task", task_id, task.rules))
+            rows.counts["tasks_rejected_by_rules"] += int(not task.rules.passed)
         if task.query_verdict is not None:
             v = task.query_verdict
             rows.add("verdicts", {

@@ -1,7 +1,9 @@
 """Synthesis: one seed -> tasks -> files -> verified tasks -> k trajectories -> verdicts.
 
 It composes the five stage modules and returns everything they produced in one typed ``SeedResult``,
-rejections included (a rejected task is data too). It never touches the store: the runner turns the
+rejections included (a rejected task is data too). Verification is two-stage: the rule checks
+(``mmat.programs.rules``) run first and a subject that fails them is rejected without asking the
+verifier model; a trajectory is correct only when the rules pass *and* the LM verifier passes. It never touches the store: the runner turns the
 result into rows. Each role runs with its own model and the adapter that model needs
 (``mmat.lm.adapter_for``): the teacher writes tasks and files, the controller drives the agent, the
 verifier judges.
@@ -23,6 +25,16 @@ from mmat.pool import ImagePool
 from mmat.programs.agent import CodeAgent
 from mmat.programs.file_generator import FileGenerator, FileGenResult
 from mmat.programs.query_generator import QueryGenerator, QueryGenResult, SpecRejection
+from mmat.programs.rules import (
+    ExpectedAnswerCheck,
+    RuleOptions,
+    RuleVerdict,
+    TaskSubject,
+    TrajectorySubject,
+    check_task,
+    check_trajectory,
+    compare_expected,
+)
 from mmat.programs.seeds import Seed
 from mmat.programs.trajectory import Trajectory
 from mmat.programs.verifiers import QueryFileVerifier, TrajectoryVerifier
@@ -41,14 +53,32 @@ class TrajectoryResult(BaseModel):
     attempt: int
     controller: str
     trajectory: Trajectory
+    rules: RuleVerdict | None = None
+    expected: ExpectedAnswerCheck | None = None
     verdict: TrajectoryVerdict | None = None
     verdict_error: str | None = None
+
+    @property
+    def rejected_by_rules(self) -> bool:
+        return self.rules is not None and not self.rules.passed
+
+    @property
+    def correct(self) -> bool:
+        """The rules passed and the LM verifier said correct."""
+        return not self.rejected_by_rules and self.verdict is not None and self.verdict.passed
+
+    @property
+    def verdict_label(self) -> str | None:
+        """trajectories.verdict: correct | incorrect | None (the verifier's reply was unreadable: not verified)."""
+        if self.correct:
+            return "correct"
+        return "incorrect" if self.rejected_by_rules or self.verdict is not None else None
 
 
 class TaskResult(BaseModel):
     """One generated task and everything that happened to it.
 
-    status: rejected (bad files, or the query-file verifier said no), verified (passed; not solved yet:
+    status: rejected (bad files, a rule check failed, or the query-file verifier said no), verified (passed; not solved yet:
     ``solve=False``), solved (some trajectory verified correct), failed (no trajectory verified correct,
     or a verifier's reply was unreadable).
     """
@@ -60,6 +90,7 @@ class TaskResult(BaseModel):
     query: str
     workspace: Path
     files: FileGenResult
+    rules: RuleVerdict | None = None
     query_verdict: QueryFileVerdict | None = None
     trajectories: list[TrajectoryResult] = []
     status: TaskStatus
@@ -106,6 +137,7 @@ class Synthesis(dspy.Module):
         self.query_verifier = QueryFileVerifier()
         self.agent = CodeAgent(self.tools or [], settings=self.settings, limits=limits)
         self.trajectory_verifier = TrajectoryVerifier()
+        self.rule_options = RuleOptions.from_settings(self.settings)
         self._lms: dict[str, Any] = {}
 
     # --- roles ---------------------------------------------------------------------------------
@@ -156,20 +188,31 @@ class Synthesis(dspy.Module):
         if not files.ok:
             task.status_reason = "files: " + "; ".join(f"{f.file_name}: {f.reason}" for f in files.failures)
             return task
+        self.verify_task(task, tools)
+        if task.status == "verified" and self.solve:
+            self._solve(task, tools, workspace)
+        return task
+
+    def verify_task(self, task: TaskResult, tools: Sequence[str]) -> TaskResult:
+        """Rule checks, then (if they pass) the query-file verifier; sets the task's status and query."""
+        spec = task.spec
+        task.rules = check_task(TaskSubject(query=spec.query, intended_tools=spec.intended_tools, files=task.files.files,
+                                            available_tools=[*tools, "final_answer"]), self.rule_options)
+        if not task.rules.passed:
+            task.status, task.status_reason = "rejected", "rules: " + "; ".join(task.rules.reasons)
+            return task
         try:
             with self._role(self.settings.verifier_model):
-                verdict = self.query_verifier(spec.query, spec.intended_tools, files.files)
+                verdict = self.query_verifier(spec.query, spec.intended_tools, task.files.files)
         except ModelOutputError as e:
             task.status, task.status_reason = "failed", f"query-file verifier: {e}"
             return task
         task.query_verdict = verdict
         if not verdict.passed:
-            task.status_reason = "query-file verifier: " + ("; ".join(verdict.reasons) or "rejected")
+            task.status, task.status_reason = "rejected", "query-file verifier: " + ("; ".join(verdict.reasons) or "rejected")
             return task
         task.query = verdict.rewritten_query or spec.query
         task.status = "verified"
-        if self.solve:
-            self._solve(task, tools, workspace)
         return task
 
     def _solve(self, task: TaskResult, tools: Sequence[str], workspace: Path) -> None:
@@ -180,20 +223,33 @@ class Synthesis(dspy.Module):
                 trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
                                         config=config)
             run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
-            if trajectory.steps and all(step.error for step in trajectory.steps):
-                # MAT's filter: a run in which no step worked teaches nothing, whatever a verifier says.
-                run.verdict_error = "every step failed: not sent to the verifier"
-                task.trajectories.append(run)
-                continue
-            try:
-                with self._role(self.settings.verifier_model):
-                    run.verdict = self.trajectory_verifier(task.query, task.files.files, trajectory,
-                                                           expected_answer=task.spec.expected_answer)
-            except ModelOutputError as e:
-                run.verdict_error = str(e)
-            task.trajectories.append(run)
-        if any(t.verdict is not None and t.verdict.passed for t in task.trajectories):
+            task.trajectories.append(self.verify_trajectory(task, run, workspace / f"traj_{attempt}"))
+        if any(t.correct for t in task.trajectories):
             task.status, task.status_reason = "solved", None
         else:
             task.status = "failed"
-            task.status_reason = f"none of {self.k} trajectories was verified correct"
+            by_rules = sum(t.rejected_by_rules for t in task.trajectories)
+            task.status_reason = f"none of {self.k} trajectories was verified correct" + (
+                f" ({by_rules} rejected by the rules)" if by_rules else "")
+
+    def verify_trajectory(self, task: TaskResult, run: TrajectoryResult, workspace: Path | None = None) -> TrajectoryResult:
+        """Rule checks and the expected-answer comparison, then (if the rules pass) the trajectory verifier.
+
+        A trajectory the rules reject never reaches the verifier model: no model can talk it back into
+        'correct', and no tokens are spent on it."""
+        spec, trajectory = task.spec, run.trajectory
+        run.rules = check_trajectory(TrajectorySubject(
+            query=task.query, trajectory=trajectory, intended_tools=spec.intended_tools,
+            answer_type=spec.expected_answer_type, expected_answer=spec.expected_answer, files=task.files.files,
+            workspace=workspace), self.rule_options)
+        if spec.expected_answer:
+            run.expected = compare_expected(trajectory.answer, spec.expected_answer)
+        if not run.rules.passed:
+            return run
+        try:
+            with self._role(self.settings.verifier_model):
+                run.verdict = self.trajectory_verifier(task.query, task.files.files, trajectory,
+                                                       expected_answer=spec.expected_answer)
+        except ModelOutputError as e:
+            run.verdict_error = str(e)
+        return run

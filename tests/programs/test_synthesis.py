@@ -48,7 +48,7 @@ def models():
         return {"reasons": ["matches"], "verdict": "correct" if right else "incorrect", "score": 0.9 if right else 0.2}
 
     def agent(messages, fields):
-        return {"thought": "Read the table.", "code": "import csv\nrows = {r['category']: r['amount'] for r in csv.DictReader(open('march.csv'))}\nfinal_answer(rows['rent'])"}
+        return {"thought": "Read the table.", "code": "print(inspect_file_as_text('march.csv'))\nimport csv\nrows = {r['category']: r['amount'] for r in csv.DictReader(open('march.csv'))}\nfinal_answer(rows['rent'])"}
 
     return DummyLM(teacher, name="teacher"), DummyLM(verifier, name="verifier"), DummyLM(agent, name="agent")
 
@@ -123,5 +123,7 @@ def test_a_trajectory_whose_every_step_failed_never_reaches_the_verifier(setting
     result = Synthesis(small_pool, settings=settings, tools=TOOLS, limits=Limits(wall_s=20))(make_seed(4, tools=TOOLS), tmp_path)
     [task] = result.tasks
     [run] = task.trajectories
-    assert run.verdict is None and run.verdict_error == "every step failed: not sent to the verifier"
-    assert task.status == "failed" and len(verifier.calls) == 1  # the query-file check only
+    assert run.verdict is None and run.rejected_by_rules and not run.correct
+    assert "not_all_steps_failed: every one of the 4 step(s) failed" in run.rules.reasons
+    assert task.status == "failed" and task.status_reason.endswith("(1 rejected by the rules)")
+    assert len(verifier.calls) == 1  # the query-file check only
