@@ -331,6 +331,35 @@ def finetune_dpo(settings, model, out, where, init_adapter, num_processes, **tra
     _report_training(run_dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter, **train))
 
 
+# --- serving --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("adapter_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--engine", type=click.Choice(["auto", "vllm", "local"]), default="auto", show_default=True,
+              help="vllm (CUDA + the vllm package) or mmat's local OpenAI-compatible server; auto picks vllm when it can run.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to serve on.")
+@click.option("--name", "served_name", default=None, help="Model id clients ask for (default: the adapter dir's name).")
+@click.option("--run", is_flag=True, help="Start the server (otherwise only print its command).")
+@with_settings()
+def serve(settings, adapter_dir, engine, host, port, served_name, run) -> None:
+    """Serve a tuned student over HTTP for `mmat eval`/`mmat prefs` (prints the command; --run starts it).
+
+    Example: mmat serve adapters/sft --engine local --port 8000 --run
+    """
+    import os
+
+    from mmat.pipeline.serve import plan_serve, run_local_server
+
+    plan = plan_serve(adapter_dir, engine=engine, port=port, host=host, served_name=served_name)
+    click.echo(plan.render())
+    if not run:
+        return
+    if plan.engine == "vllm":
+        os.execvp(plan.command[0], plan.command)
+    click.echo(f"serving {plan.served_name} on {plan.api_base} (Ctrl-C stops)")
+    run_local_server(plan, home=str(settings.home))
+
+
 # --- prompt compilation and labels -----------------------------------------------------------------
 PROGRAMS = ("query_generator", "file_generator", "agent", "query_file_verifier", "trajectory_verifier")
 
