@@ -32,11 +32,13 @@ Isolation, exactly (Linux, run as root; built from namespaces, rlimits and secco
 * **Channel.** JSON lines over two pipes (fds 3 and 4 in the worker). Sandboxed code can write junk
   or close them: the parent validates every line with deadlines and size caps, and treats any
   violation as a failed step followed by a restart. The parent never execs model code.
-* **Workspace hygiene.** Before each tool call and after each step the parent deletes symlinks and
-  special files from the workspace, so the tool host (which opens files on the host) never follows
-  a link out of it or blocks on a FIFO. Between that check and the tool's open(), another process of
-  the sandbox could still plant a link; tool hosts should refuse paths that resolve outside the
-  workspace (mmat.tools does).
+* **Workspace files are untrusted** (``safefs``, ``workspace``). A thread of the sandbox may swap
+  any entry at any time, so the parent never checks a path and then opens it: walks, scans, copies,
+  chown and unlink go through directory fds without following links, reads open regular files only
+  (``openat2`` with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, else O_NOFOLLOW walks; O_NONBLOCK, so a
+  FIFO never blocks), and mmat.tools hands its libraries bytes, never paths. Hygiene: before each
+  tool call and after each step the parent also deletes symlinks and special files, so that naive
+  tool hosts and people only meet regular files and directories.
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ class Sandbox:
                 if dst.exists() and any(dst.iterdir()):
                     raise ConfigError(f"fork workspace {dst} is not empty: pass an empty or new directory.")
             fork_tools = tools if tools is not None else self._tools_for(dst)
-            shutil.copytree(self.workspace, dst, symlinks=True, dirs_exist_ok=True)
+            dst.mkdir(parents=True, exist_ok=True)
+            wsp.copy_tree(self.workspace, dst)  # through fds: a live worker may be swapping entries
             try:
                 child = Sandbox(dst, tools=fork_tools, limits=self.limits, seed=self.seed)
             except BaseException:

@@ -1,7 +1,8 @@
 """``inspect_file_as_text``: read a document as markdown, optionally answering a question about it.
 
-Documents go through markitdown's ``convert_local`` (local files only: ``convert`` on a URL would
-fetch it). Audio is transcribed only by a local Whisper model, never by markitdown (whose audio path
+Documents go through markitdown's ``convert_stream`` on the file's bytes, in a bounded child process
+(``mmat.tools.bounded``: archives are size-checked first, then time and memory are limited; never
+``convert`` on a URL, which would fetch it). Audio is transcribed only by a local Whisper model, never by markitdown (whose audio path
 calls an online speech API). Images are refused with a pointer to the vision tools.
 """
 
@@ -9,16 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import wave
 from pathlib import Path
 from typing import Annotated, Any
 
-from mmat.tools.context import ToolContext
+from mmat.tools.bounded import decode_audio, document_markdown
+from mmat.tools.context import MAX_INPUT_BYTES, ToolContext, WorkspaceFile
 from mmat.tools.errors import ToolArgumentError, ToolError, ToolUnavailableError
 from mmat.tools.registry import ToolEnv, tool
 from mmat.tools.weights import find_weights, weights_status
 
-__all__ = ["inspect_file_as_text", "file_to_markdown", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "MAX_TEXT_CHARS"]
+__all__ = ["inspect_file_as_text", "file_to_markdown", "markdown_text", "AUDIO_SUFFIXES", "IMAGE_SUFFIXES", "MAX_TEXT_CHARS"]
 
 MAX_TEXT_CHARS = 20_000  # observation budget: longer text is cut with a note saying how much was shown
 MAX_LM_CHARS = 8_000  # text handed to the model that answers a question (fits small models' context)
@@ -28,7 +29,6 @@ ASR_ALIAS = "whisper"
 ASR_REPOS = ("openai/whisper-tiny", "openai/whisper-base", "openai/whisper-small")
 ASR_SAMPLE_RATE = 16_000
 
-_markitdown: Any = None
 _asr: dict[Path, Any] = {}
 _lock = threading.Lock()
 
@@ -52,7 +52,7 @@ def _not_audio(kwargs: dict[str, Any]) -> bool:
 def markitdown_status(env: ToolEnv) -> tuple[bool, str]:
     if importlib.util.find_spec("markitdown") is None:
         return False, "markitdown is not installed: pip install 'markitdown[pdf,docx,xlsx,pptx]==0.1.8'"
-    return True, "markitdown convert_local (pdf, docx, xlsx, pptx, html, csv, json, xml, zip, text)"
+    return True, "markitdown convert_stream in a bounded child (pdf, docx, xlsx, pptx, html, csv, json, xml, zip, text)"
 
 
 def asr_status(env: ToolEnv) -> tuple[bool, str]:
@@ -63,31 +63,26 @@ def asr_status(env: ToolEnv) -> tuple[bool, str]:
 
 
 def file_to_markdown(path: Path, shown_name: str) -> str:
-    """Markdown text of a local document; unreadable files become ToolArgumentErrors naming the file."""
-    global _markitdown
-    from markitdown import FileConversionException, UnsupportedFormatException
+    """Markdown text of a local document (a file the caller names, e.g. a task's generated file).
 
-    with _lock:
-        if _markitdown is None:
-            from markitdown import MarkItDown
+    Opened without following a link (the file may have been written by sandboxed code) and converted
+    in a bounded child like any workspace file."""
+    from mmat.sandbox import safefs
 
-            _markitdown = MarkItDown(enable_plugins=False)
     try:
-        text = _markitdown.convert_local(str(path)).text_content or ""
-    except UnsupportedFormatException:
-        raise ToolArgumentError(
-            f"inspect_file_as_text: '{shown_name}' is in a format that cannot be read as text; "
-            "supported: pdf, docx, xlsx, pptx, html, csv, json, xml, zip and plain-text files"
-        ) from None
-    except FileConversionException as e:
-        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise ToolArgumentError(
-            f"inspect_file_as_text: could not read '{shown_name}': the file looks damaged or is not what its "
-            f"extension says ({detail[:200]})"
-        ) from None
+        with safefs.root(path.parent) as fd:
+            data = safefs.read_bytes(fd, path.name, MAX_INPUT_BYTES)
+    except OSError as e:
+        raise ToolArgumentError(f"inspect_file_as_text: cannot open '{shown_name}' ({e.strerror or type(e).__name__})") from None
+    return markdown_text(WorkspaceFile(shown_name, data))
+
+
+def markdown_text(f: WorkspaceFile) -> str:
+    """Markdown text of a document's bytes; unreadable files become ToolArgumentErrors naming the file."""
+    text = document_markdown(f)
     if _looks_binary(text):  # markitdown fell back to reading the bytes as text
         raise ToolArgumentError(
-            f"inspect_file_as_text: could not read '{shown_name}': it holds binary data that no converter "
+            f"inspect_file_as_text: could not read '{f.name}': it holds binary data that no converter "
             "understood (a damaged file, or not what its extension says)"
         )
     return text
@@ -129,45 +124,24 @@ def _answer_or_text(ctx: ToolContext, name: str, kind: str, text: str, question:
 
 @inspect_file_as_text.backend("markitdown", check=markitdown_status, accepts=_not_audio)
 def _inspect_markitdown(ctx: ToolContext, file_path: str, question: str | None) -> str:
-    path = ctx.resolve("inspect_file_as_text", file_path)
-    name = ctx.name_of(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    f = ctx.read_file("inspect_file_as_text", file_path)
+    if f.suffix in IMAGE_SUFFIXES:
         raise ToolArgumentError(
-            f"inspect_file_as_text: '{name}' is an image; use visualizer to ask about it or ocr to read its text"
+            f"inspect_file_as_text: '{f.name}' is an image; use visualizer to ask about it or ocr to read its text"
         )
-    text = file_to_markdown(path, name)
-    return _answer_or_text(ctx, name, f"{path.suffix.lstrip('.') or 'text'} as markdown", text, question)
+    text = markdown_text(f)
+    return _answer_or_text(ctx, f.name, f"{f.suffix.lstrip('.') or 'text'} as markdown", text, question)
 
 
-def _read_audio(path: Path, name: str) -> Any:
-    """Mono float32 samples at 16 kHz: .wav through the standard library, other formats through soundfile."""
+def _read_audio(f: WorkspaceFile) -> Any:
+    """Mono float32 samples at 16 kHz (decoded in a bounded child: .wav by the standard library, others by soundfile)."""
     import numpy as np
 
-    if path.suffix.lower() == ".wav":
-        try:
-            with wave.open(str(path), "rb") as w:
-                rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
-                raw = w.readframes(w.getnframes())
-        except (wave.Error, EOFError) as e:
-            raise ToolArgumentError(f"inspect_file_as_text: cannot read audio '{name}': {e}") from None
-        dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
-        if width not in dtypes:
-            raise ToolArgumentError(f"inspect_file_as_text: '{name}' uses {8 * width}-bit samples; only 8/16/32-bit PCM wav is read")
-        data = np.frombuffer(raw, dtypes[width]).astype(np.float32)
-        data = (data - 128.0) / 128.0 if width == 1 else data / float(np.iinfo(dtypes[width]).max)
-        data = data.reshape(-1, channels).mean(axis=1)
-    elif importlib.util.find_spec("soundfile") is not None:
-        import soundfile
-
-        try:
-            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        except RuntimeError as e:
-            raise ToolArgumentError(f"inspect_file_as_text: cannot read audio '{name}': {e}") from None
-        data = data.mean(axis=1)
-    else:
+    if f.suffix != ".wav" and importlib.util.find_spec("soundfile") is None:
         raise ToolUnavailableError(
-            f"inspect_file_as_text: only .wav audio can be decoded here ('{name}' is {path.suffix}); install soundfile for others"
+            f"inspect_file_as_text: only .wav audio can be decoded here ('{f.name}' is {f.suffix}); install soundfile for others"
         )
+    data, rate = decode_audio(f)
     if rate != ASR_SAMPLE_RATE and len(data):
         positions = np.arange(0, len(data), rate / ASR_SAMPLE_RATE)
         data = np.interp(positions, np.arange(len(data)), data).astype(np.float32)
@@ -176,12 +150,12 @@ def _read_audio(path: Path, name: str) -> Any:
 
 @inspect_file_as_text.backend("whisper-asr", check=asr_status, accepts=_is_audio)
 def _inspect_audio(ctx: ToolContext, file_path: str, question: str | None) -> str:
-    path = ctx.resolve("inspect_file_as_text", file_path, what="audio file")
-    name = ctx.name_of(path)
+    f = ctx.read_file("inspect_file_as_text", file_path, what="audio file")
+    name = f.name
     found = find_weights(ctx.settings, ASR_ALIAS, ASR_REPOS)
     if found is None:  # removed between the availability check and now
         raise ToolUnavailableError(f"inspect_file_as_text: {asr_status(ctx.env)[1]}")
-    samples = _read_audio(path, name)
+    samples = _read_audio(f)
     with _lock:
         if found.path not in _asr:
             from transformers import pipeline

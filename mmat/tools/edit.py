@@ -170,7 +170,7 @@ def _edit_pil(ctx: ToolContext, prompt: str, image_path: str) -> str:
             "grayscale, flip, brightness, contrast, draw a box, draw text, or a filter (sepia, invert, sketch, ...)"
         )
     edited = apply_ops(img, ops)
-    out = ctx.output_path("edited")
-    edited.save(out)
+    with ctx.new_output("edited") as (name, out):
+        edited.save(out, format="PNG")
     steps = "; ".join(describe_op(op) for op in ops)
-    return f"Saved edited image to {ctx.name_of(out)} ({edited.width}x{edited.height}). Applied: {steps}."
+    return f"Saved edited image to {name} ({edited.width}x{edited.height}). Applied: {steps}."

@@ -72,9 +72,8 @@ def facedetection(image_path: Annotated[str, "Image file in the workspace."]) ->
 
 @facedetection.backend("opencv-haar", check=haar_status)
 def _faces_haar(ctx: ToolContext, image_path: str) -> str:
-    img, path = ctx.open_image("facedetection", image_path)
+    img, name = ctx.open_image("facedetection", image_path)
     boxes = detect_faces(img)
-    name = ctx.name_of(path)
     if not boxes:
         return f"No faces found in '{name}' ({img.width}x{img.height})."
     listed = "\n".join(f"face {i}: {format_box(b)}" for i, b in enumerate(boxes, 1))

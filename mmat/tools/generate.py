@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 from mmat.tools.context import ToolContext
 from mmat.tools.edit import lm_status
@@ -79,8 +79,8 @@ def _flowchart(ax: Any, steps: list[str]) -> None:
                     arrowprops={"arrowstyle": "->", "color": "#2f5d8a", "lw": 1.5})
 
 
-def render_chart(spec: ChartSpec, out: Path) -> str:
-    """Draw ``spec`` into ``out`` (PNG); returns a one-line summary of what was drawn."""
+def render_chart(spec: ChartSpec, out: Path | BinaryIO) -> str:
+    """Draw ``spec`` into ``out`` (a PNG path or binary file object); returns a one-line summary of what was drawn."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=FIGURE_SIZE, dpi=DPI)
@@ -143,9 +143,9 @@ def _generate_diffusers(ctx: ToolContext, prompt: str) -> str:
             _pipelines[found.path] = AutoPipelineForText2Image.from_pretrained(found.path, local_files_only=True)
     generator = torch.Generator().manual_seed(ctx.settings.seed)
     image = _pipelines[found.path](prompt=prompt[:500], num_inference_steps=4, guidance_scale=0.0, generator=generator).images[0]
-    out = ctx.output_path("generated")
-    image.save(out)
-    return f"Saved generated image to {ctx.name_of(out)} ({image.width}x{image.height}, text-to-image model)."
+    with ctx.new_output("generated") as (name, out):
+        image.save(out, format="PNG")
+    return f"Saved generated image to {name} ({image.width}x{image.height}, text-to-image model)."
 
 
 @image_generator.backend("matplotlib-chart", check=chart_status)
@@ -155,10 +155,6 @@ def _generate_chart(ctx: ToolContext, prompt: str) -> str:
     if not prompt.strip():
         raise ToolArgumentError("image_generator: the prompt is empty; describe the image to create")
     spec = ctx.predict("image_generator", ChartPlan, prompt=prompt).chart
-    out = ctx.output_path("generated")
-    try:
+    with ctx.new_output("generated") as (name, out):  # removed again if drawing fails
         drawn = render_chart(spec, out)
-    except ToolError:
-        out.unlink(missing_ok=True)
-        raise
-    return f"Saved generated image to {ctx.name_of(out)}: {drawn}, titled {spec.title!r} (drawn with matplotlib)."
+    return f"Saved generated image to {name}: {drawn}, titled {spec.title!r} (drawn with matplotlib)."

@@ -103,12 +103,11 @@ def _objects_owl(ctx: ToolContext, object: str, image_path: str) -> str:
     query = object.strip()
     if not query:
         raise ToolArgumentError("objectlocation: 'object' is empty; say what to find, e.g. 'cat'")
-    img, path = ctx.open_image("objectlocation", image_path)
+    img, name = ctx.open_image("objectlocation", image_path)
     found = find_weights(ctx.settings, OWL_ALIAS, OWL_REPOS)
     if found is None:  # removed between the availability check and now
         raise ToolUnavailableError(f"objectlocation: {owl_status(ctx.env)[1]}")
     hits = locate_objects(found.path, img, query[:200])
-    name = ctx.name_of(path)
     if not hits:
         return f"No '{query}' found in '{name}' ({img.width}x{img.height})."
     listed = "\n".join(f"{format_box(b)} score {s:.2f}" for b, s in hits)

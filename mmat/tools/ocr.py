@@ -96,9 +96,8 @@ def ocr(image_path: Annotated[str, "Image file in the workspace, e.g. 'receipt.j
 
 @ocr.backend("rapidocr", check=rapidocr_status)
 def _ocr_rapidocr(ctx: ToolContext, image_path: str) -> str:
-    img, path = ctx.open_image("ocr", image_path)
+    img, name = ctx.open_image("ocr", image_path)
     lines = read_text(img)
-    name = ctx.name_of(path)
     if not lines:
         return f"No text found in '{name}'."
     shown = lines[:MAX_LINES]

@@ -108,9 +108,9 @@ def _write_mask(ctx: ToolContext, img: Image.Image, mask: np.ndarray, box: Box, 
     import numpy as np
     from PIL import Image
 
-    out = ctx.output_path("mask")
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(out)  # 2-D uint8: mode L
-    head = f"Saved mask to {ctx.name_of(out)} ({img.width}x{img.height}, white = object, {method})"
+    with ctx.new_output("mask") as (name, out):
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(out, format="PNG")  # 2-D uint8: mode L
+    head = f"Saved mask to {name} ({img.width}x{img.height}, white = object, {method})"
     area = int(mask.sum())
     if area == 0:
         return f"{head}: no object found inside box {format_box(box)}; the mask is empty."

@@ -20,8 +20,6 @@ from mmat.tools.ocr import rapidocr_status, read_text
 from mmat.tools.registry import ToolEnv, tool
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pathlib import Path
-
     from PIL import Image
 
 __all__ = ["visualizer", "DERIVED_LABEL", "gather_facts"]
@@ -59,13 +57,13 @@ def derived_status(env: ToolEnv) -> tuple[bool, str]:
     return True, f"no model sees the image; {who} from {', '.join(sources)}; answers labelled {DERIVED_LABEL}"
 
 
-def gather_facts(ctx: ToolContext, img: Image.Image, path: Path) -> list[str]:
+def gather_facts(ctx: ToolContext, img: Image.Image, name: str) -> list[str]:
     """What local tools can say about the image, one fact per line, each naming its source."""
     facts = [f"size: {img.width}x{img.height} pixels"]
     colors = ", ".join(f"{name} {share:.0%}" for name, share in dominant_colors(img))
     facts.append(f"dominant colors: {colors}")
     if ctx.caption_lookup is not None:
-        caption = ctx.caption_lookup(path)
+        caption = ctx.caption_lookup(ctx.workspace / name)  # a key to look up, never opened
         if caption:
             facts.append(f"caption: {caption.strip()}")
     if rapidocr_status()[0]:
@@ -111,9 +109,9 @@ def _visualizer_derived(ctx: ToolContext, question: str, image_path: str) -> str
     from mmat.signatures.tools import DerivedVisualAnswer
 
     q = _question(question)
-    img, path = ctx.open_image("visualizer", image_path)
-    facts = "\n".join(f"- {f}" for f in gather_facts(ctx, img, path))
+    img, name = ctx.open_image("visualizer", image_path)
+    facts = "\n".join(f"- {f}" for f in gather_facts(ctx, img, name))
     if ctx.lm is None:
-        return f"{DERIVED_LABEL} No model can look at '{ctx.name_of(path)}' here; facts the local tools found:\n{facts}"
+        return f"{DERIVED_LABEL} No model can look at '{name}' here; facts the local tools found:\n{facts}"
     answer = ctx.predict("visualizer", DerivedVisualAnswer, question=q, facts=facts).answer
     return f"{DERIVED_LABEL} {answer.strip()}"

@@ -128,6 +128,7 @@ def test_wav_decoding_for_speech_recognition(workspace):
     """What the Whisper backend is fed: mono float samples in [-1, 1] at 16 kHz, from any PCM wav."""
     import numpy as np
 
+    from mmat.tools.context import WorkspaceFile
     from mmat.tools.documents import ASR_SAMPLE_RATE, _read_audio
 
     rate, seconds = 22_050, 0.5
@@ -136,10 +137,10 @@ def test_wav_decoding_for_speech_recognition(workspace):
     stereo = np.stack([tone, tone], axis=1)
     with wave.open(str(workspace / "tone.wav"), "wb") as w:
         w.setnchannels(2), w.setsampwidth(2), w.setframerate(rate), w.writeframes(stereo.tobytes())
-    samples = _read_audio(workspace / "tone.wav", "tone.wav")
+    samples = _read_audio(WorkspaceFile("tone.wav", (workspace / "tone.wav").read_bytes()))
     assert samples.dtype == np.float32 and samples.ndim == 1
     assert abs(len(samples) - ASR_SAMPLE_RATE * seconds) <= 1
     assert 0.45 < np.abs(samples).max() <= 0.5
     (workspace / "fake.wav").write_bytes(b"RIFF not really")
     with pytest.raises(ToolArgumentError, match="cannot read audio 'fake.wav'"):
-        _read_audio(workspace / "fake.wav", "fake.wav")
+        _read_audio(WorkspaceFile("fake.wav", b"RIFF not really"))

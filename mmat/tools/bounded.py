@@ -1,0 +1,374 @@
+"""Decoding untrusted bytes (images, documents, audio) in a bounded child process.
+
+Workspace files are written by model code, so their bytes are hostile: a 1 MB PNG can declare
+gigapixels, a 1 MB zip can expand to gigabytes, a PDF can nest compressed streams, an XML file can
+be a billion laughs. The parent (root, holding the store and the models) must not pay for them.
+
+Design: every decode runs in a fresh child process forked from a forkserver (a clean process
+started once, with PIL and markitdown already imported; forking the parent itself is unsafe, it
+has threads). The child gets the bytes -- never a path --, sets ``RLIMIT_AS`` to what it has
+mapped plus :data:`DECODE_MEMORY_MB`, ``RLIMIT_CPU``, ``RLIMIT_FSIZE`` and no core dumps, decodes,
+and sends back plain data (pixels, markdown text, samples). The parent waits at most
+:data:`DECODE_TIMEOUT_S` and kills it after that. Before any decoder runs, cheap structural checks
+refuse what is clearly a bomb: Pillow's ``MAX_IMAGE_PIXELS`` is set to the pixel budget and its
+warning made an error, and zip containers (zip, docx, xlsx, pptx, nested ones too) are bounded by
+member count, total uncompressed size and compression ratio from their central directories --
+Python's zipfile, which every converter here uses, never inflates a member past its declared size.
+
+The child runs as the parent's user (root under the root sandbox): dropping to another uid would
+stop lazily loaded parts of the libraries (pdfminer's CMaps, magika's model) from reading their
+package files, which live under root's 0700 home on this machine. What bounds it is the process
+boundary, the limits and the fact that it is handed bytes only.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+from multiprocessing import context as mp_context
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+import resource
+import threading
+import warnings
+import zipfile
+from typing import TYPE_CHECKING, Any
+
+from mmat.tools.errors import ToolArgumentError, ToolError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from mmat.tools.context import WorkspaceFile
+
+__all__ = [
+    "decode_image", "document_markdown", "decode_audio", "check_archive", "run_bounded", "BoundedFailure",
+    "DECODE_TIMEOUT_S", "DECODE_MEMORY_MB", "ARCHIVE_MAX_MEMBERS", "ARCHIVE_MAX_BYTES", "ARCHIVE_MAX_RATIO",
+]  # fmt: skip
+
+# Wall time of one decode. Real inputs decode in well under a second; a PDF of a few hundred pages
+# converts in a few seconds on this CPU.
+DECODE_TIMEOUT_S = 30.0
+# Address space the decoder may add to what the child has mapped at start (the imported libraries):
+# a 40-megapixel RGB image plus its copies during conversion fits in about 600 MiB.
+DECODE_MEMORY_MB = 1536
+# Zip containers: members, total uncompressed bytes, and the overall compression ratio (checked
+# once the archive expands to more than ARCHIVE_RATIO_FLOOR bytes; office files compress 3-30x).
+ARCHIVE_MAX_MEMBERS = 2_000
+ARCHIVE_MAX_BYTES = 128 * 1024 * 1024
+ARCHIVE_MAX_RATIO = 200
+ARCHIVE_RATIO_FLOOR = 16 * 1024 * 1024
+ARCHIVE_MAX_DEPTH = 3  # zips inside zips inside zips; deeper nesting is refused
+MAX_MARKDOWN_CHARS = 2_000_000  # text sent back from a conversion (observations are far shorter)
+_ZIP_SUFFIXES = (".zip", ".docx", ".xlsx", ".pptx", ".jar", ".epub", ".odt", ".ods", ".odp")
+
+_ctx_lock = threading.Lock()
+_ctx: Any = None
+_markitdown: Any = None  # built in the forkserver (see _preload) and inherited by every child
+
+
+class BoundedFailure(Exception):
+    """A decode that did not finish: kind is 'timeout', 'memory', 'crash', 'refused' or 'error'."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+class _Refused(Exception):
+    """Raised in the child: the input is refused for a reason the model can act on."""
+
+
+# --- the child side -------------------------------------------------------------------------------
+def _vm_size() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _child(conn: Any, job: str, args: tuple[Any, ...], memory_mb: int, cpu_s: int) -> None:
+    try:
+        budget = _vm_size() + memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024 * 1024,) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        result: tuple[str, Any] = ("ok", _JOBS[job](*args))
+    except _Refused as e:
+        result = ("refused", str(e))
+    except MemoryError:
+        result = ("memory", "")
+    except BaseException as e:  # noqa: BLE001 - every failure of a decoder is reported to the parent
+        result = ("error", f"{type(e).__name__}: {str(e)[:500]}")
+    try:
+        conn.send(result)
+    except MemoryError:
+        conn.send(("memory", ""))
+    finally:
+        conn.close()
+        os._exit(0)
+
+
+def _image_job(data: bytes, max_pixels: int) -> tuple[tuple[int, int], bytes]:
+    from PIL import Image, ImageOps
+
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow warns above this and raises above twice it ...
+    warnings.simplefilter("error", Image.DecompressionBombWarning)  # ... the warning is an error too
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise _Refused(f"{w}x{h}")
+            img.load()  # the first frame only
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _Refused("more pixels than allowed") from None
+    if rgb.width * rgb.height > max_pixels:
+        raise _Refused(f"{rgb.width}x{rgb.height}")
+    return rgb.size, rgb.tobytes()
+
+
+def _document_job(data: bytes, suffix: str, name: str) -> tuple[str, str]:
+    """('ok', markdown) | ('unsupported', detail) | ('damaged', detail)."""
+    global _markitdown
+    from markitdown import FileConversionException, MarkItDown, StreamInfo, UnsupportedFormatException
+
+    problem = check_archive(data, suffix)
+    if problem:
+        raise _Refused(problem)
+    if _markitdown is None:
+        _markitdown = MarkItDown(enable_plugins=False)
+    try:
+        text = _markitdown.convert_stream(io.BytesIO(data), stream_info=StreamInfo(extension=suffix or None, filename=name)).text_content
+    except UnsupportedFormatException:
+        return "unsupported", ""
+    except FileConversionException as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        return "damaged", detail[:200]
+    return "ok", (text or "")[:MAX_MARKDOWN_CHARS]
+
+
+def _audio_job(data: bytes, suffix: str) -> tuple[Any, int]:
+    """(float32 mono samples, rate) -- .wav through the standard library, others through soundfile."""
+    import wave
+
+    import numpy as np
+
+    if suffix == ".wav":
+        try:
+            with wave.open(io.BytesIO(data), "rb") as w:
+                rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
+                raw = w.readframes(w.getnframes())
+        except (wave.Error, EOFError) as e:
+            raise _Refused(str(e) or "not a wav file") from None
+        dtypes = {1: np.uint8, 2: np.int16, 4: np.int32}
+        if width not in dtypes:
+            raise _Refused(f"it uses {8 * width}-bit samples; only 8/16/32-bit PCM wav is read")
+        if channels < 1:
+            raise _Refused("it has no audio channels")
+        samples = np.frombuffer(raw[: len(raw) - len(raw) % (width * channels)], dtypes[width]).astype(np.float32)
+        samples = (samples - 128.0) / 128.0 if width == 1 else samples / float(np.iinfo(dtypes[width]).max)
+        return samples.reshape(-1, channels).mean(axis=1), rate
+    import soundfile
+
+    try:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as e:
+        raise _Refused(str(e)) from None
+    return samples.mean(axis=1), rate
+
+
+_JOBS = {"image": _image_job, "document": _document_job, "audio": _audio_job}
+
+
+def _preload() -> None:
+    """Run in the forkserver once: import the decoders so each child starts warm."""
+    global _markitdown
+    from markitdown import MarkItDown
+    from PIL import Image
+
+    Image.init()
+    _markitdown = MarkItDown(enable_plugins=False)
+
+
+# --- archive bounds -------------------------------------------------------------------------------
+def check_archive(data: bytes, suffix: str = "", *, depth: int = 0, budget: list[int] | None = None) -> str | None:
+    """Why a zip container is refused (None when it is within bounds or not a zip at all).
+
+    Reads the central directory only (sizes there are what Python's zipfile will inflate a member
+    to at most); nested containers are opened and checked against the same total budget."""
+    if not data.startswith(b"PK") and suffix not in _ZIP_SUFFIXES:
+        return None
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None  # not a zip after all: the converters decide
+    budget = budget if budget is not None else [ARCHIVE_MAX_BYTES]
+    with zf:
+        members = zf.infolist()
+        if len(members) > ARCHIVE_MAX_MEMBERS:
+            return f"the archive has {len(members):,} members, more than the {ARCHIVE_MAX_MEMBERS:,} allowed"
+        total = sum(m.file_size for m in members)
+        if total > budget[0]:
+            return f"the archive expands to {total:,} bytes, more than the {ARCHIVE_MAX_BYTES:,} allowed"
+        if total > ARCHIVE_RATIO_FLOOR and total > ARCHIVE_MAX_RATIO * max(1, len(data)):
+            return f"the archive expands {total // max(1, len(data)):,} times its size (more than {ARCHIVE_MAX_RATIO}x): a zip bomb"
+        budget[0] -= total
+        for m in members:
+            inner_suffix = os.path.splitext(m.filename)[1].lower()
+            if m.is_dir() or (inner_suffix not in _ZIP_SUFFIXES):
+                continue
+            if depth + 1 >= ARCHIVE_MAX_DEPTH:
+                return f"the archive nests archives more than {ARCHIVE_MAX_DEPTH} deep"
+            try:
+                inner = zf.read(m)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError):
+                continue  # damaged or encrypted member: markitdown reports it
+            problem = check_archive(inner, inner_suffix, depth=depth + 1, budget=budget)
+            if problem:
+                return f"{problem} (in member '{m.filename[:80]}')"
+    return None
+
+
+# --- the parent side ------------------------------------------------------------------------------
+class _Popen(popen_forkserver.Popen):
+    """The forkserver's Popen without the "re-import __main__ in the child" step: multiprocessing
+    re-runs the parent's main script (the mmat CLI, a user's script) in every child, which costs
+    seconds and breaks for stdin scripts; the decoders need nothing from it. Same steps as
+    popen_forkserver.Popen._launch (CPython 3.8-3.13) otherwise."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            mp_context.set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _DecoderProcess(mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:
+        return _Popen(process_obj)
+
+
+def _context() -> Any:
+    global _ctx
+    with _ctx_lock:
+        if _ctx is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["mmat.tools._bounded_preload"])
+            _ctx = ctx
+        return _ctx
+
+
+def run_bounded(job: str, *args: Any, timeout_s: float = DECODE_TIMEOUT_S, memory_mb: int = DECODE_MEMORY_MB) -> Any:
+    """Run ``_JOBS[job](*args)`` in a fresh bounded child; its result, or BoundedFailure."""
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = _DecoderProcess(target=_child, args=(send, job, args, memory_mb, int(timeout_s) + 1), daemon=True)
+    try:
+        proc.start()
+        send.close()
+        if not recv.poll(timeout_s):
+            raise BoundedFailure("timeout", f"decoding took longer than {timeout_s:g} s")
+        try:
+            status, value = recv.recv()
+        except (EOFError, OSError):
+            proc.join(1.0)
+            raise BoundedFailure("crash", f"the decoder died (exit {proc.exitcode})") from None
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(2.0)
+        if proc.exitcode is not None:
+            proc.close()
+    if status == "ok":
+        return value
+    if status == "memory":
+        raise BoundedFailure("memory", f"decoding needed more than {memory_mb:,} MiB of memory")
+    raise BoundedFailure(status, value)
+
+
+def _why(e: BoundedFailure) -> str:
+    if e.kind == "timeout":
+        return f"decoding it took longer than {DECODE_TIMEOUT_S:g} s, so it was stopped"
+    if e.kind == "memory":
+        return f"decoding it needed more than {DECODE_MEMORY_MB:,} MiB of memory, so it was stopped"
+    return e.message
+
+
+def decode_image(tool: str, f: WorkspaceFile, *, max_pixels: int) -> Image.Image:
+    """RGB image (EXIF rotation applied) from a workspace file's bytes, decoded in a bounded child."""
+    from PIL import Image
+
+    shown = _shown(f.name)
+    try:
+        size, pixels = run_bounded("image", f.data, max_pixels)
+    except BoundedFailure as e:
+        if e.kind == "refused":
+            dims = f" is {e.message} pixels," if "x" in e.message and e.message.replace("x", "").isdigit() else " has"
+            raise ToolArgumentError(
+                f"{tool}: image '{shown}'{dims} more than the {max_pixels:,} pixels this tool accepts; "
+                "make it smaller in your code first (e.g. PIL's Image.reduce or thumbnail)"
+            ) from None
+        if e.kind == "error" and e.message.startswith("UnidentifiedImageError"):
+            raise ToolArgumentError(
+                f"{tool}: cannot open image '{shown}': it is not an image file that can be decoded "
+                "(corrupt, empty or not an image); check the file name or use inspect_file_as_text for documents"
+            ) from None
+        if e.kind == "error":
+            raise ToolArgumentError(f"{tool}: cannot open image '{shown}': the file is damaged or truncated ({e.message})") from None
+        raise ToolArgumentError(f"{tool}: cannot open image '{shown}': {_why(e)}") from None
+    return Image.frombytes("RGB", size, pixels)
+
+
+def document_markdown(f: WorkspaceFile) -> str:
+    """Markdown text of a document's bytes (markitdown in a bounded child); ToolArgumentErrors name the file."""
+    shown = _shown(f.name)
+    try:
+        status, text = run_bounded("document", f.data, f.suffix, os.path.basename(f.name))
+    except BoundedFailure as e:
+        if e.kind == "refused":
+            raise ToolArgumentError(f"inspect_file_as_text: '{shown}' is refused: {e.message}") from None
+        if e.kind == "error":
+            raise ToolError(f"inspect_file_as_text: could not read '{shown}' ({e.message})") from None
+        raise ToolArgumentError(f"inspect_file_as_text: could not read '{shown}': {_why(e)}") from None
+    if status == "unsupported":
+        raise ToolArgumentError(
+            f"inspect_file_as_text: '{shown}' is in a format that cannot be read as text; "
+            "supported: pdf, docx, xlsx, pptx, html, csv, json, xml, zip and plain-text files"
+        )
+    if status == "damaged":
+        raise ToolArgumentError(
+            f"inspect_file_as_text: could not read '{shown}': the file looks damaged or is not what its "
+            f"extension says ({text})"
+        )
+    return str(text)
+
+
+def decode_audio(f: WorkspaceFile) -> tuple[Any, int]:
+    """(mono float32 samples, sample rate) of an audio file's bytes, decoded in a bounded child."""
+    shown = _shown(f.name)
+    try:
+        return run_bounded("audio", f.data, f.suffix)  # type: ignore[no-any-return]
+    except BoundedFailure as e:
+        detail = e.message if e.kind in ("refused", "error") else _why(e)
+        raise ToolArgumentError(f"inspect_file_as_text: cannot read audio '{shown}': {detail}") from None
+
+
+def _shown(name: str) -> str:
+    from mmat.sandbox.escape import escape_text
+
+    text = escape_text(name)
+    return text if len(text) <= 120 else text[:117] + "..."
