@@ -186,6 +186,20 @@ def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_se
     click.echo(summary.render())
 
 
+@cli.command()
+@click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks) choosing what to re-verify; "
+              "default: every synthesized trajectory and its task (t.origin = 'synth').")
+@click.option("--rules-only", is_flag=True, help="Run only the rule checks: no verifier model is asked.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@with_settings("verifier", "api_base", "concurrency")
+def verify(settings, where, rules_only, quiet) -> None:
+    """Verify stored tasks and trajectories again (rule checks, then the verifier model); adds verdict rows, keeps the old ones."""
+    from mmat.pipeline.verify import DEFAULT_VERIFY_WHERE, VerifyRequest, run_verify
+
+    request = VerifyRequest(where=where or DEFAULT_VERIFY_WHERE, rules_only=rules_only)
+    click.echo(run_verify(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet).render())
+
+
 @cli.group()
 def pool() -> None:
     """The image pool the file generator retrieves task images from."""

@@ -17,7 +17,10 @@ from mmat.programs.rules import ExpectedAnswerCheck, RuleVerdict
 from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
 from mmat.store.runs import utcnow
 
-__all__ = ["seed_rows", "trajectory_rows", "rules_row", "expected_answer_row", "task_id_for", "SeedRows", "SEED_TABLES"]
+__all__ = [
+    "seed_rows", "trajectory_rows", "task_verdict_rows", "trajectory_verdict_rows", "rules_row", "expected_answer_row",
+    "task_id_for", "SeedRows", "SEED_TABLES",
+]
 
 # Tables a seed writes, children first: deleting a half-written seed goes in this order.
 SEED_TABLES = ("steps", "verdicts", "files", "trajectories", "query_embeddings", "tasks")
@@ -66,23 +69,63 @@ def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
         })
 
 
-def rules_row(kind: str, subject_id: str, rules: RuleVerdict, *, verdict_id: str | None = None) -> dict[str, Any]:
+def _verdict_id(*parts: Any, salt: str | None) -> str:
+    """Synth rows keep one id per subject (a redone seed rewrites them); ``mmat verify`` salts with its run id,
+    so its rows are new and the old ones stay."""
+    return content_id("verdict", *parts, *([salt] if salt else []))
+
+
+def rules_row(kind: str, subject_id: str, rules: RuleVerdict, *, salt: str | None = None) -> dict[str, Any]:
     """The rule checks' verdict on one subject (format: mmat.programs.rules): one row, every failed check's reason."""
     return {
-        "verdict_id": verdict_id or content_id("verdict", "rules", kind, subject_id), "subject_kind": kind,
+        "verdict_id": _verdict_id("rules", kind, subject_id, salt=salt), "subject_kind": kind,
         "subject_id": subject_id, "verifier": "rules", "model": None, "passed": rules.passed,
         "verdict": "pass" if rules.passed else "reject", "score": None, "reasons": rules.reasons, "created_at": utcnow(),
     }
 
 
-def expected_answer_row(traj_id: str, check: ExpectedAnswerCheck, *, verdict_id: str | None = None) -> dict[str, Any]:
+def expected_answer_row(traj_id: str, check: ExpectedAnswerCheck, *, salt: str | None = None) -> dict[str, Any]:
     """The verifiable check: the answer against the expected one under GAIA's scorer (exact result)."""
     return {
-        "verdict_id": verdict_id or content_id("verdict", "expected_answer", traj_id), "subject_kind": "trajectory",
+        "verdict_id": _verdict_id("expected_answer", traj_id, salt=salt), "subject_kind": "trajectory",
         "subject_id": traj_id, "verifier": "expected_answer", "model": check.scorer, "passed": check.exact,
         "verdict": "match" if check.exact else "mismatch", "score": float(check.exact), "reasons": [check.reason],
         "created_at": utcnow(),
     }
+
+
+def task_verdict_rows(task_id: str, task: TaskResult, model: str | None, *, salt: str | None = None) -> list[dict[str, Any]]:
+    """The rules row and the query-file verifier's row (when it was asked) of one task."""
+    out = [rules_row("task", task_id, task.rules, salt=salt)] if task.rules is not None else []
+    v = task.query_verdict
+    if v is not None:
+        out.append({
+            "verdict_id": _verdict_id("task", task_id, salt=salt), "subject_kind": "task", "subject_id": task_id,
+            "verifier": "query_file", "model": model, "passed": v.passed,
+            "verdict": "pass" if v.passed else "reject", "score": None, "reasons": v.reasons,
+            "rewritten_query": v.rewritten_query, "created_at": utcnow(),
+        })
+    return out
+
+
+def trajectory_verdict_rows(traj_id: str, run: TrajectoryResult, model: str | None, *,
+                            salt: str | None = None) -> list[dict[str, Any]]:
+    """The LM verifier's row (or its unreadable reply), the rules row and the expected-answer row of one trajectory."""
+    out = []
+    verdict = run.verdict
+    if verdict is not None or run.verdict_error:
+        out.append({
+            "verdict_id": _verdict_id("trajectory", traj_id, salt=salt), "subject_kind": "trajectory",
+            "subject_id": traj_id, "verifier": "trajectory", "model": model,
+            "passed": verdict.passed if verdict else None, "verdict": verdict.verdict if verdict else "unreadable",
+            "score": verdict.score if verdict else None,
+            "reasons": verdict.reasons if verdict else [run.verdict_error], "created_at": utcnow(),
+        })
+    if run.rules is not None:
+        out.append(rules_row("trajectory", traj_id, run.rules, salt=salt))
+    if run.expected is not None:
+        out.append(expected_answer_row(traj_id, run.expected, salt=salt))
+    return out
 
 
 def trajectory_rows(
@@ -95,7 +138,6 @@ def trajectory_rows(
     evaluation sample, ``prefs`` for the path a preference walk took (its runner names the id)."""
     traj = run.trajectory
     traj_id = traj_id or content_id("traj", task_id, run.attempt, run.controller)
-    verdict = run.verdict
     rows.add("trajectories", {
         "traj_id": traj_id, "task_id": task_id, "run_id": run_id, "attempt": run.attempt,
         "controller": run.controller, "answer": traj.answer, "status": traj.status,
@@ -117,18 +159,8 @@ def trajectory_rows(
                 for c in step.tool_calls
             ],
         })
-    if verdict is not None or run.verdict_error:
-        rows.add("verdicts", {
-            "verdict_id": content_id("verdict", "trajectory", traj_id), "subject_kind": "trajectory",
-            "subject_id": traj_id, "verifier": "trajectory", "model": verifier,
-            "passed": verdict.passed if verdict else None, "verdict": verdict.verdict if verdict else "unreadable",
-            "score": verdict.score if verdict else None,
-            "reasons": verdict.reasons if verdict else [run.verdict_error], "created_at": utcnow(),
-        })
-    if run.rules is not None:
-        rows.add("verdicts", rules_row("trajectory", traj_id, run.rules))
-    if run.expected is not None:
-        rows.add("verdicts", expected_answer_row(traj_id, run.expected))
+    for row in trajectory_verdict_rows(traj_id, run, verifier):
+        rows.add("verdicts", row)
     rows.counts["trajectories"] += 1
     rows.counts["trajectories_correct"] += int(run.correct)
     rows.counts["trajectories_rejected_by_rules"] += int(run.rejected_by_rules)
@@ -164,17 +196,9 @@ def seed_rows(
         _file_rows(rows, task_id, task)
         if task.files.ok:
             rows.counts["files_ok"] += 1
-        if task.rules is not None:
-            rows.add("verdicts", rules_row("task", task_id, task.rules))
-            rows.counts["tasks_rejected_by_rules"] += int(not task.rules.passed)
-        if task.query_verdict is not None:
-            v = task.query_verdict
-            rows.add("verdicts", {
-                "verdict_id": content_id("verdict", "task", task_id), "subject_kind": "task", "subject_id": task_id,
-                "verifier": "query_file", "model": verifier, "passed": v.passed,
-                "verdict": "pass" if v.passed else "reject", "score": None, "reasons": v.reasons,
-                "rewritten_query": v.rewritten_query, "created_at": utcnow(),
-            })
+        for row in task_verdict_rows(task_id, task, verifier):
+            rows.add("verdicts", row)
+        rows.counts["tasks_rejected_by_rules"] += int(task.rules is not None and not task.rules.passed)
         for run in task.trajectories:
             trajectory_rows(rows, run_id, task_id, run, task.workspace / f"traj_{run.attempt}", verifier)
     # A model may repeat a rejected query word for word: one task row (the store upserts by id), one count.

@@ -108,13 +108,15 @@ class SeedResult(BaseModel):
 
 
 class Synthesis(dspy.Module):
-    """Compose QueryGenerator, FileGenerator, QueryFileVerifier, CodeAgent and TrajectoryVerifier for one seed."""
+    """Compose QueryGenerator, FileGenerator, QueryFileVerifier, CodeAgent and TrajectoryVerifier for one seed.
+
+    ``pool`` is None only for a program that verifies and never makes files (``mmat verify``)."""
 
     _mmat_name = "synthesis"
 
     def __init__(
         self,
-        pool: ImagePool,
+        pool: ImagePool | None,
         *,
         settings: Settings | None = None,
         tools: Sequence[str] | None = None,
@@ -193,13 +195,15 @@ class Synthesis(dspy.Module):
             self._solve(task, tools, workspace)
         return task
 
-    def verify_task(self, task: TaskResult, tools: Sequence[str]) -> TaskResult:
-        """Rule checks, then (if they pass) the query-file verifier; sets the task's status and query."""
+    def verify_task(self, task: TaskResult, tools: Sequence[str], *, use_lm: bool = True) -> TaskResult:
+        """Rule checks, then (if they pass and ``use_lm``) the query-file verifier; sets the task's status and query."""
         spec = task.spec
         task.rules = check_task(TaskSubject(query=spec.query, intended_tools=spec.intended_tools, files=task.files.files,
                                             available_tools=[*tools, "final_answer"]), self.rule_options)
         if not task.rules.passed:
             task.status, task.status_reason = "rejected", "rules: " + "; ".join(task.rules.reasons)
+            return task
+        if not use_lm:
             return task
         try:
             with self._role(self.settings.verifier_model):
@@ -232,7 +236,8 @@ class Synthesis(dspy.Module):
             task.status_reason = f"none of {self.k} trajectories was verified correct" + (
                 f" ({by_rules} rejected by the rules)" if by_rules else "")
 
-    def verify_trajectory(self, task: TaskResult, run: TrajectoryResult, workspace: Path | None = None) -> TrajectoryResult:
+    def verify_trajectory(self, task: TaskResult, run: TrajectoryResult, workspace: Path | None = None, *,
+                          use_lm: bool = True) -> TrajectoryResult:
         """Rule checks and the expected-answer comparison, then (if the rules pass) the trajectory verifier.
 
         A trajectory the rules reject never reaches the verifier model: no model can talk it back into
@@ -244,7 +249,7 @@ class Synthesis(dspy.Module):
             workspace=workspace), self.rule_options)
         if spec.expected_answer:
             run.expected = compare_expected(trajectory.answer, spec.expected_answer)
-        if not run.rules.passed:
+        if not run.rules.passed or not use_lm:
             return run
         try:
             with self._role(self.settings.verifier_model):
