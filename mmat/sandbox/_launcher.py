@@ -1,18 +1,24 @@
-"""Builds one sandbox and supervises its worker. Runs as root, started by the parent as
-``python -I -S _launcher.py`` with a JSON config on stdin; standard library only.
+"""Builds one sandbox and supervises its worker. Started by the parent as
+``python -I -S -B _launcher.py`` with a JSON config on stdin; standard library only. Runs as root
+(mode "root") or as the calling user, who becomes privileged only inside a new user namespace
+(mode "rootless"; see mmat.sandbox.modes).
 
 Steps (see mmat.sandbox.sandbox for the isolation this buys):
- 1. open the mount sources (O_PATH fds) while the host filesystem is still visible;
- 2. unshare mount, network, IPC, UTS and PID namespaces; make every mount private;
+ 1. open the cgroup files and the mount sources (fds) while the host filesystem is still visible;
+ 2. rootless: unshare a user namespace that maps only the caller (to the sandbox's inner uid/gid,
+    setgroups denied); then unshare mount, network, IPC, UTS and PID namespaces; every mount private;
  3. build a new root on a tmpfs: read-only binds of /usr, the Python runtime and the venv, the
     workspace read-write at /workspace, a private /tmp, a minimal /dev; write /.mmat/worker.py;
-    remount the root read-only; pivot_root into it and detach the old root;
- 4. fork the namespace's init (PID 1: mounts /proc with hidepid=2, reaps orphans, and takes every
-    sandbox process down with it when the launcher goes away);
- 5. fork the worker: rlimits, empty bounding set, setgroups([]) + setresgid/setresuid to the
-    sandbox's own uid, no_new_privs, seccomp filter, exec ``python -I -S -B /.mmat/worker.py``;
- 6. report ``started`` (host pids) on stdout, then wait: stdin EOF or ``kill`` -> kill the sandbox;
-    worker exit -> report its status and CPU time, kill the sandbox, exit.
+ 4. fork the namespace's init (PID 1: mounts /proc with hidepid=2 while a full /proc is still
+    visible, as a user namespace requires; reaps orphans; stops and continues the sandbox when there
+    is no cgroup freezer; takes every sandbox process down with it when the launcher goes away);
+ 5. remount the root read-only, pivot_root into it and detach the old root;
+ 6. fork the worker: join the sandbox's cgroups, rlimits, empty bounding set, setgroups([]) (root
+    mode) + setresgid/setresuid to the sandbox's own uid, no_new_privs, seccomp, exec
+    ``python -I -S -B /.mmat/worker.py``;
+ 7. report ``started`` (host pids) on stdout, then serve stdin: ``freeze``/``thaw`` -> stop or
+    continue every process of the sandbox and report ``frozen``/``thawed``; EOF or ``kill`` -> kill
+    the sandbox; worker exit -> report its status and CPU time, kill the sandbox, exit.
 """
 
 import ctypes
@@ -24,16 +30,22 @@ import select
 import signal
 import struct
 import sys
+import time
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 24, 38, 22
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 24, 38, 22
 SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 NEW_ROOT = "/tmp"  # any existing directory: sources are reached through fds, so shadowing it is harmless
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
+# Flags a bind inherits from its source mount; inside a user namespace they are locked, so a remount
+# must repeat them (statvfs ST_RDONLY/NOSUID/NODEV/NOEXEC have the values of the MS_ flags).
+_LOCKABLE = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+# How long a freeze may take before the sandbox counts as unfreezable (and the parent restarts it).
+FREEZE_TIMEOUT_S = 2.0
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -60,15 +72,30 @@ def prctl(option, arg2=0):
     _check(libc.prctl(option, arg2, 0, 0, 0), f"prctl({option})")
 
 
-def bind(fd, target, *, readonly):
-    """Bind the object behind an O_PATH fd on target, then remount with nosuid/nodev (+ ro)."""
+def bind(fd, target, *, readonly, flags=MS_NOSUID | MS_NODEV):
+    """Bind the object behind an O_PATH fd on target, then remount with `flags` (+ ro), keeping the
+    source mount's own restrictions (a user namespace refuses to drop them)."""
     mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | (MS_RDONLY if readonly else 0)
-    mount(None, target, None, flags)
+    inherited = os.fstatvfs(fd).f_flag & _LOCKABLE
+    mount(None, target, None, MS_REMOUNT | MS_BIND | flags | inherited | (MS_RDONLY if readonly else 0))
 
 
-def build_root(cfg):
-    """Steps 1-3: new namespaces, the new root, then pivot into it."""
+def enter_user_namespace(userns):
+    """Rootless: a new user namespace in which only the caller exists, as the sandbox's inner uid/gid.
+    The launcher keeps full capabilities inside it (it created it) until it execs, which it never does."""
+    _check(libc.unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")  # required before an unprivileged gid_map; also means setgroups() fails inside
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{userns['uid']} {userns['outer_uid']} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{userns['gid']} {userns['outer_gid']} 1")
+
+
+def prepare_root(cfg):
+    """Steps 2-3: new namespaces and the new root's contents (not yet read-only, not yet pivoted)."""
+    if cfg.get("userns"):
+        enter_user_namespace(cfg["userns"])
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Sources as fds, opened in the new mount namespace (a bind from a mount of another namespace
@@ -95,8 +122,7 @@ def build_root(cfg):
         os.symlink(link["target"], root + link["path"])
     for name, fd in zip(DEV_NODES, dev_fds):
         open(f"{root}/dev/{name}", "a").close()
-        mount(f"/proc/self/fd/{fd}", f"{root}/dev/{name}", None, MS_BIND)
-        mount(None, f"{root}/dev/{name}", None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC)
+        bind(fd, f"{root}/dev/{name}", readonly=False, flags=MS_NOSUID | MS_NOEXEC)
     os.makedirs(root + "/dev/shm")
     mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_bytes']},mode=1777")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
@@ -106,13 +132,20 @@ def build_root(cfg):
     with open(root + "/.mmat/worker.py", "w") as f:
         f.write(cfg["worker_source"])
     os.chmod(root + "/.mmat/worker.py", 0o444)
+    for fd in src_fds + dev_fds:
+        os.close(fd)
+    # init is forked with this as its working directory, so nothing of it points at the old root
+    os.chdir(root)
+
+
+def finish_root():
+    """Step 5: the root becomes read-only, then the only root there is."""
+    root = NEW_ROOT
     mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.chdir(root)
     _check(libc.syscall(SYS_PIVOT_ROOT[os.uname().machine], b".", b"."), "pivot_root")
     _check(libc.umount2(b".", MNT_DETACH), "umount old root")
     os.chdir("/")
-    for fd in src_fds + dev_fds:
-        os.close(fd)
 
 
 def close_fds_except(keep):
@@ -124,10 +157,42 @@ def close_fds_except(keep):
     os.closerange(low, 4096)
 
 
-def init_main(life_r, ready_w):
-    """PID 1 of the sandbox: mount /proc, reap orphans, exit (killing the namespace) when the launcher is gone."""
+def _all_stopped():
+    """True when every task of every other process in this PID namespace is stopped (or dead)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or entry == "1":
+            continue
+        try:
+            tids = os.listdir(f"/proc/{entry}/task")
+        except OSError:
+            continue  # gone
+        for tid in tids:
+            try:
+                with open(f"/proc/{entry}/task/{tid}/stat", "rb") as f:
+                    state = f.read().rpartition(b")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in (b"T", b"t", b"Z", b"X"):
+                return False
+    return True
+
+
+def _signal_all(sig):
+    try:
+        os.kill(-1, sig)  # every process of this PID namespace but init itself, atomically w.r.t. fork
+    except ProcessLookupError:
+        pass
+
+
+def init_main(ctl_r, reply_w):
+    """PID 1 of the sandbox: mount /proc, reap orphans, exit (killing the namespace) when the launcher
+    is gone. Without a cgroup freezer it also freezes the sandbox: ``S`` -> SIGSTOP to every process of
+    the namespace, wait until every thread is stopped, answer ``s`` (``!`` if that took too long);
+    ``C`` -> SIGCONT, answer ``c``. Sandboxed code cannot send SIGCONT (seccomp), so what is stopped
+    stays stopped until init continues it."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    close_fds_except({life_r, ready_w})
+    prctl(PR_SET_DUMPABLE, 0)  # rootless: the worker has init's uid; this keeps it out of /proc/1/mem
+    close_fds_except({ctl_r, reply_w})
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -143,20 +208,36 @@ def init_main(life_r, ready_w):
                 return
 
     signal.signal(signal.SIGCHLD, reap)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-    os.write(ready_w, b"1")
-    os.close(ready_w)
+    mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+    os.write(reply_w, b"1")
     while True:
         try:
-            if not os.read(life_r, 1):  # EOF: the launcher died; PID 1 exiting kills the namespace
-                os._exit(0)
+            cmd = os.read(ctl_r, 1)
         except InterruptedError:
             continue
+        if not cmd:  # EOF: the launcher died; PID 1 exiting kills the namespace
+            os._exit(0)
+        if cmd == b"S":
+            _signal_all(signal.SIGSTOP)
+            deadline = time.monotonic() + FREEZE_TIMEOUT_S
+            while not _all_stopped():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.0002)
+            else:
+                os.write(reply_w, b"s")
+                continue
+            os.write(reply_w, b"!")
+        elif cmd == b"C":
+            _signal_all(signal.SIGCONT)
+            os.write(reply_w, b"c")
 
 
-def worker_exec(cfg, chan_in, chan_out, seccomp_prog):
-    """In the worker child: drop everything, then exec the worker. Never returns."""
+def worker_exec(cfg, chan_in, chan_out, seccomp_prog, join_fds):
+    """In the worker child: join the sandbox's cgroups, drop everything, then exec the worker. Never returns."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    for fd in join_fds:
+        os.write(fd, b"0")  # "0": the writing process itself; its children inherit the cgroup
     import resource
 
     for name, (soft, hard) in cfg["rlimits"].items():
@@ -174,7 +255,8 @@ def worker_exec(cfg, chan_in, chan_out, seccomp_prog):
             break
     uid, gid = cfg["uid"], cfg["gid"]
     os.setsid()  # its own session and process group: killpg(0, ...) reaches only the sandbox
-    os.setgroups([])
+    if not cfg.get("userns"):
+        os.setgroups([])  # in a user namespace setgroups is denied (and the host's groups are unmapped)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     os.chdir("/workspace")
@@ -191,19 +273,105 @@ def report(event):
     os.write(1, (json.dumps(event) + "\n").encode())
 
 
-def supervise(init_pid, worker_pid):
-    """Step 6: wait for the parent (stdin) or the worker to finish; always take the sandbox down."""
+class Freezer:
+    """Stops and continues every process of the sandbox: a cgroup freezer (v2 ``cgroup.freeze`` or v1
+    ``freezer.state``, files opened before the pivot) when the parent made one, else SIGSTOP/SIGCONT
+    sent by the sandbox's init to its whole PID namespace."""
+
+    def __init__(self, spec):
+        self.kind = spec["kind"]
+        self.fds = {}
+        for key in ("freeze", "events", "state", "procs"):
+            if key in spec:
+                self.fds[key] = os.open(spec[key], (os.O_RDONLY if key in ("events", "procs") else os.O_RDWR) | os.O_CLOEXEC)
+        self.ctl_w = self.reply_r = None
+        self.frozen = False
+
+    def attach_init(self, ctl_w, reply_r):
+        self.ctl_w, self.reply_r = ctl_w, reply_r
+
+    def _wait_file(self, key, want):
+        deadline = time.monotonic() + FREEZE_TIMEOUT_S
+        while True:
+            data = os.pread(self.fds[key], 4096, 0)
+            if want(data):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.00005)
+
+    def _ask_init(self, cmd, ok):
+        os.write(self.ctl_w, cmd)
+        ready, _, _ = select.select([self.reply_r], [], [], FREEZE_TIMEOUT_S + 1)
+        return bool(ready) and os.read(self.reply_r, 1) == ok
+
+    def freeze(self):
+        if self.kind == "cgroup2":
+            os.pwrite(self.fds["freeze"], b"1", 0)
+            ok = self._wait_file("events", lambda d: b"frozen 1" in d)
+        elif self.kind == "cgroup1":
+            os.pwrite(self.fds["state"], b"FROZEN", 0)
+            ok = self._wait_file("state", lambda d: d.startswith(b"FROZEN"))
+        else:
+            ok = self._ask_init(b"S", b"s")
+        self.frozen = True
+        return ok
+
+    def thaw(self):
+        if self.kind == "cgroup2":
+            os.pwrite(self.fds["freeze"], b"0", 0)
+            ok = True
+        elif self.kind == "cgroup1":
+            os.pwrite(self.fds["state"], b"THAWED", 0)
+            ok = True
+        else:
+            ok = self._ask_init(b"C", b"c")
+        self.frozen = False
+        return ok
+
+    def before_kill(self):
+        """v1 freezer: frozen tasks ignore SIGKILL until thawed, so kill them first, then thaw (they die
+        without running another instruction). v2 and SIGSTOP'd tasks die of SIGKILL as they are."""
+        if self.kind != "cgroup1" or not self.frozen:
+            return
+        for pid in os.pread(self.fds["procs"], 1 << 20, 0).split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        os.pwrite(self.fds["state"], b"THAWED", 0)
+
+
+def supervise(init_pid, worker_pid, freezer):
+    """Step 7: serve the parent's commands (stdin) until it says kill or the worker finishes; always
+    take the sandbox down."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     worker_status = None
-    while worker_status is None:
+    pending = b""
+    stop = False
+    while worker_status is None and not stop:
         ready, _, _ = select.select([0, wake_r], [], [])
         if 0 in ready:
             data = os.read(0, 4096)
-            if not data or b"kill" in data:
+            if not data:
                 break
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                if line == b"freeze":
+                    t0 = time.perf_counter()
+                    ok = freezer.freeze()
+                    report({"event": "frozen" if ok else "freeze_failed", "us": (time.perf_counter() - t0) * 1e6})
+                elif line == b"thaw":
+                    t0 = time.perf_counter()
+                    ok = freezer.thaw()
+                    report({"event": "thawed" if ok else "thaw_failed", "us": (time.perf_counter() - t0) * 1e6})
+                else:  # "kill" or anything unknown
+                    stop = True
+                    break
         if wake_r in ready:
             os.read(wake_r, 4096)
             pid, status, usage = os.wait4(worker_pid, os.WNOHANG)
@@ -212,6 +380,7 @@ def supervise(init_pid, worker_pid):
             elif os.waitpid(init_pid, os.WNOHANG)[0] == init_pid:
                 init_pid = None
                 break
+    freezer.before_kill()
     for pid in (init_pid, worker_pid if worker_status is None else None):
         if pid is not None:
             try:
@@ -241,25 +410,31 @@ def main():
     cfg = json.loads(sys.stdin.buffer.readline())
     chan_in, chan_out = cfg["chan_fds"]
     seccomp_prog = bytes.fromhex(cfg["seccomp_hex"]) if cfg.get("seccomp_hex") else None
-    build_root(cfg)
-    life_r, life_w = os.pipe()
-    ready_r, ready_w = os.pipe()
+    cgroups = cfg.get("cgroups") or {"join": [], "freezer": {"kind": "signal"}}
+    # cgroupfs is not visible after the pivot: open now what the worker and the freezer will need
+    join_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in cgroups["join"]]
+    freezer = Freezer(cgroups["freezer"])
+    prepare_root(cfg)
+    ctl_r, ctl_w = os.pipe()
+    reply_r, reply_w = os.pipe()
     init_pid = os.fork()
     if init_pid == 0:
         try:
-            init_main(life_r, ready_w)
+            init_main(ctl_r, reply_w)
         finally:
             os._exit(1)
-    os.close(life_r)
-    os.close(ready_w)
-    if os.read(ready_r, 1) != b"1":
+    os.close(ctl_r)
+    os.close(reply_w)
+    if os.read(reply_r, 1) != b"1":
         raise RuntimeError("the sandbox's init process failed to mount /proc")
-    os.close(ready_r)
+    finish_root()
+    freezer.attach_init(ctl_w, reply_r)
     worker_pid = os.fork()
     if worker_pid == 0:
         try:
-            os.close(life_w)
-            worker_exec(cfg, chan_in, chan_out, seccomp_prog)
+            os.close(ctl_w)
+            os.close(reply_r)
+            worker_exec(cfg, chan_in, chan_out, seccomp_prog, join_fds)
         except BaseException:  # noqa: BLE001 - report why the worker could not start, then die
             import traceback
 
@@ -267,10 +442,10 @@ def main():
             sys.stderr.flush()
         finally:
             os._exit(127)
-    os.close(chan_in)
-    os.close(chan_out)
+    for fd in (chan_in, chan_out, *join_fds):
+        os.close(fd)
     report({"event": "started", "init_pid": init_pid, "worker_pid": worker_pid})
-    supervise(init_pid, worker_pid)
+    supervise(init_pid, worker_pid, freezer)
 
 
 if __name__ == "__main__":

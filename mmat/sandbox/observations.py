@@ -38,7 +38,7 @@ def limit_text(limits: Limits, kind: str) -> str:
 
 def limit_error(limits: Limits, kind: str) -> StepError:
     """A step the parent stopped (wall time, CPU time, tool calls)."""
-    names = {"wall_time": "TimeoutError", "cpu_time": "TimeoutError", "tool_calls": "ToolError"}
+    names = {"wall_time": "TimeoutError", "cpu_time": "TimeoutError", "tool_calls": "ToolError", "memory": "MemoryError"}
     return StepError(type=names[kind], message=f"the step was stopped: {limit_text(limits, kind)}. {_LOST}; do less per step.")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mmat.errors import SandboxError
+from mmat.sandbox.cgroups import SandboxCgroup
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.protocol import MAX_LINE_BYTES, ProtocolViolation, ReadyMsg, parse_worker_message
 from mmat.sandbox.runtime import launcher_config
@@ -31,6 +32,8 @@ _LAUNCHER = Path(__file__).with_name("_launcher.py")
 UID_RANGE = (1_000_000_000, 2_000_000_000)
 # How long the parent waits for the launcher to report after a kill before killing the launcher itself.
 KILL_GRACE_S = 3.0
+# How long the parent waits for a freeze/thaw report (the launcher itself gives up after 2 s).
+CONTROL_WAIT_S = 5.0
 
 
 def allocate_uid() -> int:
@@ -78,14 +81,19 @@ class WorkerProcess:
     _buf: bytearray = field(default_factory=bytearray)
     _status_buf: bytearray = field(default_factory=bytearray)
     exit_info: ExitInfo | None = None
+    cgroup: SandboxCgroup | None = None
+    frozen: bool = False
+    last_control_us: float = 0.0  # what the last freeze/thaw took inside the launcher
 
     # --- start --------------------------------------------------------------------------------
     @classmethod
-    def start(cls, workspace: Path, limits: Limits, init: dict[str, Any], *, uid: int) -> WorkerProcess:
+    def start(cls, workspace: Path, limits: Limits, init: dict[str, Any], *, uid: int, rootless: bool = False) -> WorkerProcess:
+        """Start a launcher + worker. rootless: build the sandbox in a new user namespace (mmat.sandbox.modes)."""
         t0 = time.perf_counter()
+        cgroup = SandboxCgroup.create(memory_bytes=limits.memory_bytes, max_tasks=limits.max_processes, tag=str(uid))
         p2w_r, p2w_w = os.pipe()
         w2p_r, w2p_w = os.pipe()
-        cfg = launcher_config(workspace, limits, uid=uid, chan_fds=(p2w_r, w2p_w))
+        cfg = launcher_config(workspace, limits, uid=uid, chan_fds=(p2w_r, w2p_w), rootless=rootless, cgroups=cgroup.launcher_spec())
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", str(_LAUNCHER)],
@@ -101,6 +109,7 @@ class WorkerProcess:
         except OSError as e:
             for fd in (p2w_r, p2w_w, w2p_r, w2p_w):
                 os.close(fd)
+            cgroup.remove()
             raise SandboxError(f"cannot start the sandbox launcher ({e}): check that {sys.executable} runs.") from None
         os.close(p2w_r)
         os.close(w2p_w)
@@ -115,14 +124,15 @@ class WorkerProcess:
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # the launcher died at once; its stdout says why
-        wp = cls(proc, p2w_w, w2p_r, uid, worker_pid=0, init_pid=0, python="", start_ms=0.0)
+        wp = cls(proc, p2w_w, w2p_r, uid, worker_pid=0, init_pid=0, python="", start_ms=0.0, cgroup=cgroup)
         started = wp._read_status(deadline)
         if started.get("event") != "started":
             detail = started.get("message") or wp._stderr_tail() or "no output"
             wp.kill()
+            how = "in a new user namespace (rootless mode)" if rootless else "as root"
             raise SandboxError(
-                f"the sandbox could not start: {detail}. It needs root (or CAP_SYS_ADMIN) to create namespaces "
-                "and mounts; run mmat as root, e.g. inside a container."
+                f"the sandbox could not start {how}: {detail}. `mmat doctor` says which sandbox mode this machine "
+                "supports and what to change."
             )
         wp.worker_pid, wp.init_pid = int(started["worker_pid"]), int(started["init_pid"])
         try:
@@ -218,20 +228,63 @@ class WorkerProcess:
             return ""
         return data.decode("utf-8", "replace")[-2000:].strip()
 
+    @staticmethod
+    def _exit_from(status: dict[str, Any]) -> ExitInfo:
+        return ExitInfo(
+            event=str(status.get("event", "unknown")),
+            code=status.get("code"),
+            signal=status.get("signal"),
+            cpu_s=float(status.get("cpu_s") or 0.0),
+            maxrss_kb=int(status.get("maxrss_kb") or 0),
+        )
+
     def wait_exit(self, timeout_s: float = KILL_GRACE_S) -> ExitInfo:
         """How the worker ended (after its channel closed or after kill()); cached."""
         if self.exit_info is None:
             status = self._read_status(time.monotonic() + timeout_s)
             while status and status.get("event") not in ("exit", "stopped", "error"):
                 status = self._read_status(time.monotonic() + timeout_s)
-            self.exit_info = ExitInfo(
-                event=str(status.get("event", "unknown")),
-                code=status.get("code"),
-                signal=status.get("signal"),
-                cpu_s=float(status.get("cpu_s") or 0.0),
-                maxrss_kb=int(status.get("maxrss_kb") or 0),
-            )
+            self.exit_info = self._exit_from(status)
         return self.exit_info
+
+    # --- freeze / thaw (every process of the sandbox, between steps) -----------------------------
+    def freeze(self) -> bool:
+        """Stop every process and thread of the sandbox; True once all of them are stopped. False: the
+        sandbox is gone or could not be stopped in time (the caller restarts it)."""
+        ok = self._control("freeze", "frozen")
+        self.frozen = ok
+        return ok
+
+    def thaw(self) -> bool:
+        ok = self._control("thaw", "thawed")
+        if ok:
+            self.frozen = False
+        return ok
+
+    def _control(self, cmd: str, want: str) -> bool:
+        if self.exit_info is not None or self.proc.poll() is not None:
+            return False
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(cmd.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        deadline = time.monotonic() + CONTROL_WAIT_S
+        while True:
+            status = self._read_status(deadline)
+            event = status.get("event")
+            if event in ("exit", "stopped", "error"):
+                self.exit_info = self._exit_from(status)
+                return False
+            if not status or event in (want, f"{cmd}_failed", f"{want}_failed"):
+                break
+        self.last_control_us = float(status.get("us") or 0.0)
+        return event == want
+
+    def oom_kills(self) -> int:
+        """Processes of this sandbox the kernel killed for its cgroup memory limit (0 without one)."""
+        return self.cgroup.oom_kills() if self.cgroup is not None else 0
 
     # --- stop -----------------------------------------------------------------------------------
     def kill(self) -> ExitInfo:
@@ -252,6 +305,8 @@ class WorkerProcess:
         else:
             info = self.exit_info or self.wait_exit(0.0)
         self.close_fds()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         return info
 
     def close_fds(self) -> None:

@@ -121,11 +121,27 @@ def _worker_source() -> str:
     return _WORKER_SOURCE.read_text()
 
 
-def launcher_config(workspace: Path, limits: Limits, *, uid: int, chan_fds: tuple[int, int]) -> dict[str, Any]:
-    """The JSON the launcher reads on stdin."""
+def launcher_config(
+    workspace: Path,
+    limits: Limits,
+    *,
+    uid: int,
+    chan_fds: tuple[int, int],
+    rootless: bool = False,
+    cgroups: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON the launcher reads on stdin. rootless: map the caller to `uid` in a new user namespace.
+    cgroups: SandboxCgroup.launcher_spec() (None: no cgroups, SIGSTOP freezing)."""
     binds, links = runtime_binds()
     python = os.path.realpath(sys.executable)
+    rlimits = _rlimits(limits)
+    if rootless:
+        # RLIMIT_NPROC counts per (user namespace, uid): the launcher and init share the worker's uid there
+        n = limits.max_processes + 2
+        rlimits["RLIMIT_NPROC"] = (n, n)
     return {
+        "userns": {"uid": uid, "gid": uid, "outer_uid": os.getuid(), "outer_gid": os.getgid()} if rootless else None,
+        "cgroups": cgroups,
         "binds": [*binds, {"src": str(workspace.resolve()), "dst": WORKSPACE_MOUNT, "kind": "dir", "rw": True}],
         "symlinks": list(links),
         "tmp_bytes": limits.tmp_bytes,
@@ -135,7 +151,7 @@ def launcher_config(workspace: Path, limits: Limits, *, uid: int, chan_fds: tupl
         "env": sandbox_env(),
         "uid": uid,
         "gid": uid,
-        "rlimits": {k: list(v) for k, v in _rlimits(limits).items() if hasattr(resource, k)},
+        "rlimits": {k: list(v) for k, v in rlimits.items() if hasattr(resource, k)},
         "chan_fds": list(chan_fds),
         "seccomp_hex": seccomp_program().hex(),
     }

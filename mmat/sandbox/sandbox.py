@@ -58,6 +58,7 @@ from mmat.errors import ConfigError, SandboxError
 from mmat.sandbox import observations as obs
 from mmat.sandbox import workspace as wsp
 from mmat.sandbox.limits import Limits
+from mmat.sandbox.modes import sandbox_mode
 from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
 from mmat.sandbox.protocol import DoneMsg, ProtocolViolation, ToolHost, ToolMsg
 from mmat.sandbox.results import StepError, StepResult, ToolCall
@@ -139,11 +140,7 @@ class Sandbox:
         inputs: Iterable[Path | str] = (),
         seed: int = 0,
     ) -> None:
-        if os.geteuid() != 0:
-            raise SandboxError(
-                "the sandbox needs root to create namespaces, mounts and per-sandbox uids: run mmat as root "
-                "(for example in a container)."
-            )
+        self.mode = sandbox_mode()  # "root" or "rootless"; SandboxError saying what to do when neither works
         if tools is not None and not (callable(getattr(tools, "names", None)) and callable(getattr(tools, "call", None))):
             raise ConfigError(f"tools={tools!r} is not a tool host: it needs names() and call(name, kwargs) methods.")
         self.workspace = Path(workspace).resolve()
@@ -152,7 +149,9 @@ class Sandbox:
         self.limits = limits
         self.seed = seed
         self.events: list[dict[str, Any]] = []
-        self.uid = allocate_uid()
+        self.uid = allocate_uid()  # the worker's uid as it sees it; on the host too in root mode
+        # who owns the workspace while the worker runs: rootless, the caller's uid is the worker's on the host
+        self.host_uid, self.host_gid = (self.uid, self.uid) if self.mode.name == "root" else (os.getuid(), os.getgid())
         self.inputs = wsp.copy_inputs(self.workspace, [Path(p) for p in inputs])
         self._tool_specs = self._describe_tools(tools)
         self._history: list[_Executed] = []
@@ -216,7 +215,7 @@ class Sandbox:
             try:
                 diverged = child._replay(self._history)
                 wsp.mirror(self.workspace, dst)
-                wsp.chown_tree(dst, child.uid, child.uid)
+                wsp.chown_tree(dst, child.host_uid, child.host_gid)
             except BaseException:
                 child.close()
                 raise
@@ -262,7 +261,7 @@ class Sandbox:
     # --- worker lifecycle -----------------------------------------------------------------------
     def _start(self, reason: str) -> None:
         self._sanitize()
-        wsp.chown_tree(self.workspace, self.uid, self.uid)
+        wsp.chown_tree(self.workspace, self.host_uid, self.host_gid)
         init = {
             "op": "init",
             "tools": self._tool_specs,
@@ -272,13 +271,14 @@ class Sandbox:
             "cpu_s": self.limits.cpu_s,
         }
         try:
-            worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid)
+            worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid, rootless=self.mode.name == "rootless")
         except SandboxError:
             wsp.chown_tree(self.workspace, os.geteuid(), os.getegid())
             raise
         self._holder[0] = worker
         self._history = []
-        self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, ms=worker.start_ms, python=worker.python))
+        self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, mode=self.mode.name, ms=worker.start_ms, python=worker.python))
+        self._freeze()  # between steps the sandbox is stopped
 
     def _restart(self, why: str) -> ExitInfo:
         worker, self._holder[0] = self._holder[0], None
@@ -297,13 +297,13 @@ class Sandbox:
         before = wsp.scan(self.workspace)
         self._removed = []
         notes: list[str] = []
-        outcome = self._execute(step, code, responder)
+        outcome = self._execute_thawed(step, code, responder)
         if outcome.restart_reason == _GONE_BEFORE_STEP:
             # The worker died after the previous step (a background thread, a closed channel): start
             # a new one and run this step there, telling the model its earlier state is gone.
             self._restart(_GONE_BEFORE_STEP)
             notes.append(obs.RESTARTED_BEFORE_NOTE)
-            outcome = self._execute(step, code, responder)
+            outcome = self._execute_thawed(step, code, responder)
             if outcome.restart_reason == _GONE_BEFORE_STEP:
                 outcome.result.error = obs.lost_worker_error()
         self._sanitize()
@@ -324,6 +324,31 @@ class Sandbox:
             self._restart(outcome.restart_reason)
             result.restarted = True
         return outcome
+
+    # --- freezing: the sandbox runs only during its steps (see mmat.sandbox.modes / _launcher.Freezer) ---
+    def _execute_thawed(self, step: int, code: str, responder: Responder) -> _Outcome:
+        """Continue the sandbox, run one step, stop it again: what the parent inspects after a step
+        (files, images, quota) cannot change under it. A sandbox that cannot be stopped is restarted."""
+        worker = self._holder[0]
+        if worker is not None and worker.frozen:
+            worker.thaw()
+        ooms = worker.oom_kills() if worker is not None else 0
+        outcome = self._execute(step, code, responder)
+        if not self._freeze():
+            outcome.restart_reason = outcome.restart_reason or "freeze_failed"
+        if worker is not None and outcome.result.limit_hit is None and worker.oom_kills() > ooms:
+            # a process of the sandbox was killed for the whole sandbox's memory (cgroup), not the worker itself
+            outcome.result.limit_hit = "memory"
+            outcome.result.error = outcome.result.error or obs.limit_error(self.limits, "memory")
+            outcome.restart_reason = outcome.restart_reason or "memory"
+        return outcome
+
+    def _freeze(self) -> bool:
+        """False only when a live sandbox could not be stopped."""
+        worker = self._holder[0]
+        if worker is None or worker.freeze():
+            return True
+        return worker.exit_info is not None or worker.proc.poll() is not None
 
     def _execute(self, step: int, code: str, responder: Responder) -> _Outcome:
         """Talk to the worker for one step. Every failure mode ends in an _Outcome, never a hang."""
@@ -370,6 +395,8 @@ class Sandbox:
         except WorkerGone:
             info = worker.wait_exit()
             kind, error = obs.death_error(self.limits, info.signal, info.code, info.cpu_s)
+            if kind is None and worker.oom_kills() > 0:  # the whole sandbox went over its cgroup memory limit
+                kind, error = "memory", obs.limit_error(self.limits, "memory")
             return failed(kind, error, kind or "worker_exit")
         except _ToolHostFailure as failure:
             self._restart("tool_host_error")

@@ -1,7 +1,7 @@
 """Helpers for the sandbox tests: a tiny fake tool host, short limits, a liveness check.
 
-The sandbox needs root (namespaces, mounts, per-sandbox uids); without it these tests are skipped
-with the reason, the rest of the suite still runs.
+The sandbox needs root or working unprivileged user namespaces (mmat.sandbox.modes); without
+either these tests are skipped with the reason, the rest of the suite still runs.
 """
 
 from __future__ import annotations
@@ -12,9 +12,25 @@ from typing import Any
 
 import pytest
 
+from mmat.errors import SandboxError
 from mmat.sandbox import Limits, Sandbox
+from mmat.sandbox.modes import sandbox_mode
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root (namespaces, mounts, per-sandbox uids)")
+
+
+def _no_sandbox_reason() -> str | None:
+    try:
+        sandbox_mode()
+    except SandboxError as e:
+        return str(e)
+    return None
+
+
+_REASON = _no_sandbox_reason()
+needs_sandbox = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+# The name the sandbox tests were written with: a sandbox no longer needs root, only one of the modes.
+needs_root = needs_sandbox
+ROOTLESS = os.geteuid() != 0
 
 # Short wall time so that runaway-code tests finish quickly; everything else stays at its default.
 FAST = Limits(wall_s=3.0, start_timeout_s=30.0)

@@ -1,0 +1,159 @@
+"""Between steps the sandbox is stopped; its memory and tasks are counted together (cgroups where
+writable); the mode is chosen automatically. These run in both modes (see test_both_modes.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from mmat.errors import SandboxError
+from mmat.sandbox import Limits, Sandbox
+from mmat.sandbox import cgroups, modes
+
+from .helpers import ROOTLESS, alive, needs_sandbox
+
+pytestmark = needs_sandbox
+
+# A background thread that keeps changing the workspace: a counter file, new files, and a forked
+# process that writes too (started after the step's own cleanup of leftover processes).
+_BUSY = (
+    "import os, threading, time\n"
+    "n = [0]\n"
+    "def busy():\n"
+    "    while True:\n"
+    "        n[0] += 1\n"
+    "        with open('tick', 'w') as f:\n"
+    "            f.write(str(n[0]))\n"
+    "        open(f'new-{n[0] % 50}', 'w').close()\n"
+    "        time.sleep(0.001)\n"
+    "def late_child():\n"
+    "    time.sleep(0.05)\n"
+    "    if os.fork() == 0:\n"
+    "        while True:\n"
+    "            open('child-tick', 'a').write('x')\n"
+    "            time.sleep(0.001)\n"
+    "threading.Thread(target=busy, daemon=True).start()\n"
+    "threading.Thread(target=late_child, daemon=True).start()\n"
+    "time.sleep(0.02)\n"
+)
+
+
+def _listing(ws: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in ws.iterdir()}
+
+
+def _assert_frozen_between_steps(sb: Sandbox, ws: Path, tries: int) -> None:
+    r = sb.run(_BUSY)
+    assert r.error is None, r.error
+    for _ in range(tries):
+        before = _listing(ws)
+        time.sleep(0.03)
+        assert _listing(ws) == before  # nothing of the sandbox runs between steps
+        r = sb.run("time.sleep(0.01)\nprint(n[0])")
+        assert r.error is None and int(r.stdout) > 0  # ...and its state (the thread, n) survives
+    count = int(sb.run("print(n[0])").stdout)
+    time.sleep(0.05)
+    assert int(sb.run("print(n[0])").stdout) - count < 5  # the thread only runs during steps
+
+
+def test_background_threads_and_processes_are_frozen_between_steps(workspace, mmat_home):
+    with Sandbox(workspace, limits=Limits(wall_s=10)) as sb:
+        _assert_frozen_between_steps(sb, workspace, tries=20)
+        alive(sb)
+
+
+def test_sigstop_freezing_without_a_cgroup_freezer(workspace, mmat_home, monkeypatch):
+    """The fallback (init stops its whole PID namespace) holds the same property."""
+    monkeypatch.setattr(cgroups.SandboxCgroup, "create", classmethod(lambda cls, **kw: cls()))
+    with Sandbox(workspace, limits=Limits(wall_s=10)) as sb:
+        assert sb._holder[0].cgroup.launcher_spec()["freezer"] == {"kind": "signal"}
+        _assert_frozen_between_steps(sb, workspace, tries=20)
+        alive(sb)
+
+
+def test_the_sandbox_cannot_continue_itself_or_signal_init(sandbox):
+    code = (
+        "import os, signal\nout = []\n"
+        "for args in ((os.getpid(), signal.SIGCONT), (0, signal.SIGCONT), (-1, signal.SIGCONT), (1, signal.SIGTERM), (1, 0)):\n"
+        "    try:\n        os.kill(*args)\n        out.append('sent')\n"
+        "    except OSError as e:\n        out.append(type(e).__name__)\n"
+        "try:\n    os.pidfd_open(1)\n    out.append('opened')\nexcept OSError as e:\n    out.append(type(e).__name__)\n"
+        "print(out)"
+    )
+    r = sandbox.run(code)
+    assert r.stdout == "['PermissionError', 'PermissionError', 'PermissionError', 'PermissionError', 'PermissionError', 'PermissionError']\n"
+    alive(sandbox)
+
+
+def _cgroup_or_skip(sb: Sandbox, function: str) -> cgroups.SandboxCgroup:
+    cg = sb._holder[0].cgroup
+    if getattr(cg, f"{function}_dir") is None:
+        pytest.skip(f"no writable cgroup for {function} here: {cg.unavailable.get(function)}")
+    return cg
+
+
+def test_memory_counts_every_process_of_the_sandbox(workspace, mmat_home):
+    """Four processes each under the per-process limit, together over the sandbox's."""
+    code = (
+        "import os, time\npids = []\n"
+        "for _ in range(4):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        b = bytearray(150 * 1024 * 1024)\n"
+        "        for i in range(0, len(b), 4096):\n            b[i] = 1\n"
+        "        time.sleep(5)\n        os._exit(0)\n"
+        "    pids.append(pid)\n"
+        "print([os.waitpid(p, 0)[1] for p in pids])"
+    )
+    with Sandbox(workspace, limits=Limits(wall_s=20, memory_mb=256)) as sb:
+        _cgroup_or_skip(sb, "memory")
+        r = sb.run(code)
+        assert r.limit_hit == "memory" and r.error.type == "MemoryError" and r.restarted
+        assert "256 MiB" in r.error.message
+        alive(sb)
+
+
+def test_tasks_are_counted_per_sandbox(workspace, mmat_home):
+    with Sandbox(workspace, limits=Limits(wall_s=10, max_processes=12)) as sb:
+        cg = _cgroup_or_skip(sb, "pids")
+        assert Path(cg.pids_dir, "pids.max").read_text().strip() == "12"
+        sb.run("import threading, time\nev = threading.Event()\nts = [threading.Thread(target=ev.wait) for _ in range(5)]\n[t.start() for t in ts]")
+        assert int(Path(cg.pids_dir, "pids.current").read_text()) >= 6
+        r = sb.run("more = [threading.Thread(target=ev.wait) for _ in range(20)]\ntry:\n    [t.start() for t in more]\nexcept RuntimeError as e:\n    print('refused:', e)")
+        assert r.stdout.startswith("refused: can't start new thread")
+        sb.run("ev.set()")
+        alive(sb)
+
+
+def test_cgroups_are_removed_with_the_sandbox(workspace, mmat_home):
+    sb = Sandbox(workspace, limits=Limits(wall_s=5))
+    dirs = list(sb._holder[0].cgroup.dirs)
+    sb.run("import os\nos._exit(3)")  # a restart: the old worker's cgroups go, the new one's come
+    assert not any(os.path.exists(d) for d in dirs)
+    dirs = list(sb._holder[0].cgroup.dirs)
+    sb.close()
+    assert not any(os.path.exists(d) for d in dirs)
+
+
+def test_mode_is_chosen_automatically(sandbox):
+    assert sandbox.mode.name == ("rootless" if ROOTLESS else "root")
+    assert sandbox.events[0]["mode"] == sandbox.mode.name
+    r = sandbox.run("import os\nprint(os.getuid() != 0, open('/proc/self/uid_map').read().split())")
+    uid_map = eval(r.stdout.split(" ", 1)[1])  # noqa: S307 - printed by the test's own code
+    if ROOTLESS:
+        assert uid_map == [str(sandbox.uid), str(os.getuid()), "1"]  # only the caller exists inside
+    else:
+        assert uid_map == ["0", "0", "4294967295"]
+
+
+def test_neither_mode_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(modes.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(modes, "probe_rootless", lambda: (False, "unshare(CLONE_NEWUSER): Operation not permitted"))
+    with pytest.raises(SandboxError) as err:
+        modes.sandbox_mode()
+    text = str(err.value)
+    assert "not root (uid 1000)" in text and "Operation not permitted" in text
+    assert "kernel.unprivileged_userns_clone=1" in text and "container" in text
