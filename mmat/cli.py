@@ -87,7 +87,10 @@ output_csv = click.option("--csv", "fmt", flag_value="csv", help="Print CSV inst
 @click.version_option(package_name="mmat")
 def cli() -> None:
     """mmat: synthesize verified multimodal tool-use trajectories and tune local VLMs on them."""
+    from mmat.plugins import load_plugins
+
     _quiet_library_progress_bars()
+    load_plugins()  # tools, backends and providers from entry points and MMAT_PLUGINS
 
 
 def _quiet_library_progress_bars() -> None:

@@ -187,14 +187,15 @@ def _seeds(settings: Settings, request: SynthRequest, tools: list[str]) -> list:
 
 
 def _resolve_tools(settings: Settings, request: SynthRequest) -> list[str]:
-    from mmat.tools import TOOL_NAMES, available_tools
+    from mmat.tools import agent_tools, registered_tools
 
     if request.tools:
-        unknown = [t for t in request.tools if t not in TOOL_NAMES]
+        known = [t.name for t in registered_tools() if not t.final]
+        unknown = [t for t in request.tools if t not in known]
         if unknown:
-            raise ConfigError(f"unknown tool(s) {', '.join(unknown)}: choose from {', '.join(TOOL_NAMES)}.")
+            raise ConfigError(f"unknown tool(s) {', '.join(unknown)}: choose from {', '.join(known)}.")
         return list(request.tools)
-    return [t for t in available_tools(settings) if t != "final_answer"]
+    return agent_tools(settings)
 
 
 def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat synth", progress: bool = True) -> SynthSummary:

@@ -6,11 +6,12 @@ tool runs on this machine and why the others do not.
 """
 
 from mmat.tools.builtin import TOOL_NAMES
-from mmat.tools.catalog import USE_TEACHER, available_tools, describe_tools, tool_specs, tool_status
+from mmat.tools.catalog import (USE_TEACHER, agent_tools, available_tools, describe_tools, registered_tools, tool_specs,
+                                tool_status)
 from mmat.tools.context import ToolContext
 from mmat.tools.errors import ToolArgumentError, ToolError, ToolUnavailableError
 from mmat.tools.host import ToolHost
-from mmat.tools.registry import REGISTRY, Tool, ToolEnv, ToolStatus, get_tool, tool
+from mmat.tools.registry import REGISTRY, Tool, ToolEnv, ToolStatus, get_tool, tool, tool_names
 from mmat.tools.search import SIMULATED_LABEL
 from mmat.tools.visualizer import DERIVED_LABEL
 
@@ -20,6 +21,9 @@ __all__ = [
     "tool_specs",
     "tool_status",
     "available_tools",
+    "agent_tools",
+    "registered_tools",
+    "tool_names",
     "ToolStatus",
     "ToolError",
     "ToolArgumentError",

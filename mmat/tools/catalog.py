@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from mmat.tools.builtin import TOOL_NAMES
-from mmat.tools.registry import ToolEnv, ToolStatus, tools_named
+from mmat.tools.registry import Tool, ToolEnv, ToolStatus, tools_named
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmat.config import Settings
 
-__all__ = ["describe_tools", "tool_specs", "tool_status", "available_tools", "USE_TEACHER"]
+__all__ = ["describe_tools", "tool_specs", "tool_status", "available_tools", "agent_tools", "registered_tools",
+           "USE_TEACHER"]
 
 
 class _UseTeacher:
@@ -22,14 +22,23 @@ class _UseTeacher:
 USE_TEACHER: Any = _UseTeacher()  # tool_status(lm=...) default: tools get the settings' teacher as their text model
 
 
+def registered_tools() -> list[Tool]:
+    """Every tool — built-ins and plug-ins (loaded here once) — in prompt order."""
+    from mmat.plugins import load_plugins
+
+    load_plugins()
+    return tools_named(None)
+
+
 def describe_tools(names: Iterable[str] | None = None) -> str:
     """The agent prompt's tool list: one ``- name(params) -> str: description`` block per tool.
 
-    ``final_answer`` is always listed last (the agent needs it to finish), whether named or not.
+    The final tool (``final_answer``) is always listed last (the agent needs it to finish), named or not.
     """
-    wanted = None if names is None else list(dict.fromkeys([*names, "final_answer"]))
+    final = [t.name for t in registered_tools() if t.final]
+    wanted = None if names is None else list(dict.fromkeys([*names, *final]))
     tools = tools_named(wanted)
-    tools.sort(key=lambda t: t.name == "final_answer")
+    tools.sort(key=lambda t: t.final)
     return "\n".join(t.render() for t in tools)
 
 
@@ -58,10 +67,16 @@ def tool_status(settings: Settings | None = None, *, lm: Any = USE_TEACHER) -> l
     settings' teacher, which is what an agent run hands its tools.
     """
     env = _env(settings, lm)
-    return [s for t in tools_named(TOOL_NAMES) for s in t.statuses(env)]
+    return [s for t in registered_tools() for s in t.statuses(env)]
 
 
 def available_tools(settings: Settings | None = None, *, lm: Any = USE_TEACHER) -> list[str]:
     """Names of the tools that can run here (at least one active backend), in prompt order."""
     env = _env(settings, lm)
-    return [t.name for t in tools_named(TOOL_NAMES) if any(s.active for s in t.statuses(env))]
+    return [t.name for t in registered_tools() if any(s.active for s in t.statuses(env))]
+
+
+def agent_tools(settings: Settings | None = None, *, lm: Any = USE_TEACHER) -> list[str]:
+    """The tools a task may intend: those that run here, without the final tool (always offered anyway)."""
+    env = _env(settings, lm)
+    return [t.name for t in registered_tools() if not t.final and any(s.active for s in t.statuses(env))]

@@ -15,7 +15,7 @@ from mmat.tools.registry import ToolEnv, tool
 __all__ = ["final_answer"]
 
 
-@tool(returns="nothing: the run ends with this answer", host=False)
+@tool(returns="nothing: the run ends with this answer", host=False, final=True)
 def final_answer(answer: Annotated[Any, "The final answer to the task: a short text, a number, or a file name for an image answer."]) -> str:
     """Give the final answer to the task and finish. Call it once, when you have the answer."""
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmat.errors import ConfigError
-from mmat.tools.builtin import TOOL_NAMES
 from mmat.tools.context import ToolContext
 from mmat.tools.errors import ToolArgumentError
+from mmat.tools.catalog import registered_tools
 from mmat.tools.registry import REGISTRY, ToolStatus, get_tool, tools_named
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,12 +51,13 @@ class ToolHost:
         self.context = ToolContext(settings, workspace, lm=lm, caption_lookup=caption_lookup)
         if names is None:
             env = self.context.env
-            chosen = [t.name for t in tools_named(None) if t.host and any(s.active for s in t.statuses(env))]
+            chosen = [t.name for t in registered_tools() if t.host and any(s.active for s in t.statuses(env))]
         else:
             wanted = list(names)
+            registered_tools()  # plug-ins register on first use
             unknown = [n for n in wanted if n not in REGISTRY]
             if unknown:
-                raise ConfigError(f"unknown tool(s) {', '.join(unknown)}: choose from {', '.join(TOOL_NAMES)}")
+                raise ConfigError(f"unknown tool(s) {', '.join(unknown)}: choose from {', '.join(REGISTRY)}")
             chosen = [t.name for t in tools_named(wanted) if t.host]
         self._names = chosen
 

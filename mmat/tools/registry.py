@@ -69,6 +69,7 @@ class ToolStatus(BaseModel):
     available: bool
     reason: str
     active: bool
+    source: str = "mmat"
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class Tool:
     host: bool = True  # False: defined inside the sandbox (final_answer); the host never runs it
     backends: dict[str, Backend] = field(default_factory=dict)
     select: Callable[[ToolEnv], list[str]] | None = None
+    final: bool = False  # ends the trajectory (final_answer): always offered, never an "intended" tool
+    source: str = "mmat"  # the package that registered it ("mmat" for built-ins; a plug-in's module otherwise)
 
     # --- registration --------------------------------------------------------------------------
     def backend(
@@ -179,7 +182,8 @@ class Tool:
             active = available and b.accepts not in claimed
             if active:
                 claimed.add(b.accepts)
-            rows.append(ToolStatus(tool=self.name, backend=b.name, available=available, reason=reason, active=active))
+            rows.append(ToolStatus(tool=self.name, backend=b.name, available=available, reason=reason, active=active,
+                                   source=self.source))
         return rows
 
     # --- calling ---------------------------------------------------------------------------------
@@ -232,8 +236,13 @@ class Tool:
 REGISTRY: dict[str, Tool] = {}
 
 
-def tool(*, returns: str, name: str | None = None, host: bool = True) -> Callable[[Callable[..., Any]], Tool]:
-    """Declare a tool from a function: its signature is the tool's, its docstring the description."""
+def tool(*, returns: str, name: str | None = None, host: bool = True, final: bool = False
+         ) -> Callable[[Callable[..., Any]], Tool]:
+    """Declare a tool from a function: its signature is the tool's, its docstring the description.
+
+    Works the same from a user's package (see ``mmat.plugins``): the tool joins the registry, the
+    agent prompt, ``mmat tools`` and ``mmat synth --tools``.
+    """
 
     def declare(fn: Callable[..., Any]) -> Tool:
         tool_name = name or fn.__name__
@@ -249,11 +258,19 @@ def tool(*, returns: str, name: str | None = None, host: bool = True) -> Callabl
                 raise TypeError(f"parameter {p.name!r} of tool {tool_name!r} must be Annotated[type, 'description']")
             required = p.default is inspect.Parameter.empty
             params.append(Param(p.name, hint.__origin__, hint.__metadata__[0], required, None if required else p.default))
-        declared = Tool(tool_name, " ".join(inspect.cleandoc(fn.__doc__).split()), tuple(params), returns, host)
+        module = fn.__module__ or ""
+        source = "mmat" if module == "mmat" or module.startswith("mmat.") else module
+        declared = Tool(tool_name, " ".join(inspect.cleandoc(fn.__doc__).split()), tuple(params), returns, host,
+                        final=final, source=source)
         REGISTRY[tool_name] = declared
         return declared
 
     return declare
+
+
+def tool_names(*, include_final: bool = True) -> list[str]:
+    """Every registered tool in prompt order (built-ins first, then plug-ins as they registered)."""
+    return [t.name for t in REGISTRY.values() if include_final or not t.final]
 
 
 def get_tool(name: str) -> Tool:
