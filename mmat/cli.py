@@ -236,19 +236,48 @@ def pool_list(settings, fmt: str | None) -> None:
 
 
 # --- exports --------------------------------------------------------------------------------------
-@cli.command()
+_EXPORT_HELP = """Export trajectories (or preference pairs) for LLaMA-Factory, ms-swift, TRL/HF datasets, OpenAI or Parquet.
+
+\b
+FORMAT: llamafactory (sharegpt JSON + dataset_info.json), swift (JSONL + swift_dataset_info.json),
+hf (datasets folder for load_from_disk + Parquet, TRL's conversational layout), openai (chat JSONL),
+parquet (mmat's own records: `mmat import mmat` reads them back).
+Rows hold the agent's exact inference prompt (no separate tools column). Every export also writes
+README.md (dataset card) and mmat_trajectories.jsonl / mmat_pairs.jsonl.
+
+\b
+Examples:
+  mmat export llamafactory --out out/lf
+  mmat export hf --pairs --out out/hf
+  mmat export swift --where "t.verdict = 'correct' and k.domain = 'travel'" --out out/swift
+"""
+
+
+@cli.command(help=_EXPORT_HELP)
 @click.argument("fmt", metavar="FORMAT", type=click.Choice(["parquet", "hf", "llamafactory", "swift", "openai"]))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to write into.")
-@click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks); default: verified-correct trajectories.")
-@click.option("--pairs", is_flag=True, help="Export preference pairs (llamafactory, swift) instead of trajectories.")
+@click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks), or p (preference_pairs) with --pairs; "
+              "default: verified correct and not labelled incorrect, or labelled correct (what finetune trains on); all pairs with --pairs.")
+@click.option("--pairs", is_flag=True, help="Export step-level preference pairs (DPO) instead of trajectories.")
+@click.option("--images", type=click.Choice(["copy", "link", "embed"]), default=None,
+              help="copy: files into the export folder, relative paths (default; hf and openai embed); link: hard/sym links "
+                   "to the store's blobs; embed: bytes inside the rows.")
+@click.option("--text", "text", is_flag=True, help="Render for a text-only student: images as the text the local provider shows it.")
 @click.option("--model", default=None, help="Render prompts with the adapter of this model string (default: the controller).")
+@click.option("--license", "license_", default=None, help="Licence for the dataset card (default: other).")
 @with_settings()
-def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, model: str | None) -> None:
-    """Export trajectories (or preference pairs) for LLaMA-Factory, ms-swift, HF datasets, OpenAI or Parquet."""
+def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, images: str | None, text: bool,
+           model: str | None, license_: str | None) -> None:
     from mmat.pipeline.exports import run_export
 
-    path, n = run_export(settings, fmt, out, where=where, pairs=pairs, model=model)
-    click.echo(f"wrote {n} {'pair' if pairs else 'row'}(s) to {path}")
+    result = run_export(settings, fmt, out, where=where, pairs=pairs, model=model, images=images, text=text,
+                        license=license_)
+    chosen = f"--where {where}" if where else (
+        "all pairs" if pairs else "default: verified correct and not labelled incorrect, or labelled correct")
+    click.echo(f"selected {result.n_rows} {'preference pair(s)' if pairs else 'trajectories'} ({chosen})")
+    for skipped in result.skipped:
+        click.echo(f"skipped {skipped}")
+    click.echo(f"wrote {result.n_rows} row(s), {result.n_images} image(s) to {result.path}; card: {result.card}")
 
 
 # --- preference pairs -----------------------------------------------------------------------------

@@ -16,11 +16,25 @@ from mmat.errors import ConfigError, StoreError
 from mmat.store.export import Conversation, PreferenceRow
 
 __all__ = [
-    "DEFAULT_SFT_WHERE", "Selection", "load_conversations", "load_preference_rows", "load_files", "load_steps",
+    "TRAINING_SELECTION", "DEFAULT_SFT_WHERE", "Selection", "known_tools", "load_conversations", "load_preference_rows", "load_files", "load_steps",
     "user_selection",
 ]
 
-DEFAULT_SFT_WHERE = "t.verdict = 'correct'"
+# The one definition of "good enough to train on", used by `mmat finetune` and every `mmat export` format:
+# verified correct by the verifiers and not labelled incorrect by a person, or labelled correct by a person
+# (a person's label overrules the verifiers both ways). "Verified" reads the newest trajectory-verifier and
+# rules verdicts (`mmat verify` adds newer ones, e.g. for imported trajectories), else t.verdict as synth set
+# it. Evaluation runs' trajectories are never training data.
+def _newest(verifier: str) -> str:
+    return ("(SELECT v.passed FROM verdicts v WHERE v.subject_kind = 'trajectory' AND v.subject_id = t.traj_id "
+            f"AND v.verifier = '{verifier}' ORDER BY v.created_at DESC LIMIT 1)")
+
+
+TRAINING_SELECTION = (
+    f"(coalesce(t.origin, 'synth') <> 'eval' AND coalesce({_newest('label')}, "
+    f"coalesce({_newest('trajectory')}, t.verdict = 'correct') AND coalesce({_newest('rules')}, TRUE)))"
+)
+DEFAULT_SFT_WHERE = TRAINING_SELECTION
 
 
 @dataclass
@@ -64,6 +78,13 @@ def load_steps(store, traj_id: str) -> list:
     return steps
 
 
+def known_tools(names: Any) -> list[str]:
+    """The tools a prompt can describe: imported trajectories may name tools mmat has not got (kept in the store)."""
+    from mmat.tools import REGISTRY
+
+    return [n for n in (names or []) if n in REGISTRY]
+
+
 def user_selection(store, query: str, *, flag: str, columns: str) -> list[dict[str, Any]]:
     """Run a query holding a user's SQL filter; a bad filter is the user's to fix, so say which columns exist."""
     try:
@@ -85,7 +106,6 @@ def load_conversations(store, where: str = DEFAULT_SFT_WHERE, *, model: str, mul
     """One conversation per selected trajectory, rendered for ``model`` (its adapter, its modality)."""
     from mmat.lm import adapter_for
     from mmat.programs import trajectory_conversation
-    from mmat.tools import tool_specs
 
     adapter = adapter_for(model)
     rows = _select(store, where)
@@ -96,12 +116,11 @@ def load_conversations(store, where: str = DEFAULT_SFT_WHERE, *, model: str, mul
         if not steps:
             selection.skipped.append(f"{row['traj_id']}: no steps")
             continue
-        tools = list(row["tools"] or [])
+        tools = known_tools(row["tools"])
         shown = row["multimodal"] if multimodal is None else multimodal
         messages = trajectory_conversation(row["query"], load_files(store, row["task_id"]), steps, tools, adapter,
                                            multimodal=bool(shown), inline_images=False)
-        conversations.append(Conversation(messages=messages, meta={"traj_id": row["traj_id"], "task_id": row["task_id"]},
-                                          tools=tool_specs(tools)))
+        conversations.append(Conversation(messages=messages, meta={"traj_id": row["traj_id"], "task_id": row["task_id"]}))
     return conversations, selection
 
 
@@ -124,7 +143,7 @@ def load_preference_rows(store, where: str = "TRUE", *, model: str, multimodal: 
     for pair in pairs:
         steps = load_steps(store, pair["traj_id"])[: pair["step_idx"]]
         shown = pair["multimodal"] if multimodal is None else multimodal
-        prompt = agent_messages(pair["query"], load_files(store, pair["task_id"]), steps, list(pair["tools"] or []), adapter,
+        prompt = agent_messages(pair["query"], load_files(store, pair["task_id"]), steps, known_tools(pair["tools"]), adapter,
                                 multimodal=bool(shown), inline_images=False)
         chosen, rejected = (json.loads(pair[k]) if isinstance(pair[k], str) else pair[k] for k in ("chosen", "rejected"))
         render = lambda s: adapter.format_assistant_message_content(CodeAgentStep, {"thought": s["thought"], "code": s["code"]})  # noqa: E731

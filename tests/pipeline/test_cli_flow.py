@@ -57,7 +57,8 @@ def test_runs_lists_the_synth_run(home):
 def test_export_every_format(home, tmp_path, fmt):
     result = run("export", fmt, "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("wrote 2 row(s) to ")
+    assert result.output.startswith("selected 2 trajectories (default: ")
+    assert "wrote 2 row(s), " in result.output and (tmp_path / "README.md").is_file()
 
 
 def test_export_conversation_ends_on_the_final_answer_code(home, tmp_path):
@@ -68,13 +69,13 @@ def test_export_conversation_ends_on_the_final_answer_code(home, tmp_path):
         assert row["messages"][0]["role"] == "system"
         assert "inspect_file_as_text(" in row["messages"][1]["content"]  # the first turn lists the tools
     # the scripted controller is text-only: the agent saw the photo's name, never its pixels, and so does the export
-    assert all(r["images"] == [] for r in rows)
+    assert all("images" not in r for r in rows)  # a text-only dataset has no image column
     assert sum("photo.png" in r["messages"][1]["content"] for r in rows) == 1
 
 
 def test_export_with_nothing_selected_says_how_to_fix(home, tmp_path):
     result = run("export", "swift", "--out", str(tmp_path), "--where", "FALSE")
-    assert result.exit_code == 1 and "no trajectories match: run `mmat synth` first, or widen --where." in result.output
+    assert result.exit_code == 1 and "no trajectories match 'FALSE': run `mmat synth` first, or widen --where." in result.output
 
 
 def test_sql_without_a_store_names_the_fix(tmp_path):
