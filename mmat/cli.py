@@ -162,6 +162,22 @@ def tools(settings, fmt: str | None) -> None:
 
 
 # --- synthesis ------------------------------------------------------------------------------------
+@cli.command()
+@output_format
+@click.option("--no-run", is_flag=True, help="Only inspect the machine; do not start a sandbox.")
+@with_settings()
+def doctor(settings, fmt: str | None, no_run: bool) -> None:
+    """Which sandbox mode this machine gets (root, rootless or none) and why; exit 1 if none works."""
+    from mmat.cli_output import render_rows
+    from mmat.sandbox.doctor import sandbox_report
+    from mmat.sandbox.limits import Limits
+
+    rows, usable = sandbox_report(Limits.from_settings(settings), try_run=not no_run)
+    click.echo(render_rows(rows, fmt or "table"))
+    if not usable:
+        raise SystemExit(1)
+
+
 def _split_csv(ctx, param, value):
     if not value:
         return None

@@ -3,6 +3,7 @@ writable); the mode is chosen automatically. These run in both modes (see test_b
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -157,3 +158,29 @@ def test_neither_mode_is_one_clear_error(monkeypatch):
     text = str(err.value)
     assert "not root (uid 1000)" in text and "Operation not permitted" in text
     assert "kernel.unprivileged_userns_clone=1" in text and "container" in text
+
+
+def test_doctor_names_the_mode_and_proves_it(mmat_home):
+    from click.testing import CliRunner
+
+    from mmat.cli import cli
+
+    out = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["check"]: r for r in json.loads(out.output)}
+    assert rows["sandbox mode"]["status"] == ("rootless" if ROOTLESS else "root")
+    assert rows["a real sandbox"]["status"] == "ok" and "ran print(6 * 7)" in rows["a real sandbox"]["detail"]
+    assert rows["freeze between steps"]["status"] == "ok"
+
+
+def test_doctor_without_any_mode_says_what_to_do(mmat_home, monkeypatch):
+    from click.testing import CliRunner
+
+    from mmat.cli import cli
+
+    monkeypatch.setattr(modes.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(modes, "probe_rootless", lambda: (False, "user.max_user_namespaces is 0"))
+    out = CliRunner().invoke(cli, ["doctor", "--json"])
+    assert out.exit_code == 1
+    rows = json.loads(out.output)
+    assert rows[0]["status"] == "no" and "user.max_user_namespaces is 0" in rows[0]["detail"] and "container" in rows[0]["detail"]
