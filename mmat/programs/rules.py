@@ -28,10 +28,7 @@ ids, newest ``created_at``) and keeps the old ones.
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import stat
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -150,32 +147,35 @@ class RuleVerdict(BaseModel):
 
 # --- reading files without trusting them -------------------------------------------------------------------
 def read_regular_file(path: Path | str, limit: int = MAX_READ_BYTES) -> bytes:
-    """The bytes of a regular file, opened relative to its directory without following a link in the last
-    component (workspace files are untrusted: sandboxed code may have swapped one for a link or a FIFO)."""
+    """The bytes of a regular file, opened from its directory's fd with no symlink followed
+    (``mmat.sandbox.safefs``): workspace files are untrusted, sandboxed code may have swapped one for a
+    link or a FIFO."""
+    from mmat.sandbox import safefs
+
     path = Path(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-    finally:
-        os.close(dir_fd)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError("not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit:,} bytes")
-    return data
+    with safefs.root(path.parent) as fd:
+        return safefs.read_bytes(fd, path.name, limit)
+
+
+class _Undecodable(ValueError):
+    """The bounded decoder's own message (it names the exception, or the limit that stopped it)."""
 
 
 def _decode_image(path: Path) -> tuple[int, int]:
-    from PIL import Image
+    """(width, height) of an image, decoded in the tools' bounded child (memory, time and pixel limits)."""
+    from mmat.tools.bounded import BoundedFailure, run_bounded
+    from mmat.tools.context import MAX_IMAGE_PIXELS
 
-    with Image.open(io.BytesIO(read_regular_file(path))) as im:
-        im.load()
-        return im.size
+    try:
+        size, _ = run_bounded("image", read_regular_file(path), MAX_IMAGE_PIXELS)
+    except BoundedFailure as e:
+        raise _Undecodable(e.message if e.kind == "error" else f"{e.kind}: {e.message}") from None
+    return tuple(size)
 
 
 def _why(e: BaseException) -> str:
+    if isinstance(e, _Undecodable):
+        return str(e)
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 

@@ -114,7 +114,7 @@ def test_images_decode_does_not_follow_a_planted_link(tmp_path):
     link.symlink_to(canary)
     linked = GeneratedFile(name="photo.png", path=link, modality="image", mime="image/png", source="generated")
     verdict = only("images_decode", TaskSubject(query="q", files=[linked]))
-    assert not verdict.passed and "photo.png: OSError" in verdict.reasons[0]
+    assert not verdict.passed and "photo.png: UnsafePath" in verdict.reasons[0] and "symbolic link" in verdict.reasons[0]
     with pytest.raises(OSError):
         read_regular_file(link)
 
