@@ -136,6 +136,47 @@ def runs(settings, fmt: str | None, limit: int) -> None:
     click.echo(render_rows(rows, fmt or "table"))
 
 
+# --- looking at the data --------------------------------------------------------------------------
+bench_files = click.option("--bench", "benches", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                           help="A GTA (.json) or GAIA (.jsonl) file: report the 13-gram overlap of the run's queries with it (repeatable).")
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True, help="Port on 127.0.0.1 to serve on.")
+@bench_files
+@with_settings()
+def view(settings, port: int, benches) -> None:
+    """Browse the store in a local web app: runs, reports, trajectories with images, pairs, eval, labels.
+
+    Example: mmat view --port 8765, then open http://127.0.0.1:8765/
+    """
+    from mmat.view import serve
+
+    serve(settings, port=port, benches=list(benches), announce=click.echo)
+
+
+@cli.command()
+@click.option("--run", "run_id", help="The run to report on (default: the newest synthesis run).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write the report as a static folder (index.html, plots).")
+@bench_files
+@with_settings()
+def report(settings, run_id: str | None, out: Path | None, benches) -> None:
+    """Quality and diversity report of a run: stage counts, rejection reasons, diversity, LM cost.
+
+    Example: mmat report --out report/ --bench gta.json
+    """
+    from mmat.pipeline.report import build_report
+    from mmat.view.access import read_store
+
+    with read_store(settings) as (store, _source):
+        run_report = build_report(store, run_id, benches=list(benches))
+    click.echo(run_report.render())
+    if out is not None:
+        from mmat.view import write_report
+
+        click.echo(f"wrote {write_report(run_report, out)} (opens offline)")
+
+
 # --- models and tools -----------------------------------------------------------------------------
 @cli.command()
 @output_format
