@@ -6,8 +6,11 @@ near-duplicates, 13-gram overlap with benchmark files, LM usage per module and m
 trajectory, throughput over time) into a :class:`RunReport`. `mmat report` prints it
 (:meth:`RunReport.render`), `mmat report --out` and `mmat view` draw the same object as HTML.
 
-"Kept" means a trajectory whose stored verdict is ``correct``. Verdict reasons are read generically
-(a JSON list of strings or objects, a string), so any verifier's rows are counted, ``rules`` included.
+"Kept" means a trajectory whose stored verdict is ``correct``. Only the newest verdict per subject and
+verifier counts (`mmat verify` adds rows, it never replaces them). Reasons are read generically (a JSON
+list of strings or objects, a string); a rule check's reason ``"<check>: <why>"`` is grouped by check.
+Deterministic verifiers (``rules``, ``expected_answer``, anything not an LM verifier or a label) are
+counted apart from the LM verifiers.
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ __all__ = ["RunReport", "build_report", "default_run_id", "reason_texts", "norma
 
 TOP_REASONS = 8
 LM_VERIFIERS = ("query_file", "trajectory")
-RULES_VERIFIER = "rules"
+LABEL_VERIFIER = "label"
+_CHECK = re.compile(r"^([a-z][a-z0-9_]*): (.+)$", re.S)
+# The newest verdict per subject and verifier.
+_LATEST = ("(SELECT * FROM verdicts QUALIFY row_number() OVER (PARTITION BY subject_kind, subject_id, verifier "
+           "ORDER BY created_at DESC NULLS LAST, verdict_id DESC) = 1)")
 _BUCKETS_S = (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 4 * 3600, 86400)
 _MAX_BUCKETS = 40
 _DIGITS = re.compile(r"\d+")
@@ -40,6 +47,7 @@ _DEFAULT_DEDUP = 0.92
 class Count(BaseModel):
     name: str
     n: int
+    example: str | None = None  # a rule check's most common reason text
 
 
 class Stage(BaseModel):
@@ -229,23 +237,29 @@ def _stages(store, run_id: str) -> list[Stage]:
     tasks = "FROM tasks WHERE run_id = ?"
     trajs = "FROM trajectories t WHERE t.run_id = ?"
     count = lambda q: _scalar(store, f"SELECT count(*) AS n {q}", [run_id])  # noqa: E731
+    latest = lambda kind, verifier, cond: (  # noqa: E731
+        f"(SELECT subject_id FROM {_LATEST} WHERE subject_kind = '{kind}' AND verifier = '{verifier}' AND {cond})")
     stages = [
         Stage(stage="task specs written", n=count(tasks)),
         Stage(stage="specs accepted", n=count(tasks + " AND intended_tools IS NOT NULL"), of="task specs written"),
         Stage(stage="files made", n=count(tasks + " AND intended_tools IS NOT NULL AND coalesce(status_reason, '') NOT LIKE 'files:%'"
                                          " AND status NOT IN ('generated')"), of="specs accepted"),
-        Stage(stage="query-file verified", n=count(
-            tasks + " AND task_id IN (SELECT subject_id FROM verdicts WHERE subject_kind = 'task' AND verifier = 'query_file' AND passed)"),
-            of="files made"),
+    ]
+    files_made = " AND intended_tools IS NOT NULL AND coalesce(status_reason, '') NOT LIKE 'files:%'"
+    if count(tasks + " AND task_id IN " + latest("task", "rules", "TRUE")):
+        stages.append(Stage(stage="passed task rule checks", of="files made", n=count(
+            tasks + files_made + " AND task_id NOT IN " + latest("task", "rules", "NOT passed"))))
+    stages += [
+        Stage(stage="query-file verified", n=count(tasks + " AND task_id IN " + latest("task", "query_file", "passed")),
+              of="files made"),
         Stage(stage="trajectories", n=count(trajs)),
     ]
-    has_rules = count(trajs + " AND traj_id IN (SELECT subject_id FROM verdicts WHERE verifier = 'rules')")
-    if has_rules:
+    if count(trajs + " AND traj_id IN " + latest("trajectory", "rules", "TRUE")):
         stages.append(Stage(stage="passed rule checks", of="trajectories", n=count(
-            trajs + " AND traj_id NOT IN (SELECT subject_id FROM verdicts WHERE subject_kind = 'trajectory' AND verifier = 'rules' AND NOT passed)")))
+            trajs + " AND traj_id NOT IN " + latest("trajectory", "rules", "NOT passed"))))
     stages += [
         Stage(stage="passed LM verifier", of="trajectories", n=count(
-            trajs + " AND traj_id IN (SELECT subject_id FROM verdicts WHERE subject_kind = 'trajectory' AND verifier = 'trajectory' AND passed)")),
+            trajs + " AND traj_id IN " + latest("trajectory", "trajectory", "passed"))),
         Stage(stage="kept (verdict correct)", of="trajectories", n=count(trajs + " AND t.verdict = 'correct'")),
         Stage(stage="tasks solved", of="query-file verified", n=count(tasks + " AND status = 'solved'")),
     ]
@@ -254,24 +268,33 @@ def _stages(store, run_id: str) -> list[Stage]:
 
 def _verdict_rows(store, run_id: str) -> list[dict[str, Any]]:
     return store.sql(
-        "SELECT v.verifier, v.subject_kind, v.passed, v.verdict, v.reasons FROM verdicts v WHERE "
+        f"SELECT v.verifier, v.subject_kind, v.passed, v.verdict, v.reasons FROM {_LATEST} v WHERE "
         "(v.subject_kind = 'task' AND v.subject_id IN (SELECT task_id FROM tasks WHERE run_id = ?)) OR "
         "(v.subject_kind = 'trajectory' AND v.subject_id IN (SELECT traj_id FROM trajectories WHERE run_id = ?))",
         [run_id, run_id])
 
 
-def _rejections(verdicts: list[dict[str, Any]]) -> tuple[Counter, Counter]:
-    rules, lm = Counter(), Counter()
+def _rejections(verdicts: list[dict[str, Any]]) -> tuple[list[Count], list[Count]]:
+    """Top failure reasons of deterministic checks (grouped by check name) and of the LM verifiers."""
+    checks, examples, lm = Counter(), {}, Counter()
     for v in verdicts:
-        if v["passed"] is not False:
-            continue
-        target = rules if v["verifier"] == RULES_VERIFIER else lm if v["verifier"] in LM_VERIFIERS else None
-        if target is None:
+        if v["passed"] is not False or v["verifier"] == LABEL_VERIFIER:
             continue
         texts = reason_texts(v["reasons"]) or [v["verdict"] or "(no reason given)"]
-        prefix = "" if target is rules else f"{v['verifier']}: "
-        target.update(prefix + normalize_reason(t) for t in texts)
-    return rules, lm
+        if v["verifier"] in LM_VERIFIERS:
+            lm.update(f"{v['verifier']}: {normalize_reason(t)}" for t in texts)
+            continue
+        for text in texts:
+            match = _CHECK.match(text.strip())
+            name, why = (match.group(1), match.group(2)) if match else (normalize_reason(text), None)
+            if v["verifier"] != "rules":
+                name = f"{v['verifier']}: {name}"
+            checks[name] += 1
+            if why:
+                examples.setdefault(name, Counter())[normalize_reason(why)] += 1
+    top_checks = [Count(name=c.name, n=c.n, example=examples[c.name].most_common(1)[0][0] if c.name in examples else None)
+                  for c in _top(checks)]
+    return top_checks, _top(lm)
 
 
 def _verdict_rates(verdicts: list[dict[str, Any]]) -> list[VerdictRate]:
@@ -394,7 +417,7 @@ def build_report(store, run_id: str | None = None, *, benches: Sequence[Path] = 
     return RunReport(
         run_id=run_id, kind=run["kind"], status=run["status"], command=run["command"], started_at=run["started_at"],
         finished_at=run["finished_at"], settings=settings, stages=_stages(store, run_id), task_rejections=_top(task_reasons),
-        rule_rejections=_top(rules), lm_rejections=_top(lm), verdict_rates=_verdict_rates(verdicts),
+        rule_rejections=rules, lm_rejections=lm, verdict_rates=_verdict_rates(verdicts),
         domains=[DomainRow(**r) for r in domains], tool_combinations=_tool_combinations(store, run_id),
         step_histogram=_step_histogram(store, run_id), answer_types=[Count(**r) for r in answer_types],
         near_duplicates=_near_duplicates(store, run_id, float(threshold)), overlaps=_overlaps(store, run_id, benches),
@@ -433,7 +456,7 @@ def _render_text(report: RunReport, width: int) -> str:
             return f"{title}: none"
         t = table(title, label, "n")
         for r in rows:
-            t.add_row(r.name, str(r.n))
+            t.add_row(r.name + (f" (e.g. {r.example})" if r.example else ""), str(r.n))
         return t
 
     duration = f"{report.duration_s:.0f}s" if report.duration_s is not None else "–"

@@ -156,9 +156,16 @@ def build_store(home: Path) -> dict:
             verdict("trajectory", "traj-img", "trajectory", True, ["answer matches the OCR"]),
             verdict("trajectory", "traj-doc", "trajectory", True, ["12 percent is in the note"]),
             verdict("trajectory", "traj-xss", "trajectory", False, [f"reason {XSS}", "answer is 42 characters of junk"]),
-            verdict("trajectory", "traj-xss", "rules", False, ["final_answer was never called (status fallback)",
-                                                               "answer repeats one phrase 3 times"]),
+            verdict("trajectory", "traj-xss", "rules", False, ["final_answer_called: final_answer was never called (status fallback)",
+                                                               "answer_not_degenerate: the answer repeats one phrase 3 times"]),
             verdict("trajectory", "traj-img", "rules", True, []),
+            verdict("task", "task-img", "rules", True, []),
+            verdict("task", "task-xss", "rules", True, []),
+            {**verdict("trajectory", "traj-xss", "expected_answer", False, []), "verdict": "mismatch", "model": "gaia"},
+            # an older verdict that `mmat verify` superseded: only the newest per subject and verifier counts
+            {**verdict("trajectory", "traj-doc", "rules", False, ["last_step_clean: the last step raised"]),
+             "verdict_id": "old-rules-doc", "created_at": T0 - timedelta(hours=1)},
+            {**verdict("trajectory", "traj-doc", "rules", True, []), "verdict_id": "new-rules-doc"},
         ])
         put("preference_pairs", [{
             "pair_id": "pair-1", "task_id": "task-img", "traj_id": "traj-img", "step_idx": 1, "run_id": "run-prefs",

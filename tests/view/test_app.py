@@ -74,7 +74,8 @@ def test_report_page_shows_the_report_figures_and_its_charts(client):
     html = client.get(f"/runs/{RUN}").text
     stages = html.split('id="stages"')[1].split("</table>")[0]
     assert "task specs written</td><td class=\"num\">5" in stages and "kept (verdict correct)</td><td class=\"num\">2" in stages
-    assert "final_answer was never called" in html.split('id="rule-rejections"')[1].split("</section>")[0]
+    rules = html.split('id="rule-rejections"')[1].split("</section>")[0]
+    assert "final_answer_called" in rules and "final_answer was never called" in rules
     assert "answer is # characters of junk" in html.split('id="lm-rejections"')[1].split("</section>")[0]
     assert "ocr + visualizer" in html and "CodeAgent" in html
     charts = re.findall(r'src="(/plot/[0-9a-f]+\.svg)"', html)

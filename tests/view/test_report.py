@@ -31,6 +31,7 @@ def test_stage_counts_match_sql(store):
     assert stages["query-file verified"] == one(store, "SELECT count(*) AS n FROM verdicts WHERE verifier = 'query_file' AND passed "
                                                 "AND subject_id IN (SELECT task_id FROM tasks WHERE run_id = ?)") == 3
     assert stages["trajectories"] == one(store, "SELECT count(*) AS n FROM trajectories WHERE run_id = ?") == 3
+    assert stages["passed task rule checks"] == 3  # task-files has no rules verdict and made no files
     assert stages["passed rule checks"] == 2 and stages["passed LM verifier"] == 2
     assert stages["kept (verdict correct)"] == report.kept == one(
         store, "SELECT count(*) AS n FROM trajectories WHERE run_id = ? AND verdict = 'correct'") == 2
@@ -39,17 +40,22 @@ def test_stage_counts_match_sql(store):
 
 def test_rejection_reasons_keep_rules_and_lm_apart(store):
     report = build_report(store, RUN)
-    assert {c.name for c in report.rule_rejections} == {"final_answer was never called (status fallback)", "answer repeats one phrase # times"}
+    rules = {c.name: (c.n, c.example) for c in report.rule_rejections}
+    assert rules == {"final_answer_called": (1, "final_answer was never called (status fallback)"),
+                     "answer_not_degenerate": (1, "the answer repeats one phrase # times"),
+                     "expected_answer: mismatch": (1, None)}  # last_step_clean was superseded by a newer verdict
     assert {c.name for c in report.lm_rejections} >= {"trajectory: answer is # characters of junk"}
-    assert not any("final_answer was never called" in c.name for c in report.lm_rejections)
+    assert not any("final_answer" in c.name for c in report.lm_rejections)
     failed_sql = one(store, "SELECT count(*) AS n FROM (SELECT unnest(CAST(reasons AS VARCHAR[])) FROM verdicts "
-                     "WHERE verifier = 'rules' AND NOT passed AND subject_id IN (SELECT traj_id FROM trajectories WHERE run_id = ?))")
-    assert sum(c.n for c in report.rule_rejections) == failed_sql == 2
+                     "WHERE verifier = 'rules' AND NOT passed AND verdict_id <> 'old-rules-doc' "
+                     "AND subject_id IN (SELECT traj_id FROM trajectories WHERE run_id = ?))")
+    assert sum(c.n for c in report.rule_rejections if c.name in ("final_answer_called", "answer_not_degenerate")) == failed_sql == 2
     assert {c.name: c.n for c in report.task_rejections} == {
         "files: photo_#.jpg: no pool image matched": 1, "near-duplicate of an earlier query": 1,
         "none of # trajectories was verified correct": 1}
     rates = {(v.verifier, v.subject_kind): (v.n, v.passed) for v in report.verdict_rates}
-    assert rates == {("query_file", "task"): (3, 3), ("rules", "trajectory"): (2, 1), ("trajectory", "trajectory"): (3, 2)}
+    assert rates == {("query_file", "task"): (3, 3), ("rules", "task"): (2, 2), ("rules", "trajectory"): (3, 2),
+                     ("trajectory", "trajectory"): (3, 2), ("expected_answer", "trajectory"): (1, 0)}
 
 
 def test_diversity_figures_match_sql(store):
@@ -139,7 +145,7 @@ def test_mmat_report_prints_and_writes_a_static_folder(view_settings, tmp_path):
     result = CliRunner().invoke(cli, ["report", "--run", RUN, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert f"run {RUN} (synth, done, 90s)" in result.output
-    assert "final_answer was never called" in result.output and "per kept trajectory: $0.1400" in result.output
+    assert "final_answer_called (e.g. final_answer was never called" in result.output and "per kept trajectory: $0.1400" in result.output
     index = (out / "index.html").read_text()
     assert "/assets/" not in index and "http" not in index.split("<main>")[0]  # nothing to fetch from a server
     images = re.findall(r'src="([^"]+)"', index)
