@@ -8,7 +8,7 @@ from typing import Iterator
 from mmat.config import Settings
 from mmat.errors import StoreError, StoreMigrationPendingError
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "read_frame"]
 
 
 @contextmanager
@@ -29,3 +29,17 @@ def open_store(settings: Settings, *, read_only: bool = False) -> Iterator["Stor
         yield store
     finally:
         store.close()
+
+
+def read_frame(table_or_sql: str, settings: Settings | None = None, params: list | None = None):
+    """A store table or a SELECT as a pandas DataFrame, in one call (read-only; nested columns stay nested).
+
+    ``read_frame("trajectories")``, ``read_frame("select domain, count(*) from tasks group by 1")``.
+    For polars: ``polars.from_arrow(store.sql_arrow(sql))`` inside ``open_store``.
+    """
+    from mmat.config import load_settings
+
+    text = table_or_sql.strip()
+    sql = text if " " in text else f'SELECT * FROM "{text}"'
+    with open_store(settings or load_settings(), read_only=True) as store:
+        return store.sql_arrow(sql, params).to_pandas()

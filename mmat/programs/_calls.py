@@ -17,7 +17,8 @@ from dspy.utils.exceptions import AdapterParseError
 
 from mmat.errors import ModelOutputError
 
-__all__ = ["call_predictor", "clean_optional", "strip_code_fences", "active_lm", "lm_is_multimodal", "mark"]
+__all__ = ["call_predictor", "clean_optional", "strip_code_fences", "active_lm", "lm_is_multimodal", "mark",
+           "stage_signature"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,20 @@ def mark(module: Any, name: str) -> Any:
     """Give a module or predictor the stable ``_mmat_name`` the LM-call recorder files its calls under."""
     module._mmat_name = name
     return module
+
+
+def stage_signature(signature: Any, default: type[dspy.Signature]) -> type[dspy.Signature]:
+    """The signature a stage runs: ``default``, or a subclass of it (new instructions, same typed fields).
+
+    A subclass keeps every input and output field the stage reads and writes, so its docstring (the
+    prompt) and field descriptions can change while the module's code stays valid.
+    """
+    if signature is None:
+        return default
+    if not (isinstance(signature, type) and issubclass(signature, default)):
+        raise TypeError(f"signature must be a subclass of {default.__name__} (same fields, your instructions), "
+                        f"got {signature!r}")
+    return signature
 
 
 def call_predictor(predictor: Any, stage: str, **kwargs: Any) -> dspy.Prediction:

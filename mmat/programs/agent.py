@@ -19,7 +19,7 @@ import dspy
 
 from mmat.config import DEFAULT_TEACHER, Settings, load_settings
 from mmat.errors import ModelOutputError
-from mmat.programs._calls import active_lm, call_predictor, lm_is_multimodal, mark, strip_code_fences
+from mmat.programs._calls import active_lm, call_predictor, lm_is_multimodal, mark, strip_code_fences, stage_signature
 from mmat.programs.conversation import agent_step_inputs, render_tools
 from mmat.programs.files import IMAGE_SUFFIXES, GeneratedFile, list_files
 from mmat.programs.trajectory import AgentStep, Trajectory, answer_text, render_observation, render_steps
@@ -66,6 +66,7 @@ class CodeAgent(dspy.Module):
         multimodal: bool | None = None,
         limits: Any = None,
         tool_lm: Any = None,
+        signature: type[CodeAgentStep] | None = None,
     ):
         super().__init__()
         self.settings = settings or load_settings()
@@ -75,7 +76,7 @@ class CodeAgent(dspy.Module):
         self.multimodal = multimodal
         self.limits = limits
         self.tool_lm = tool_lm
-        self.step = mark(dspy.Predict(CodeAgentStep), "code_agent.step")
+        self.step = mark(dspy.Predict(stage_signature(signature, CodeAgentStep)), "code_agent.step")
         self.fallback = mark(dspy.Predict(FallbackAnswer), "code_agent.fallback")
 
     # --- building blocks (StepSampler reuses them) ------------------------------------------------

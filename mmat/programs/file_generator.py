@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mmat.errors import ModelOutputError
 from mmat.pool import ImagePool
-from mmat.programs._calls import call_predictor, mark, strip_code_fences
+from mmat.programs._calls import call_predictor, mark, strip_code_fences, stage_signature
 from mmat.programs.files import GeneratedFile, file_name_for, mime_for
 from mmat.signatures.files import FixFileCode, WriteFileCode
 from mmat.signatures.queries import FileNeed, QuerySpec
@@ -99,13 +99,14 @@ class FileGenerator(dspy.Module):
 
     _mmat_name = "file_generator"
 
-    def __init__(self, pool: ImagePool, *, max_retries: int = 3, limits: Any = None, min_image_score: float = 0.0):
+    def __init__(self, pool: ImagePool, *, max_retries: int = 3, limits: Any = None, min_image_score: float = 0.0,
+                 signature: type[WriteFileCode] | None = None):
         super().__init__()
         self.pool = pool
         self.max_retries = max_retries
         self.limits = limits
         self.min_image_score = min_image_score
-        self.write = mark(dspy.Predict(WriteFileCode), "file_generator.write")
+        self.write = mark(dspy.Predict(stage_signature(signature, WriteFileCode)), "file_generator.write")
         self.fix = mark(dspy.Predict(FixFileCode), "file_generator.fix")
 
     def forward(self, spec: QuerySpec, workspace: Path, *, config: dict[str, Any] | None = None) -> FileGenResult:

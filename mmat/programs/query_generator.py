@@ -14,7 +14,7 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from mmat.programs._calls import call_predictor, mark
+from mmat.programs._calls import call_predictor, mark, stage_signature
 from mmat.signatures.queries import MAX_QUERIES, MAX_TOOLS_PER_QUERY, GenerateQueries, QuerySpec, SeedExample
 
 __all__ = ["QueryGenerator", "QueryGenResult", "SpecRejection", "validate_specs"]
@@ -93,12 +93,12 @@ class QueryGenerator(dspy.Module):
 
     _mmat_name = "query_generator"
 
-    def __init__(self, n_queries: int = 3):
+    def __init__(self, n_queries: int = 3, *, signature: type[GenerateQueries] | None = None):
         super().__init__()
         if not 1 <= n_queries <= MAX_QUERIES:
             raise ValueError(f"n_queries must be between 1 and {MAX_QUERIES}, got {n_queries}")
         self.n_queries = n_queries
-        self.generate = mark(dspy.Predict(GenerateQueries), "query_generator.generate")
+        self.generate = mark(dspy.Predict(stage_signature(signature, GenerateQueries)), "query_generator.generate")
 
     def forward(
         self,

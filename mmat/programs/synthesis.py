@@ -11,7 +11,7 @@ verifier judges.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -110,9 +110,20 @@ class SeedResult(BaseModel):
 class Synthesis(dspy.Module):
     """Compose QueryGenerator, FileGenerator, QueryFileVerifier, CodeAgent and TrajectoryVerifier for one seed.
 
-    ``pool`` is None only for a program that verifies and never makes files (``mmat verify``)."""
+    Every stage can be passed in (``query_generator=QueryGenerator(signature=MySignature)``, your own
+    ``dspy.Module`` with the same call, ...); the defaults are built from ``settings``. ``pool`` is None
+    only for a program that verifies and never makes files (``mmat verify``).
+
+    Models are bound to **roles**: ``teacher`` (queries, files), ``controller`` (the agent) and
+    ``verifier`` (both verifiers). A role's LM is ``lms[role]`` when given (a ``dspy.LM``), else built from
+    the settings' model string for it. Each stage runs inside ``dspy.context(lm=<its role's LM>)``, so an
+    outer ``dspy.context(lm=...)`` is overridden on purpose: a synthesis always has three roles, and one
+    ambient LM would silently make the teacher grade itself. To use one LM everywhere, pass it for all three.
+    """
 
     _mmat_name = "synthesis"
+
+    ROLES = ("teacher", "controller", "verifier")
 
     def __init__(
         self,
@@ -125,31 +136,48 @@ class Synthesis(dspy.Module):
         dedup: Dedup | None = None,
         solve: bool = True,
         limits: Any = None,
+        query_generator: Any = None,
+        file_generator: Any = None,
+        query_verifier: Any = None,
+        agent: Any = None,
+        trajectory_verifier: Any = None,
+        lms: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.settings = settings or load_settings()
         self.k = trajectories_per_task if trajectories_per_task is not None else self.settings.trajectories_per_task
         if self.k < 1:
             raise ValueError(f"trajectories_per_task must be >= 1, got {self.k}")
+        unknown = sorted(set(lms or {}) - set(self.ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)} in lms: the roles are {', '.join(self.ROLES)}")
         self.tools = list(tools) if tools is not None else None
         self.dedup = dedup
         self.solve = solve
-        self.query_generator = QueryGenerator(n_queries)
-        self.file_generator = FileGenerator(pool, max_retries=self.settings.file_retries, limits=limits)
-        self.query_verifier = QueryFileVerifier()
-        self.agent = CodeAgent(self.tools or [], settings=self.settings, limits=limits)
-        self.trajectory_verifier = TrajectoryVerifier()
+        self.query_generator = query_generator or QueryGenerator(n_queries)
+        self.file_generator = file_generator or FileGenerator(pool, max_retries=self.settings.file_retries, limits=limits)
+        self.query_verifier = query_verifier or QueryFileVerifier()
+        self.agent = agent or CodeAgent(self.tools or [], settings=self.settings, limits=limits)
+        self.trajectory_verifier = trajectory_verifier or TrajectoryVerifier()
         self.rule_options = RuleOptions.from_settings(self.settings)
-        self._lms: dict[str, Any] = {}
+        self._lms: dict[str, Any] = dict(lms or {})
 
     # --- roles ---------------------------------------------------------------------------------
+    def role_model(self, role: str) -> str:
+        """The model string a role runs on (an injected LM's ``model``, else the settings')."""
+        if role in self._lms:
+            return str(self._lms[role].model)
+        return {"teacher": self.settings.teacher, "controller": self.settings.controller_model,
+                "verifier": self.settings.verifier_model}[role]
+
     @contextmanager
-    def _role(self, model: str) -> Iterator[None]:
+    def _role(self, role: str) -> Iterator[None]:
         from mmat.lm import adapter_for, build_lm
 
-        if model not in self._lms:
-            self._lms[model] = build_lm(model, settings=self.settings)
-        with dspy.context(lm=self._lms[model], adapter=adapter_for(model)):
+        if role not in self._lms:
+            self._lms[role] = build_lm(self.role_model(role), settings=self.settings)
+        lm = self._lms[role]
+        with dspy.context(lm=lm, adapter=adapter_for(str(lm.model))):
             yield
 
     def _sample_config(self, attempt: int) -> dict[str, Any]:
@@ -161,7 +189,7 @@ class Synthesis(dspy.Module):
         tools = self.tools or seed.tools
         result = SeedResult(seed=seed)
         try:
-            with self._role(self.settings.teacher):
+            with self._role("teacher"):
                 result.queries = self.query_generator(seed.domain.render(), tools, seed.examples)
         except ModelOutputError as e:
             result.error = str(e)
@@ -183,7 +211,7 @@ class Synthesis(dspy.Module):
 
     def make_task(self, index: int, spec: QuerySpec, tools: Sequence[str], workspace: Path) -> TaskResult:
         """Files, query-file verification and (with ``solve``) k verified trajectories for one spec."""
-        with self._role(self.settings.teacher):
+        with self._role("teacher"):
             files = self.file_generator(spec, workspace / "files")
         task = TaskResult(spec_index=index, spec=spec, query=spec.query, workspace=workspace, files=files,
                           status="rejected")
@@ -206,7 +234,7 @@ class Synthesis(dspy.Module):
         if not use_lm:
             return task
         try:
-            with self._role(self.settings.verifier_model):
+            with self._role("verifier"):
                 verdict = self.query_verifier(spec.query, spec.intended_tools, task.files.files)
         except ModelOutputError as e:
             task.status, task.status_reason = "failed", f"query-file verifier: {e}"
@@ -220,10 +248,10 @@ class Synthesis(dspy.Module):
         return task
 
     def _solve(self, task: TaskResult, tools: Sequence[str], workspace: Path) -> None:
-        controller = self.settings.controller_model
+        controller = self.role_model("controller")
         for attempt in range(self.k):
             config = self._sample_config(attempt)
-            with self._role(controller):
+            with self._role("controller"):
                 trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
                                         config=config)
             run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
@@ -252,7 +280,7 @@ class Synthesis(dspy.Module):
         if not run.rules.passed or not use_lm:
             return run
         try:
-            with self._role(self.settings.verifier_model):
+            with self._role("verifier"):
                 run.verdict = self.trajectory_verifier(task.query, task.files.files, trajectory,
                                                        expected_answer=spec.expected_answer)
         except ModelOutputError as e:

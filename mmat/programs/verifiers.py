@@ -12,7 +12,7 @@ from typing import Any
 
 import dspy
 
-from mmat.programs._calls import active_lm, call_predictor, clean_optional, lm_is_multimodal, mark
+from mmat.programs._calls import active_lm, call_predictor, clean_optional, lm_is_multimodal, mark, stage_signature
 from mmat.programs.files import DOCUMENT_PREVIEW_CHARS, GeneratedFile, describe_files, image_files
 from mmat.programs.trajectory import Trajectory, render_steps
 from mmat.signatures.images import Images
@@ -50,9 +50,10 @@ class QueryFileVerifier(_Viewer):
 
     _mmat_name = "query_file_verifier"
 
-    def __init__(self, *, multimodal: bool | None = None, max_doc_chars: int = DOCUMENT_PREVIEW_CHARS):
+    def __init__(self, *, multimodal: bool | None = None, max_doc_chars: int = DOCUMENT_PREVIEW_CHARS,
+                 signature: type[VerifyQueryFiles] | None = None):
         super().__init__(multimodal, max_doc_chars)
-        self.verify = mark(dspy.Predict(VerifyQueryFiles), "query_file_verifier.verify")
+        self.verify = mark(dspy.Predict(stage_signature(signature, VerifyQueryFiles)), "query_file_verifier.verify")
 
     def forward(self, query: str, intended_tools: Sequence[str], files: Sequence[GeneratedFile], *,
                 config: dict[str, Any] | None = None) -> QueryFileVerdict:
@@ -72,9 +73,10 @@ class TrajectoryVerifier(_Viewer):
 
     _mmat_name = "trajectory_verifier"
 
-    def __init__(self, *, multimodal: bool | None = None, max_doc_chars: int = DOCUMENT_PREVIEW_CHARS):
+    def __init__(self, *, multimodal: bool | None = None, max_doc_chars: int = DOCUMENT_PREVIEW_CHARS,
+                 signature: type[VerifyTrajectory] | None = None):
         super().__init__(multimodal, max_doc_chars)
-        self.verify = mark(dspy.Predict(VerifyTrajectory), "trajectory_verifier.verify")
+        self.verify = mark(dspy.Predict(stage_signature(signature, VerifyTrajectory)), "trajectory_verifier.verify")
 
     def forward(self, query: str, files: Sequence[GeneratedFile], trajectory: Trajectory, *,
                 expected_answer: str | None = None, config: dict[str, Any] | None = None) -> TrajectoryVerdict:
