@@ -104,36 +104,73 @@ def _quiet_library_progress_bars() -> None:
 
 
 # --- store ----------------------------------------------------------------------------------------
+def table_options(fn):
+    """``--full`` and ``--max-width`` for commands that print a table."""
+    from mmat.cli_output import MAX_CELL_CHARS
+
+    fn = click.option("--max-width", type=click.IntRange(4), default=MAX_CELL_CHARS, show_default=True,
+                      help="Cut table cells longer than this many characters.")(fn)
+    return click.option("--full", is_flag=True, help="Show every table cell whole (no cutting).")(fn)
+
+
 @cli.command()
 @click.argument("query")
 @output_format
 @output_csv
+@table_options
 @with_settings()
-def sql(settings, query: str, fmt: str | None) -> None:
-    """Run any SQL over the store, e.g. mmat sql "select model, count(*) from lm_calls group by 1"."""
-    from mmat.cli_output import render_rows
-    from mmat.runtime import open_store
+def sql(settings, query: str, fmt: str | None, full: bool, max_width: int) -> None:
+    """Run one read-only SQL statement over the store, also while a job writes it.
 
-    with open_store(settings, read_only=True) as store:
-        rows = store.sql(query)
-    click.echo(render_rows(rows, fmt or "table"))
+    JSON columns print as JSON with --json; --csv always writes a header and ISO timestamps.
+    """
+    from mmat.cli_output import render_arrow
+    from mmat.store import read_sql
+
+    _require_store(settings)
+    click.echo(render_arrow(read_sql(settings, query), fmt or "table", full=full, max_width=max_width))
+
+
+def _require_store(settings) -> None:
+    from mmat.errors import StoreError
+
+    if not settings.db_path.exists():
+        raise StoreError(f"no store at {settings.db_path}: run `mmat demo` or `mmat synth` first, or set MMAT_HOME.")
 
 
 @cli.command()
 @output_format
-@click.option("--limit", type=int, default=20, show_default=True, help="Show at most this many runs, newest first.")
+@output_csv
+@table_options
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Show at most this many runs, newest first.")
 @with_settings()
-def runs(settings, fmt: str | None, limit: int) -> None:
-    """List runs (synth, demo, finetune, eval, ...) with their status and summary."""
-    from mmat.cli_output import render_rows
-    from mmat.runtime import open_store
+def runs(settings, fmt: str | None, full: bool, max_width: int, limit: int) -> None:
+    """List runs (synth, demo, finetune, eval, ...) with their status and summary, also while one runs."""
+    from mmat.cli_output import render_arrow
+    from mmat.store import read_sql
 
-    with open_store(settings, read_only=True) as store:
-        rows = store.sql(
-            "select run_id, kind, status, started_at, finished_at, summary from runs order by started_at desc limit ?",
-            [limit],
-        )
-    click.echo(render_rows(rows, fmt or "table"))
+    _require_store(settings)
+    table = read_sql(
+        settings,
+        "select run_id, kind, status, started_at, finished_at, summary from runs order by started_at desc limit ?",
+        [limit],
+    )
+    click.echo(render_arrow(table, fmt or "table", full=full, max_width=max_width))
+
+
+@cli.command()
+@click.argument("ident", metavar="TRAJ_ID|TASK_ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as one JSON object.")
+@with_settings()
+def show(settings, ident: str, as_json: bool) -> None:
+    """Print one trajectory (task, files, every step's thought, code, observation, tool calls; verdicts) or one
+    task (files, verdicts, its trajectories) in full. A unique id prefix is enough."""
+    from mmat.cli_output import render_record, to_json
+    from mmat.store.records import find_record
+
+    _require_store(settings)
+    record = find_record(settings, ident)
+    click.echo(to_json(record) if as_json else render_record(record))
 
 
 # --- looking at the data --------------------------------------------------------------------------

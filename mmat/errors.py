@@ -6,7 +6,7 @@ and a non-zero exit; anything else is a bug in mmat and keeps its traceback.
 
 __all__ = [
     "MmatError", "ConfigError", "ModelUnavailableError", "ModelOutputError", "SandboxError", "StoreError",
-    "StoreMigrationPendingError",
+    "StoreMigrationPendingError", "StoreLockedError",
 ]
 
 
@@ -36,3 +36,11 @@ class StoreError(MmatError):
 
 class StoreMigrationPendingError(StoreError):
     """A read-only open found a store from an older mmat: a read-write open migrates it."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the database file (``pid`` when DuckDB names it)."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid

@@ -6,15 +6,19 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from mmat.config import Settings
-from mmat.errors import StoreError, StoreMigrationPendingError
+from mmat.errors import StoreError, StoreLockedError, StoreMigrationPendingError
 
 __all__ = ["open_store", "read_frame"]
 
 
 @contextmanager
 def open_store(settings: Settings, *, read_only: bool = False) -> Iterator["Store"]:  # noqa: F821
-    """Open (and migrate) the store under settings.home; always closes, flushing pending writes."""
-    from mmat.store import Store
+    """Open (and migrate) the store under settings.home; always closes, flushing pending writes.
+
+    ``read_only`` while another process writes the store yields a :class:`~mmat.store.StoreReader`
+    whose queries that process answers (see :mod:`mmat.store.read`).
+    """
+    from mmat.store import Store, StoreReader
 
     if read_only and not settings.db_path.exists():
         raise StoreError(f"no store at {settings.db_path}: run `mmat demo` or `mmat synth` first, or set MMAT_HOME.")
@@ -22,6 +26,10 @@ def open_store(settings: Settings, *, read_only: bool = False) -> Iterator["Stor
         settings.ensure_dirs()
     try:
         store = Store.open(settings.db_path, read_only=read_only)
+    except StoreLockedError:
+        if not read_only:
+            raise
+        store = StoreReader(settings.db_path)
     except StoreMigrationPendingError:  # a store from an older mmat: migrate once, then read as asked
         Store.open(settings.db_path).close()
         store = Store.open(settings.db_path, read_only=True)

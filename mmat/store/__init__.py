@@ -1,5 +1,8 @@
 """mmat's DuckDB store: migrations, the single writer, blobs, run records and the LM-call recorder.
 
+Read-only code reads through :func:`read_sql` (works while a job writes the store; see
+:mod:`mmat.store.read`) and decodes rows with :func:`table_rows`.
+
 ``LMCallRecorder`` is loaded on first use, so reading the store (``mmat sql``, benchmarks) does not
 import DSPy.
 """
@@ -9,11 +12,16 @@ from typing import Any
 from mmat.store.blobs import BlobStore
 from mmat.store.context import current_task_id, recording_task
 from mmat.store.db import Store
+from mmat.store.read import StoreReader, read_sql
+from mmat.store.readonly import table_rows
 from mmat.store.runs import resumable_run_id
 from mmat.store.writer import Writer
 
 __all__ = [
     "Store",
+    "StoreReader",
+    "read_sql",
+    "table_rows",
     "Writer",
     "BlobStore",
     "LMCallRecorder",

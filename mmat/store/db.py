@@ -4,9 +4,11 @@ Readers call :meth:`Store.sql` (each call on its own cursor, fully fetched, so t
 half-read result) or :meth:`Store.cursor`. Writes go only through :attr:`Store.writer` (see
 :mod:`mmat.store.writer`). Blobs live next to the database file, in ``<home>/blobs``.
 
-One process may hold the file read-write; a second process gets a StoreError naming the pid. Inside
-one process, open the store once and share the object: a second ``Store.open`` of the same file is
-refused, because two writers on one database would race.
+One process may hold the file read-write; a second writer gets a StoreError naming the pid (after
+waiting ``WRITER_WAIT_S`` for a short read-only open to end). The process holding the file serves
+other processes' reads on a local socket (:mod:`mmat.store.readserver`; read with
+:func:`mmat.store.read_sql`). Inside one process, open the store once and share the object: a second
+``Store.open`` of the same file is refused, because two writers on one database would race.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +25,18 @@ import duckdb
 import pyarrow as pa
 
 from mmat.config import Settings
-from mmat.errors import StoreError, StoreMigrationPendingError
+from mmat.errors import StoreError, StoreLockedError, StoreMigrationPendingError
 from mmat.store import runs
 from mmat.store.blobs import BlobStore
 from mmat.store.columns import TableSpec
 from mmat.store.dberrors import open_error, sql_error
 from mmat.store.migrate import applied_migrations, migrate, pending_migrations
+from mmat.store.readonly import run_read_query
+from mmat.store.readserver import ReadServer
 from mmat.store.schema import MIGRATIONS
 from mmat.store.writer import Writer
 
-__all__ = ["Store"]
+__all__ = ["Store", "open_store_in_process", "WRITER_WAIT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,14 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 
 _open_stores: "dict[Path, Store]" = {}  # strong refs: a forgotten store is still flushed at exit
 _open_lock = threading.Lock()
+WRITER_WAIT_S = 3.0  # a reader's one-query read-only open is short: a writer waits this long for it
+
+
+def open_store_in_process(path: Path) -> "Store | None":
+    """The Store this process already has open on ``path``, if any."""
+    with _open_lock:
+        store = _open_stores.get(Path(path).absolute())
+    return store if store is not None and not store.closed else None
 
 
 class Store:
@@ -54,6 +67,7 @@ class Store:
         self._writer: Writer | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
+        self._read_server: ReadServer | None = None
 
     # --- opening ----------------------------------------------------------------------------------
     @classmethod
@@ -63,11 +77,13 @@ class Store:
         *,
         read_only: bool = False,
         migrations: Sequence[tuple[str, str]] | None = None,
+        serve_reads: bool = True,
     ) -> "Store":
         """Open (creating and migrating if needed) the database at ``path``.
 
         ``migrations`` defaults to :data:`mmat.store.schema.MIGRATIONS`; tests pass a prefix to build
         an old database. A read-only open never migrates: it refuses a database that needs migrations.
+        A read-write open serves other processes' reads on a socket unless ``serve_reads`` is False.
         """
         path = Path(path).expanduser().absolute()
         migrations = MIGRATIONS if migrations is None else list(migrations)
@@ -80,10 +96,7 @@ class Store:
                 )
             if not read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                con = duckdb.connect(str(path), read_only=read_only)
-            except duckdb.Error as e:
-                raise open_error(path, e) from None
+            con = _connect(path, read_only)
             try:
                 if read_only:
                     todo = pending_migrations(path, applied_migrations(con), migrations)
@@ -98,8 +111,19 @@ class Store:
                 con.close()
                 raise
             store = cls(con, path, read_only=read_only)
+            if not read_only and serve_reads:
+                store._serve_reads()
             _open_stores[path] = store
         return store
+
+    def _serve_reads(self) -> None:
+        server = ReadServer(self.path, self.cursor)
+        try:
+            server.start()
+        except (OSError, StoreError) as e:  # the store still works; only other processes cannot read during jobs
+            log.warning("no read socket for %s (%s): other processes cannot read it while this one runs", self.path, e)
+            return
+        self._read_server = server
 
     @classmethod
     def for_settings(cls, settings: Settings, *, read_only: bool = False) -> "Store":
@@ -142,6 +166,12 @@ class Store:
                 return cur.sql(query, params=params).to_arrow_table()
             except duckdb.Error as e:
                 raise sql_error(e) from None
+
+    def read_arrow(self, query: str, params: Params = None) -> pa.Table:
+        """One checked read statement (see :mod:`mmat.store.readonly`): JSON columns typed ``arrow.json``."""
+        self._check_open()
+        with self._con.cursor() as cur:
+            return run_read_query(cur, query, params)
 
     def tables(self) -> list[str]:
         return [r["table_name"] for r in self.sql("SELECT table_name FROM duckdb_tables() ORDER BY 1")]
@@ -192,6 +222,8 @@ class Store:
             return
         self._closed = True
         try:
+            if self._read_server is not None:
+                self._read_server.close()
             if self._writer is not None:
                 self._writer.close()
         finally:
@@ -217,6 +249,18 @@ class Store:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the store {self.path} is closed: open it again with Store.open")
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + (0.0 if read_only else WRITER_WAIT_S)
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as e:
+            error = open_error(path, e)
+            if not isinstance(error, StoreLockedError) or time.monotonic() >= deadline:
+                raise error from None
+        time.sleep(0.1)
 
 
 @atexit.register

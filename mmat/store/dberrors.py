@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mmat.errors import StoreError
+from mmat.errors import StoreError, StoreLockedError
 
 __all__ = ["one_line", "open_error", "sql_error"]
 
@@ -29,7 +29,10 @@ def open_error(path: Path, error: BaseException) -> StoreError:
     if "Could not set lock" in text or "Conflicting lock" in text:
         pid = _PID.search(text)
         who = f" (pid {pid.group(1)})" if pid else ""
-        return StoreError(f"{path} is open in another process{who}: stop it or use another MMAT_HOME")
+        return StoreLockedError(
+            f"{path} is open in another process{who}: stop it or use another MMAT_HOME",
+            pid=int(pid.group(1)) if pid else None,
+        )
     if "not a valid DuckDB database" in text:
         return StoreError(f"{path} is not a DuckDB database: move it away or point MMAT_HOME elsewhere")
     if "read-only mode: database does not exist" in text:
