@@ -51,6 +51,28 @@ def stage_files(files: Sequence[GeneratedFile], workspace: Path) -> list[Generat
     return staged
 
 
+MAX_STEP_IMAGE_BYTES = 64 * 1024 * 1024  # the sandbox's default file-size limit
+
+
+def export_step_images(workspace: Path, idx: int, new_files: Sequence[str]) -> list[str]:
+    """Copies of a step's new images in ``<workspace>.images/step<idx>/``, outside the sandbox's reach.
+
+    Code in the sandbox may still be running (a thread it started) and may swap these files for
+    links to host files: each is read once, without following links (regular files only), and the
+    copy is what the model sees and the store keeps. A file swapped for something else is skipped."""
+    from mmat.sandbox.workspace import export_file
+
+    out, kept = workspace.parent / f"{workspace.name}.images" / f"step{idx}", []
+    for rel in new_files:
+        if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            kept.append(str(export_file(workspace, rel, out / rel, MAX_STEP_IMAGE_BYTES)))
+        except OSError:
+            continue
+    return kept
+
+
 class CodeAgent(dspy.Module):
     """Solve a task with code and tools in a sandbox; returns a typed Trajectory."""
 
@@ -128,7 +150,7 @@ class CodeAgent(dspy.Module):
     def execute(sandbox: Any, idx: int, thought: str, code: str, workspace: Path) -> AgentStep:
         """Run one step's code and turn the result into an AgentStep."""
         result = sandbox.run(strip_code_fences(code))
-        images = [str(workspace / f) for f in result.new_files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+        images = export_step_images(workspace, idx, result.new_files)
         error = f"{result.error.type}: {result.error.message}" if result.error is not None else None
         return AgentStep(
             idx=idx, thought=thought, code=code, observation=render_observation(result, result.new_files),

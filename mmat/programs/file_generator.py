@@ -8,6 +8,7 @@ for up to ``max_retries`` more attempts. Every attempt is logged: the runner kee
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import zipfile
@@ -66,20 +67,31 @@ class FileGenResult(BaseModel):
         return not self.failures
 
 
+MAX_GENERATED_BYTES = 64 * 1024 * 1024  # the sandbox's default file-size limit
+
+
 def check_file(path: Path, fmt: str) -> str | None:
     """What is wrong with a generated file, or None. Cheap structural checks, no parsing of content."""
-    if path.is_symlink():
-        return "it is a symbolic link; write a regular file"
-    if not path.exists():
+    from mmat.sandbox import safefs
+
+    # The file was written by sandboxed code that may still be running: one no-follow, non-blocking
+    # open through the directory's fd, then only the bytes are looked at.
+    try:
+        with safefs.root(path.parent) as fd:
+            data = safefs.read_bytes(fd, path.name, MAX_GENERATED_BYTES)
+    except FileNotFoundError:
         return "missing"
-    if not path.is_file():
-        return "it is a directory, not a file"
-    data = path.read_bytes()
+    except safefs.NotRegularFile as e:
+        return "it is a directory, not a file" if e.kind == "directory" else f"it is a {e.kind}; write a regular file"
+    except safefs.FileTooLarge as e:
+        return f"the file is {e.size:,} bytes, more than the {e.limit:,} allowed"
+    except safefs.UnsafePath:
+        return "it is a symbolic link; write a regular file"
     if not data:
         return "the file is empty"
     if fmt == "pdf" and not data.startswith(b"%PDF"):
         return "the file is not a PDF (it does not start with %PDF)"
-    if fmt in ("docx", "pptx", "xlsx", "zip") and not zipfile.is_zipfile(path):
+    if fmt in ("docx", "pptx", "xlsx", "zip") and not zipfile.is_zipfile(io.BytesIO(data)):
         return f"the file is not a valid {fmt} (not a ZIP container)"
     if fmt in ("csv", "txt", "md", "log", "py", "html", "json"):
         try:
@@ -189,8 +201,10 @@ class FileGenerator(dspy.Module):
         if not code.strip():
             return "The answer contained no code."
         target = workspace / name
-        if target.is_symlink() or target.is_file():
-            target.unlink()
+        from mmat.sandbox import safefs
+
+        with safefs.root(workspace) as fd:  # through the workspace's fd: never follows what is there
+            safefs.unlink(fd, name)
         step = sandbox.run(code)
         if step.error is not None:
             text = step.error.traceback.strip() or f"{step.error.type}: {step.error.message}"

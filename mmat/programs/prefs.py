@@ -144,6 +144,7 @@ class StepSampler(dspy.Module):
                 step = CodeAgent.execute(fork, i, thought, code, fork_dir)
         finally:
             shutil.rmtree(fork_dir, ignore_errors=True)
+            shutil.rmtree(where.parent / f"{fork_dir.name}.images", ignore_errors=True)  # its step images' copies
         # the fork's workspace is gone: its images are named in the observation, not kept
         return step.model_copy(update={"images": []})
 

@@ -141,6 +141,97 @@ def _check_argument(value, path):
     )
 
 
+class _Integrity:
+    """Notices a step that changed the worker's own code (monkeypatching Worker.run, _Channel.send,
+    json.dumps, a builtin the worker calls, a function's __code__/__defaults__/__closure__ ...).
+
+    The worker file itself is read-only (a read-only tmpfs); what a step can change is the code in
+    memory. The fingerprint below is taken once everything is defined and re-checked before and
+    after every step; a mismatch is reported in the 'done' message and the parent restarts the
+    worker from its pristine file. This catches patches, not an attacker rewriting memory through
+    ctypes -- which gains nothing: the parent validates every message, whoever wrote it.
+    """
+
+    _MODULES = (os, io, json, sys, time, math, random, resource, signal, threading, traceback, linecache)  # noqa: E501
+
+    def __init__(self):
+        self._snapshot = None
+        self._used = ()
+
+    def _fingerprint(self):
+        items = {}
+        g = globals()
+        for name, obj in list(g.items()):
+            items[name] = id(obj)
+            self._add_object(items, name, obj, g)
+        used = self._used
+        for mod in (*self._MODULES, builtins):  # only what the worker's code looks up on them
+            space = vars(mod)
+            for name in used:
+                if name in space and callable(space[name]):
+                    items[f"{mod.__name__}.{name}"] = id(space[name])
+        return items
+
+    @staticmethod
+    def _add_function(items, name, fn):
+        items[f"{name}.__code__"] = id(fn.__code__)
+        items[f"{name}.__defaults__"] = id(fn.__defaults__)
+        items[f"{name}.__kwdefaults__"] = id(fn.__kwdefaults__)
+        for i, cell in enumerate(fn.__closure__ or ()):
+            try:
+                items[f"{name}.__closure__[{i}]"] = id(cell.cell_contents)
+            except ValueError:
+                items[f"{name}.__closure__[{i}]"] = None
+
+    def _add_object(self, items, name, obj, g):
+        if isinstance(obj, type(self._add_object.__func__)) and obj.__globals__ is g:
+            self._add_function(items, name, obj)
+        elif isinstance(obj, type) and obj.__module__ == g["__name__"]:
+            for k, v in list(vars(obj).items()):
+                items[f"{name}.{k}"] = id(v)
+                fn = getattr(v, "__func__", v)
+                if isinstance(fn, type(self._add_object.__func__)):
+                    self._add_function(items, f"{name}.{k}", fn)
+
+    @staticmethod
+    def _names_used(g):
+        """Every global and attribute name the worker's own functions look up."""
+        names = set()
+        for obj in list(g.values()):
+            fns = [obj] if callable(obj) and hasattr(obj, "__code__") else []
+            if isinstance(obj, type):
+                fns = [getattr(v, "__func__", v) for v in vars(obj).values()]
+            for fn in fns:
+                code = getattr(fn, "__code__", None)
+                stack = [code] if code is not None else []
+                while stack:
+                    c = stack.pop()
+                    names.update(c.co_names)
+                    stack.extend(k for k in c.co_consts if isinstance(k, type(c)))
+        return sorted(names)
+
+    def seal(self, worker):
+        self._worker_attrs = {k: id(v) for k, v in vars(worker).items() if k not in ("ns", "in_step")}
+        self._worker = worker
+        self._used = tuple(sorted(self._names_used(globals())))
+        self._snapshot = tuple(sorted(self._fingerprint().items()))
+
+    def check(self):
+        """None, or a short description of what was changed."""
+        if self._snapshot is None:
+            return None
+        now = self._fingerprint()
+        changed = [k for k, v in self._snapshot if now.get(k, -1) != v]
+        changed += [f"worker.{k}" for k, v in self._worker_attrs.items() if id(vars(self._worker).get(k)) != v]
+        if not changed:
+            return None
+        shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+        return shown[:1900]
+
+
+_INTEGRITY = _Integrity()
+
+
 class Worker:
     def __init__(self, channel):
         self.chan = channel
@@ -215,8 +306,13 @@ class Worker:
                 self.ns[name] = self._make_tool(name, params)
 
     # --- one step -------------------------------------------------------------------------------
-    def run(self, msg):
+    def run(self, msg, _integrity=_INTEGRITY, _send=None):
+        # _send: the pristine _Channel.send (bound below), so a patched one cannot swallow 'done'
         step, code = int(msg["step"]), str(msg["code"])
+        tampered = _integrity.check()
+        if tampered is not None:  # changed by a thread between steps: do not run on patched code
+            _send(self.chan, _skipped_step(step, tampered))
+            return
         filename = f"<step {step}>"
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         self._inject()
@@ -243,7 +339,8 @@ class Worker:
         duration_ms = (time.perf_counter() - start) * 1000
         self._kill_leftovers()
         child_output, child_dropped = self._child_output()
-        self.chan.send(
+        _send(
+            self.chan,
             {
                 "op": "done",
                 "step": step,
@@ -256,6 +353,7 @@ class Worker:
                 "final_answer": final,
                 "limit": limit,
                 "duration_ms": duration_ms,
+                "tampered": _integrity.check(),
             }
         )
 
@@ -315,15 +413,28 @@ class Worker:
 
     # --- main loop ------------------------------------------------------------------------------
     def serve(self):
+        run, recv = Worker.run, _Channel.recv  # the pristine functions, whatever a step rebinds
         while True:
-            msg = self.chan.recv()
+            msg = recv(self.chan)
             op = msg.get("op")
             if op == "run":
-                self.run(msg)
+                run(self, msg)
             elif op == "init":
                 self.init(msg)
+                _INTEGRITY.seal(self)
             else:
                 raise SystemExit(4)  # unexpected message: out of sync, let the parent restart us
+
+
+Worker.run.__defaults__ = (_INTEGRITY, _Channel.send)
+
+
+def _skipped_step(step, tampered):
+    return {
+        "op": "done", "step": step, "stdout": "", "stdout_dropped": 0, "child_output": "", "child_output_dropped": 0,
+        "error": {"type": "SandboxTampered", "message": "the step was not run: the sandbox's own code had been changed", "traceback": ""},
+        "has_final_answer": False, "final_answer": None, "limit": None, "duration_ms": 0.0, "tampered": tampered,
+    }
 
 
 def main():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["escape_text", "escape_value"]
+__all__ = ["escape_text", "escape_value", "scrub_surrogates", "nesting_depth"]
 
 # C0 controls except \t and \n, DEL, C1 controls, bidi embeddings/overrides/isolates, the line and
 # paragraph separators, BOM/zero-width no-break space and surrogates.
@@ -42,3 +42,33 @@ def escape_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         return {escape_text(str(k)): escape_value(v, depth + 1) for k, v in value.items()}
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scrub_surrogates(value: Any) -> Any:
+    """A JSON-like value with lone surrogates replaced by U+FFFD (what a tool gets: valid text only)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [scrub_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {scrub_surrogates(k): scrub_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deeply lists/dicts nest in value (iterative; stops counting past limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if deepest > limit:
+                return deepest
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest

@@ -9,13 +9,14 @@ from __future__ import annotations
 import signal
 
 from mmat.errors import ModelOutputError
+from mmat.sandbox.escape import escape_text
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.protocol import DoneMsg
 from mmat.sandbox.results import StepError
 
 __all__ = [
     "limit_text", "limit_error", "death_error", "protocol_error", "workspace_error", "lost_worker_error",
-    "step_stdout", "is_model_facing", "RESTARTED_BEFORE_NOTE", "removed_note",
+    "step_stdout", "is_model_facing", "RESTARTED_BEFORE_NOTE", "removed_note", "tampered_note",
 ]  # fmt: skip
 
 MIB = 1024 * 1024
@@ -80,8 +81,15 @@ def workspace_error(limits: Limits, total_bytes: int, deleted: int) -> StepError
     )
 
 
+def tampered_note(what: str) -> str:
+    return (
+        f"[sandbox] The step changed the sandbox's own code ({what}); the Python process was restarted "
+        "from a clean copy, so variables, imports and functions from earlier steps are gone."
+    )
+
+
 def removed_note(rel: str) -> str:
-    return f"[sandbox] removed {rel}: symlinks and special files are not allowed in the workspace"
+    return f"[sandbox] removed {escape_text(rel)[:300]}: symlinks and special files are not allowed in the workspace"
 
 
 def step_stdout(msg: DoneMsg) -> str:

@@ -12,10 +12,14 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-__all__ = ["ToolHost", "ProtocolViolation", "parse_worker_message", "WorkerMessage", "ReadyMsg", "ToolMsg", "DoneMsg", "MAX_LINE_BYTES"]
+__all__ = ["ToolHost", "ProtocolViolation", "parse_worker_message", "WorkerMessage", "ReadyMsg", "ToolMsg", "DoneMsg", "MAX_LINE_BYTES",
+           "MAX_TOOL_ARGS_BYTES", "MAX_TOOL_ARGS_DEPTH"]
 
 # Longest line the parent accepts from a worker: a capped stdout plus a large final answer fit easily.
 MAX_LINE_BYTES = 8 * 1024 * 1024
+# Tool arguments are names, questions, boxes: refuse (as a ToolError) anything larger or deeper.
+MAX_TOOL_ARGS_BYTES = 256 * 1024
+MAX_TOOL_ARGS_DEPTH = 16
 
 
 @runtime_checkable
@@ -76,6 +80,8 @@ class DoneMsg(_Msg):
     final_answer: Any
     limit: Literal["memory", "file_size"] | None
     duration_ms: float
+    # what of the worker's own code a step changed (see _worker.py's integrity check); None if nothing
+    tampered: str | None = Field(None, max_length=2000)
 
 
 WorkerMessage = Annotated[ReadyMsg | ToolMsg | DoneMsg, Field(discriminator="op")]
@@ -88,9 +94,13 @@ def parse_worker_message(line: bytes) -> ReadyMsg | ToolMsg | DoneMsg:
         data = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolViolation(f"not JSON ({e.__class__.__name__}): {line[:80]!r}") from None
+    except RecursionError:  # '[[[[...' written straight onto the channel
+        raise ProtocolViolation("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolViolation(f"not a JSON object: {line[:80]!r}")
     try:
         return _ADAPTER.validate_python(data)
+    except RecursionError:
+        raise ProtocolViolation("a message nested too deeply") from None
     except ValidationError as e:
         raise ProtocolViolation(f"invalid message: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from None

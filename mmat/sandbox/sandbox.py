@@ -43,6 +43,7 @@ Isolation, exactly (Linux, run as root; built from namespaces, rlimits and secco
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -60,7 +61,8 @@ from mmat.sandbox import workspace as wsp
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.modes import sandbox_mode
 from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
-from mmat.sandbox.protocol import DoneMsg, ProtocolViolation, ToolHost, ToolMsg
+from mmat.sandbox.escape import escape_text, escape_value, nesting_depth, scrub_surrogates
+from mmat.sandbox.protocol import MAX_TOOL_ARGS_BYTES, MAX_TOOL_ARGS_DEPTH, DoneMsg, ProtocolViolation, ToolHost, ToolMsg
 from mmat.sandbox.results import StepError, StepResult, ToolCall
 from mmat.sandbox.runtime import site_paths
 
@@ -106,6 +108,17 @@ class _ToolHostFailure(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _refuse_arguments(msg: ToolMsg) -> str | None:
+    """Why a tool call's arguments are refused before any tool sees them (None: they are fine)."""
+    depth = nesting_depth(msg.kwargs, MAX_TOOL_ARGS_DEPTH)
+    if depth > MAX_TOOL_ARGS_DEPTH:
+        return f"the arguments nest more than {MAX_TOOL_ARGS_DEPTH} levels deep; pass plain values (names, numbers, short lists)"
+    size = len(json.dumps(msg.kwargs, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_TOOL_ARGS_BYTES:
+        return f"the arguments are {size:,} bytes, more than the {MAX_TOOL_ARGS_BYTES:,} a tool call may carry; save large data to a file and pass its name"
+    return None
 
 
 Responder = Callable[[ToolMsg, int], tuple[dict[str, Any], ToolCall, _RecordedTool]]
@@ -403,14 +416,19 @@ class Sandbox:
             raise failure.error from failure.error.__cause__
 
     def _finished(self, msg: DoneMsg, calls: list[ToolCall], recorded: list[_RecordedTool], ms: float) -> _Outcome:
-        error = StepError(**msg.error.model_dump()) if msg.error else None
+        # model-controlled text: control characters and ANSI escapes made visible (mmat.sandbox.escape)
+        error = StepError(**escape_value(msg.error.model_dump())) if msg.error else None
         reason = None
         if msg.limit is not None and error is not None:
             reason = msg.limit
             error.message = f"{error.message} ({obs.limit_text(self.limits, msg.limit)}; the sandbox was restarted)"
+        stdout = escape_text(obs.step_stdout(msg))
+        if msg.tampered:  # the worker's own code was changed: restart it from its read-only file
+            reason = reason or "tampered"
+            stdout += ("\n" if stdout and not stdout.endswith("\n") else "") + obs.tampered_note(escape_text(msg.tampered)) + "\n"
         result = StepResult(
-            stdout=obs.step_stdout(msg),
-            final_answer=msg.final_answer,
+            stdout=stdout,
+            final_answer=escape_value(msg.final_answer),
             has_final_answer=msg.has_final_answer,
             error=error,
             tool_calls=calls,
@@ -426,25 +444,28 @@ class Sandbox:
             raise _TooManyToolCalls()
         known = {t["name"] for t in self._tool_specs}
         t0 = time.perf_counter()
+        refused = _refuse_arguments(msg)
         if self.tools is None or msg.name not in known:
-            error = f"unknown tool {msg.name!r}; available: {', '.join(sorted(known)) or 'none'}"
+            error = f"unknown tool {escape_text(msg.name)!r}; available: {', '.join(sorted(known)) or 'none'}"
             reply = {"op": "tool_result", "ok": False, "error": error}
+        elif refused is not None:
+            reply = {"op": "tool_result", "ok": False, "error": f"{msg.name}: {refused}"}
         else:
             self._sanitize()
             try:
-                result = self.tools.call(msg.name, dict(msg.kwargs))
+                result = self.tools.call(msg.name, scrub_surrogates(dict(msg.kwargs)))
                 reply = {"op": "tool_result", "ok": True, "result": result if isinstance(result, str) else str(result)}
             except Exception as e:
                 if not obs.is_model_facing(e):
                     raise _ToolHostFailure(e) from e
                 reply = {"op": "tool_result", "ok": False, "error": str(e) or f"{msg.name} failed"}
             self._sanitize()
-        call = ToolCall(
-            name=msg.name,
-            arguments=dict(msg.kwargs),
-            result=reply.get("result", "")[: self.limits.max_output_chars],
+        call = ToolCall(  # the record (store, model, terminal): control characters escaped
+            name=escape_text(msg.name),
+            arguments=escape_value(dict(msg.kwargs)) if refused is None else {"arguments": f"<not recorded: {refused}>"},
+            result=escape_text(reply.get("result", "")[: self.limits.max_output_chars]),
             duration_ms=(time.perf_counter() - t0) * 1000,
-            error=None if reply["ok"] else f"ToolError: {reply['error']}",
+            error=None if reply["ok"] else escape_text(f"ToolError: {reply['error']}"),
         )
         return reply, call, _RecordedTool(msg.name, dict(msg.kwargs), reply)
 

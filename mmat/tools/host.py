@@ -8,14 +8,16 @@ turns them into exceptions inside the sandbox. Anything else raised here is a bu
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmat.errors import ConfigError
 from mmat.tools.context import ToolContext
-from mmat.tools.errors import ToolArgumentError
 from mmat.tools.catalog import registered_tools
+from mmat.tools.errors import ToolArgumentError, ToolError
 from mmat.tools.registry import REGISTRY, ToolStatus, get_tool, tools_named
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,9 +25,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from mmat.config import Settings
 
-__all__ = ["ToolHost", "MAX_OBSERVATION_CHARS"]
+__all__ = ["ToolHost", "MAX_OBSERVATION_CHARS", "TOOL_TIMEOUT_S"]
 
 MAX_OBSERVATION_CHARS = 24_000  # no single observation may flood the agent's context
+# Wall time of one tool call. Decoding untrusted files has its own, shorter bound (mmat.tools.bounded);
+# this one covers the rest (model inference, a slow text-model API) so a step never waits forever.
+TOOL_TIMEOUT_S = 120.0
 
 
 class ToolHost:
@@ -44,7 +49,11 @@ class ToolHost:
         names: Iterable[str] | None = None,
         lm: dspy.LM | None = None,
         caption_lookup: Callable[[Path], str | None] | None = None,
+        timeout_s: float = TOOL_TIMEOUT_S,
     ) -> None:
+        if timeout_s <= 0:
+            raise ConfigError(f"ToolHost timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
         workspace = Path(workspace)
         if not workspace.is_dir():
             raise ConfigError(f"tool workspace {workspace} is not a directory: create it before starting the tools")
@@ -68,7 +77,8 @@ class ToolHost:
     def for_workspace(self, workspace: Path) -> ToolHost:
         """The same tools, settings, text model and captions bound to another workspace (sandbox forks)."""
         ctx = self.context
-        return ToolHost(ctx.settings, workspace, names=self._names, lm=ctx.lm, caption_lookup=ctx.caption_lookup)
+        return ToolHost(ctx.settings, workspace, names=self._names, lm=ctx.lm, caption_lookup=ctx.caption_lookup,
+                        timeout_s=self.timeout_s)
 
     def names(self) -> list[str]:
         """Tools the sandbox should expose (registry order; never final_answer)."""
@@ -84,7 +94,8 @@ class ToolHost:
 
     def call(self, name: str, kwargs: dict[str, Any]) -> str:
         """Run one tool call and return its observation text; ToolErrors carry the model's mistakes."""
-        result = get_tool(self._checked(name)).dispatch(self.context, kwargs)
+        tool = get_tool(self._checked(name))
+        result = _within(self.timeout_s, name, lambda: tool.dispatch(self.context, kwargs))
         if len(result) > MAX_OBSERVATION_CHARS:
             result = result[:MAX_OBSERVATION_CHARS] + f"\n[observation truncated at {MAX_OBSERVATION_CHARS:,} characters]"
         return result
@@ -96,3 +107,29 @@ class ToolHost:
             offered = ", ".join(self._names) or "none"
             raise ToolArgumentError(f"unknown tool {name!r}; the tools you can call are: {offered}")
         return name
+
+
+def _within(timeout_s: float, name: str, work: Callable[[], str]) -> str:
+    """``work()`` with a wall-time deadline: past it, a ToolError the model reads.
+
+    The call runs in its own thread (with this thread's context variables, so DSPy settings and
+    callbacks apply); at the deadline it is abandoned, not killed -- Python cannot stop a thread --
+    and finishes (or not) in the background. What it may still write lands in the workspace as
+    any tool output does. The decoders of untrusted files are killable child processes."""
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            box["result"] = ctx.run(work)
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread, which re-raises it
+            box["error"] = e
+
+    worker = threading.Thread(target=run, name=f"mmat-tool-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ToolError(f"{name} did not finish within {timeout_s:g} s and was stopped; try a smaller input or another tool")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]  # type: ignore[no-any-return]

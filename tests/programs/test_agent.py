@@ -101,7 +101,7 @@ def test_multimodal_agent_sees_task_images_first_and_step_images_later(settings,
                   step("Done.", "final_answer('gray.png')")], name="agent6")
     with use_lm("dummy/agent6"):
         traj = agent(settings, multimodal=True)("Make the flag gray.", files, tmp_path / "ws")
-    assert traj.multimodal and traj.steps[0].images == [str((tmp_path / "ws" / "gray.png").resolve())]
+    assert traj.multimodal and traj.steps[0].images == [str((tmp_path / "ws.images" / "step0" / "gray.png").resolve())]
     first_turn, second_turn = dm.calls[0].messages[1], dm.calls[1].messages[-1]
     assert len(image_urls(first_turn)) == 1 and len(image_urls(second_turn)) == 1
     assert "New files: gray.png" in "".join(p.get("text", "") for p in second_turn["content"])
@@ -140,6 +140,6 @@ def test_rebuilt_conversation_is_exactly_what_the_model_received(settings, files
     # for training data the images are file paths, in order
     by_path = trajectory_conversation("Which category is largest?", staged, traj.steps, a.tools, adapter)
     urls = [u for m in by_path for u in image_urls(m)]
-    assert urls == [str(ws / "flag.png"), str(ws / "chart.png")]
+    assert urls == [str(ws / "flag.png"), str(ws.parent / "ws.images" / "step1" / "chart.png")]  # step images: the copies
     assert [m["role"] for m in by_path] == ["system", "user", "assistant", "user", "assistant", "user", "assistant",
                                             "user", "assistant"]
