@@ -77,6 +77,11 @@ def with_settings(*names: str):
     return decorate
 
 
+_ACTION_GRAMMAR_HELP = ("Decode the controller's code as one tool call per step: auto = the embedded model and "
+                        "local adapters whose base is it; on = any local/ model; off = never (default: the setting "
+                        "agent_action_grammar).")
+
+
 output_format = click.option(
     "--json", "fmt", flag_value="json", help="Print JSON instead of a table."
 )
@@ -403,11 +408,15 @@ def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, images
 @click.option("--reference/--no-reference", default=True, show_default=True, help="Offer the task's verified step as one more candidate while the walk follows the verified trajectory.")
 @click.option("--min-margin", type=click.FloatRange(0.0, 1.0), default=0.2, show_default=True, help="Judge-score gap needed to pair two error-free candidates.")
 @click.option("--limit", type=int, help="Walk at most this many tasks.")
+@click.option("--action-grammar", type=click.Choice(["auto", "on", "off"]), default=None, help=_ACTION_GRAMMAR_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @with_settings("controller", "judge", "api_base")
-def prefs(settings, where, k, sample_temperature, reference, min_margin, limit, quiet) -> None:
+def prefs(settings, where, k, sample_temperature, reference, min_margin, limit, action_grammar, quiet) -> None:
     """Walk tasks choosing each step among k judged candidates (run in forked sandboxes); store chosen/rejected pairs."""
     from mmat.pipeline.prefs import DEFAULT_PREFS_WHERE, PrefsRequest, run_prefs
+
+    if action_grammar is not None:
+        settings = settings.model_copy(update={"agent_action_grammar": action_grammar})
 
     request = PrefsRequest(where=where or DEFAULT_PREFS_WHERE, k=k, temperature=sample_temperature, reference=reference,
                            min_margin=min_margin, limit=limit)
@@ -581,47 +590,91 @@ def label_import(settings, path) -> None:
 
 
 # --- evaluation -----------------------------------------------------------------------------------
+def _frame_times(ctx, param, value):
+    if value is None:
+        return (0.0, 10.0, 20.0, 30.0)
+    try:
+        times = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of seconds (e.g. 0,10,20,30)") from None
+    if not times or any(t < 0 for t in times):
+        raise click.BadParameter("give at least one time, none negative (e.g. 0,10,20,30)")
+    return times
+
+
 @cli.group("eval", invoke_without_command=True)
-@click.option("--bench", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GTA dataset (.json) or GAIA metadata (.jsonl); omit for mmat's own eval split.")
-@click.option("--format", "kind", type=click.Choice(["gta", "gaia", "mmat"]), help="Benchmark format (default: from the file suffix).")
+@click.option("--bench", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="GTA dataset.json, GAIA metadata.jsonl or Agent-X data.json/dataset.json; omit for mmat's own eval split.")
+@click.option("--format", "kind", type=click.Choice(["gta", "gaia", "agentx", "mmat"]), help="Benchmark format (default: from the file: .jsonl = gaia; Agent-X by name or content; else gta).")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Where the benchmark's files live (default: the file's folder).")
 @click.option("--best-of-n", type=int, default=1, show_default=True, help="Attempts per item: 1 greedy + N-1 samples; reported apart from greedy.")
 @click.option("--limit", type=int, help="Evaluate only the first N items.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--generative-ids", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Agent-X: file of image-answer item ids (JSON list or one a line) for G_a*; dataset.json's null answers otherwise.")
+@click.option("--video-frames", "frame_times", default=None, callback=_frame_times, help="Seconds at which video frames are taken (Agent-X). [default: 0,10,20,30]")
+@click.option("--action-grammar", type=click.Choice(["auto", "on", "off"]), default=None, help=_ACTION_GRAMMAR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the paper tables and all metrics as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@with_settings("controller", "api_base", "concurrency", "temperature")
+@with_settings("controller", "judge", "api_base", "concurrency", "temperature")
 @click.pass_context
-def eval_(ctx, settings, bench, kind, data_dir, best_of_n, limit, as_json, quiet) -> None:
-    """Run the agent on a GTA/GAIA-format benchmark (or mmat's eval split) and score AnsAcc, ToolAcc, CodeExec."""
+def eval_(ctx, settings, bench, kind, data_dir, best_of_n, limit, generative_ids, frame_times, action_grammar, as_json, quiet) -> None:
+    """Run the agent on a benchmark and score it as the benchmark's own scorer does.
+
+    GTA: AnsAcc (gta_official, mat, gta), ToolAcc, CodeExec, P/O/L/C tool F1; GAIA: the leaderboard rule per
+    level; Agent-X: the ten judge metrics (judge: --judge, any litellm model).
+
+    \b
+    Examples:
+      mmat eval --bench gta/dataset.json --controller local/adapters/sft
+      mmat eval --bench gaia/2023/validation/metadata.jsonl --controller openai/gpt-4o-mini --limit 50
+      mmat eval --bench Agent-X/data.json --generative-ids generative_ids.txt --judge openai/gpt-4o
+      mmat eval compare 1f0c2a 9be31d
+    """
     if ctx.invoked_subcommand is not None:
         return
     import json
 
     from mmat.eval import render_metrics
+    from mmat.eval.tables import paper_tables
     from mmat.pipeline.evaluate import EvalRequest, run_benchmark
 
-    request = EvalRequest(bench=bench, kind=kind, data_dir=data_dir, best_of_n=best_of_n, limit=limit)
+    request = EvalRequest(bench=bench, kind=kind, data_dir=data_dir, best_of_n=best_of_n, limit=limit,
+                          judge=settings.judge, generative_ids=generative_ids, frame_times_s=frame_times,
+                          action_grammar=action_grammar, command=" ".join(["mmat", *sys.argv[1:]]))
     result, report = run_benchmark(settings, request, progress=not quiet)
     for skipped in report.skipped:
         click.echo(f"skipped item {skipped.key}: {skipped.reason}", err=True)
     if as_json:
-        click.echo(json.dumps({"eval_run_id": result.eval_run_id, **result.metrics.model_dump(mode="json")}, indent=2))
+        tables = [t.model_dump(mode="json") for t in paper_tables(result.metrics)]
+        click.echo(json.dumps({"eval_run_id": result.eval_run_id, "controller": settings.controller_model,
+                               "tables": tables, "skipped": [s.model_dump() for s in report.skipped],
+                               **result.metrics.model_dump(mode="json")}, indent=2))
         return
     click.echo(render_metrics(result.metrics, title=f"eval {result.eval_run_id} ({result.bench}, {settings.controller_model})"))
 
 
 @eval_.command("compare")
-@click.argument("run_a")
-@click.argument("run_b")
+@click.argument("run_a", metavar="EVAL_RUN_A")
+@click.argument("run_b", metavar="EVAL_RUN_B")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @with_settings()
-def eval_compare(settings, run_a: str, run_b: str) -> None:
-    """Show each metric of two eval runs side by side, with the difference (B - A)."""
+def eval_compare(settings, run_a: str, run_b: str, as_json: bool) -> None:
+    """Show each metric of two eval runs side by side, with the difference B - A.
+
+    EVAL_RUN_A and EVAL_RUN_B are eval_run_ids (printed by `mmat eval`, listed in the eval_runs table) or unique
+    prefixes of them. Lists each run's controller and the settings that differ.
+
+    \b
+    Example:
+      mmat eval compare 1f0c2a 9be31d        # A = the untuned controller, B = the tuned student
+    """
     from mmat.eval import compare_runs, render_compare
     from mmat.runtime import open_store
 
     with open_store(settings, read_only=True) as store:
-        deltas = compare_runs(store, run_a, run_b)
-    click.echo(render_compare(deltas, run_a=run_a, run_b=run_b))
+        comparison = compare_runs(store, run_a, run_b)
+    if as_json:
+        click.echo(comparison.model_dump_json(indent=2))
+        return
+    click.echo(render_compare(comparison))
 
 
 # --- demo -----------------------------------------------------------------------------------------

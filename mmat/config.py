@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     agent_error_tolerance: int = Field(3, ge=0, description="Consecutive code errors tolerated before the agent stops (MAT: 3 in synthesis).")
     agent_action_grammar: Literal["auto", "on", "off"] = Field(
         "auto", description="Decode a local controller's code as one tool call per step (a regex over the tools and the "
-        "task's files): auto = only for the embedded 135M teacher, which otherwise writes prose; on = any local/ model.")
+        "task's files): auto = the embedded 135M teacher and local adapters whose base is it, which otherwise write prose; "
+        "on = any local/ model.")
 
     # sandbox
     step_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for one sandboxed step.")

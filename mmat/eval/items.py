@@ -19,8 +19,32 @@ __all__ = ["AnswerKind", "EvalItem", "LoadReport", "SkippedItem"]
 #   subjective - GTA subjective item: a list of reference texts (GTA scores these by embedding similarity;
 #                mmat does not count them in AnsAcc)
 #   gaia       - a single reference string, scored by the GAIA normalised scorer (also GAIA-style store tasks)
+#   judged     - Agent-X's data.json: a reference answer only an LLM judge scores (the Agent-X metrics)
 #   none       - no textual answer to score (GTA image generation, GAIA test split with hidden answers)
-AnswerKind = Literal["whitelist", "subjective", "gaia", "none"]
+AnswerKind = Literal["whitelist", "subjective", "gaia", "judged", "none"]
+
+
+class BenchCall(BaseModel):
+    """One tool call of the reference solution, in the benchmark's own tool names (GTA's 14)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    output: str | None = Field(None, description="What the tool returned in the reference (Agent-X, GTA dialogs).")
+
+
+class ReferenceStep(BaseModel):
+    """One step of a reference solution as the Agent-X judge sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    task: str = ""
+    tool: str = ""
+    input: Any = None
+    output: Any = None
+    thought: str = ""
 
 
 class EvalItem(BaseModel):
@@ -49,6 +73,19 @@ class EvalItem(BaseModel):
     gt: Any = Field(None, description="The raw reference answer as the benchmark stores it.")
     level: str | None = Field(None, description="Difficulty level (GAIA '1'..'3'); None when the benchmark has none.")
     answer_kind: AnswerKind = Field(description="Which AnsAcc rule applies (see AnswerKind).")
+    bench_calls: list[BenchCall] = Field(
+        default_factory=list, description="The reference tool calls in the benchmark's names, with arguments (GTA, Agent-X)."
+    )
+    query_type: str | None = Field(None, description="Agent-X: 'objective' or 'subjective' (how G_acc is judged).")
+    generative: bool = Field(False, description="Agent-X: the answer is an image (a 'generative' id; G_a* counts these).")
+    reference_steps: list[ReferenceStep] = Field(default_factory=list, description="Agent-X: the reference reasoning steps.")
+    reference_answer: str | None = Field(None, description="Agent-X: the reference final answer (value and justification).")
+    tool_metadata: list[dict[str, Any]] = Field(
+        default_factory=list, description="Agent-X: the reference's tool descriptions, shown to the judge only (never the agent)."
+    )
+    media_notes: list[str] = Field(
+        default_factory=list, description="How input media were prepared (sniffed types, video frames), recorded with the item."
+    )
 
     @model_validator(mode="before")
     @classmethod

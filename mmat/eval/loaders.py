@@ -1,4 +1,4 @@
-"""One entry point over the three benchmark formats, so the CLI passes a name instead of choosing a function."""
+"""One entry point over the benchmark formats, so the CLI passes a name instead of choosing a function."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmat.errors import ConfigError
+from mmat.eval.agentx import load_agentx
 from mmat.eval.gaia import load_gaia
 from mmat.eval.gta import load_gta
 from mmat.eval.items import LoadReport
@@ -13,20 +14,21 @@ from mmat.eval.store_split import load_store_split
 
 __all__ = ["BENCHES", "Bench", "load_bench"]
 
-Bench = Literal["gta", "gaia", "mmat"]
-BENCHES: tuple[str, ...] = ("gta", "gaia", "mmat")
+Bench = Literal["gta", "gaia", "agentx", "mmat"]
+BENCHES: tuple[str, ...] = ("gta", "gaia", "agentx", "mmat")
 
 
 def load_bench(
     bench: str, path: Path | str | None = None, *, data_dir: Path | str | None = None, store: Any = None,
     split: str = "eval",
 ) -> LoadReport:
-    """gta/gaia read ``path`` (files relative to ``data_dir``, default the file's folder); mmat reads the store."""
-    if bench == "gta" or bench == "gaia":
+    """gta/gaia/agentx read ``path`` (files relative to ``data_dir``, default the file's folder); mmat reads the store."""
+    if bench in ("gta", "gaia", "agentx"):
         if path is None:
-            hint = "GTA's dataset.json" if bench == "gta" else "GAIA's metadata.jsonl"
+            hint = {"gta": "GTA's dataset.json", "gaia": "GAIA's metadata.jsonl", "agentx": "Agent-X's data.json or dataset.json"}[bench]
             raise ConfigError(f"bench {bench} needs a benchmark file: pass the path to {hint}.")
-        return load_gta(path, data_dir=data_dir) if bench == "gta" else load_gaia(path, data_dir=data_dir)
+        loader = {"gta": load_gta, "gaia": load_gaia, "agentx": load_agentx}[bench]
+        return loader(path, data_dir=data_dir)
     if bench == "mmat":
         if store is None:
             raise ConfigError("bench mmat reads tasks from the store: open one (MMAT_HOME) and pass it.")

@@ -13,10 +13,12 @@ from statistics import fmean
 
 from pydantic import BaseModel, Field, computed_field
 
+from mmat.eval.agentx_metrics import AgentXFigures, aggregate_agentx
+from mmat.eval.gta_tools import CATEGORIES, CategoryCounts, ToolCategoryScore, category_f1
 from mmat.eval.items import AnswerKind, EvalItem
-from mmat.eval.results import ItemResult
+from mmat.eval.results import ERROR_KINDS, ItemResult
 
-__all__ = ["Accuracy", "GroupMetrics", "EvalMetrics", "aggregate", "summary_line"]
+__all__ = ["Accuracy", "GroupMetrics", "EvalMetrics", "GtaFigures", "aggregate", "summary_line"]
 
 
 class Accuracy(BaseModel):
@@ -35,15 +37,28 @@ class GroupMetrics(BaseModel):
     """Figures over a group of items (a whole run or one level), from one sample per item."""
 
     n_items: int
-    n_errors: int = Field(description="Items whose solve raised a model or sandbox error (scored 0).")
+    n_errors: int = Field(description="Items with any error kind (solve failed, error limit, fallback, unreadable steps).")
+    errors_by_kind: dict[str, int] = Field(default_factory=dict, description="error kind -> items (see mmat.eval.results).")
     ans_acc: dict[str, Accuracy] = Field(default_factory=dict)
-    tool_items: int = Field(0, description="Items with reference tool calls (the ToolAcc denominator).")
+    tool_items: int = Field(0, description="Items with a non-empty reference tool set (the ToolAcc denominator).")
+    tool_empty_gold: int = Field(0, description="Items whose reference tool set is empty: left out of ToolAcc.")
+    tool_called_without_gold: int = Field(0, description="Of those, items where the agent called a tool anyway.")
     tool_precision: float | None = None
     tool_recall: float | None = None
     tool_exact: float | None = None
     code_items: int = Field(0, description="Items with at least one code step (the CodeExec denominator).")
     code_exec: float | None = None
     mean_steps: float | None = None
+
+
+class GtaFigures(BaseModel):
+    """GTA's end-to-end figures as its evaluator computes them (see mmat.eval.gta_tools, mmat.eval.ansacc)."""
+
+    embedding_model: str | None = Field(None, description="The model that scored subjective answers (label says if not GTA's).")
+    ans_acc_with_imggen: Accuracy | None = None
+    imggen_reason: str | None = Field(None, description="Why AnsAcc w/ ImgGen is missing or partial.")
+    tool_f1: dict[str, ToolCategoryScore] = Field(default_factory=dict, description="perception/operation/logic/creativity.")
+    dropped_code_gold: int = Field(0, description="Gold Calculator/Solver/Plot calls left out of the L figure.")
 
 
 class EvalMetrics(BaseModel):
@@ -58,6 +73,8 @@ class EvalMetrics(BaseModel):
     best_of_n_ans_acc: dict[str, Accuracy] | None = Field(None, description="Any-sample-right AnsAcc; None when best_of_n is 1.")
     by_level: dict[str, GroupMetrics] = Field(default_factory=dict)
     best_of_n_by_level: dict[str, dict[str, Accuracy]] = Field(default_factory=dict)
+    gta: GtaFigures | None = None
+    agentx: AgentXFigures | None = None
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -78,11 +95,16 @@ def _ans_acc(per_item: Iterable[dict[str, float]]) -> dict[str, Accuracy]:
 def _group(results: Sequence[ItemResult]) -> GroupMetrics:
     tool_rows = [r for r in results if r.tool_exact is not None]
     code_rows = [r.code_exec for r in results if r.code_exec is not None]
+    kinds = Counter(r.error_kind or ("solve_failed" if r.solve_failed else None) for r in results)
+    empty = [r for r in results if r.details.get("empty_gold")]
     return GroupMetrics(
         n_items=len(results),
-        n_errors=sum(r.solve_failed for r in results),
+        n_errors=sum(n for kind, n in kinds.items() if kind),
+        errors_by_kind={k: kinds[k] for k in ERROR_KINDS if kinds.get(k)},
         ans_acc=_ans_acc(r.ans_acc for r in results if r.counted),
         tool_items=len(tool_rows),
+        tool_empty_gold=len(empty),
+        tool_called_without_gold=sum(bool(r.details.get("called_without_gold")) for r in empty),
         tool_precision=_mean(r.tool_precision for r in tool_rows),
         tool_recall=_mean(r.tool_recall for r in tool_rows),
         tool_exact=_mean(float(bool(r.tool_exact)) for r in tool_rows),
@@ -103,7 +125,36 @@ def _best_of_n(samples_by_item: dict[str, list[ItemResult]]) -> dict[str, Accura
     return _ans_acc(best)
 
 
-def aggregate(bench: str, items: Sequence[EvalItem], results: Iterable[ItemResult], best_of_n: int) -> EvalMetrics:
+def _gta(greedy: Sequence[ItemResult], embedding_model: str | None) -> GtaFigures | None:
+    rows = [r for r in greedy if "tool_categories" in r.details]
+    if not rows:
+        return None
+    per_item = [{c: CategoryCounts(**r.details["tool_categories"].get(c, {})) for c in CATEGORIES} for r in rows]
+    official = [r.ans_acc["gta_official"] for r in greedy if r.counted and "gta_official" in r.ans_acc]
+    imggen_rows = [r for r in rows if "imggen" in r.details]
+    scored = [r.details["imggen"] for r in imggen_rows if r.details["imggen"] is not None]
+    reason = None
+    with_imggen = None
+    if not imggen_rows:
+        reason = "no image-generation items"
+    elif not scored:
+        reason = f"none of the {len(imggen_rows)} image-generation items can be scored: " + (
+            Counter(r.details.get("imggen_reason", "?") for r in imggen_rows).most_common(1)[0][0])
+    else:
+        if len(scored) < len(imggen_rows):
+            reason = f"{len(imggen_rows) - len(scored)} of {len(imggen_rows)} image-generation items left out: " + (
+                Counter(r.details.get("imggen_reason", "?") for r in imggen_rows if r.details["imggen"] is None).most_common(1)[0][0])
+        with_imggen = Accuracy(correct=sum(official) + sum(scored), counted=len(official) + len(scored))
+    return GtaFigures(
+        embedding_model=embedding_model, ans_acc_with_imggen=with_imggen, imggen_reason=reason,
+        tool_f1=category_f1(per_item), dropped_code_gold=sum(int(r.details.get("dropped_code_gold", 0)) for r in rows),
+    )
+
+
+def aggregate(
+    bench: str, items: Sequence[EvalItem], results: Iterable[ItemResult], best_of_n: int, *,
+    embedding_model: str | None = None, judge: str | None = None,
+) -> EvalMetrics:
     """Run metrics from every scored sample. Items with no greedy sample are a bug in the caller."""
     by_item: dict[str, list[ItemResult]] = defaultdict(list)
     for r in results:
@@ -122,7 +173,11 @@ def aggregate(bench: str, items: Sequence[EvalItem], results: Iterable[ItemResul
         not_counted=dict(sorted(kinds.items())),
         greedy=_group(greedy),
         by_level={lv: _group([r for r in greedy if r.level == lv]) for lv in levels},
+        gta=_gta(greedy, embedding_model),
     )
+    judged = [r.details for r in greedy if "toolset_f1" in r.details]
+    if judged:
+        metrics.agentx = aggregate_agentx(judged, judge)
     if best_of_n > 1:
         metrics.best_of_n_ans_acc = _best_of_n(by_item)
         metrics.best_of_n_by_level = {
@@ -148,5 +203,16 @@ def summary_line(metrics: EvalMetrics) -> str:
         line += f"; best-of-{metrics.best_of_n} AnsAcc {best}"
     if g.tool_items:
         line += f"; ToolAcc exact {_pct(g.tool_exact)} (P {_pct(g.tool_precision)}, R {_pct(g.tool_recall)})"
+    if g.tool_empty_gold:
+        line += f" ({g.tool_empty_gold} items with no reference tool left out)"
+    if metrics.agentx is not None:
+        ax = metrics.agentx.metrics
+        line += f"; Agent-X G_acc {_num(ax['G_acc'].value)}, G_a* {_num(ax['G_a*'].value)}"
     line += f"; CodeExec {_pct(g.code_exec)}; {g.n_errors} errors"
+    if g.errors_by_kind:
+        line += " (" + ", ".join(f"{n} {kind}" for kind, n in g.errors_by_kind.items()) + ")"
     return line
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

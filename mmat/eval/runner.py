@@ -9,6 +9,10 @@ Resumable by construction: the eval run ID is a hash of what defines the run (be
 best-of-N, item keys, settings); a rerun reuses every stored sample except those whose solve failed.
 Best-of-N: ``best_of_n`` is the number of attempts per item — sample 0 is the greedy run
 (the solver should use temperature 0), samples 1..best_of_n-1 are temperature samples.
+
+An eval run is a run: it has one ``runs`` row (kind ``eval``, the same ID as its ``eval_runs`` row, which
+names it in ``eval_runs.run_id``), marked done, failed or interrupted when the run ends. Each item row names
+the ``task_id`` its stored trajectories carry (``eval:<eval_run_id>:<item_key>``), so they join.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from mmat.errors import ConfigError, ModelOutputError, SandboxError
 from mmat.eval.items import EvalItem
 from mmat.eval.metrics import EvalMetrics, aggregate, summary_line
 from mmat.eval.outcome import AgentOutcome
-from mmat.eval.results import ItemResult, score_failure, score_outcome
+from mmat.eval.results import ItemResult, Scoring, score_failure, score_outcome
 from mmat.ids import content_id
 
-__all__ = ["run_eval", "EvalRunResult", "Solver", "eval_run_id_for"]
+__all__ = ["run_eval", "EvalRunResult", "Solver", "eval_run_id_for", "eval_task_id"]
 
 Solver = Callable[[EvalItem, int], AgentOutcome]
 
@@ -64,6 +68,11 @@ class EvalRunResult(BaseModel):
     summary: str
 
 
+def eval_task_id(eval_run_id: str, item_key: str) -> str:
+    """The task_id of an eval item's trajectories (and of its eval_items rows)."""
+    return f"eval:{eval_run_id}:{item_key}"
+
+
 def eval_run_id_for(
     items: Sequence[EvalItem], *, bench: str, bench_path: str | Path, controller: str, best_of_n: int,
     settings: Settings | None,
@@ -87,27 +96,49 @@ def run_eval(
     eval_run_id: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    scoring: Scoring | None = None,
+    embedding_model: str | None = None,
+    judge_model: str | None = None,
+    command: str | None = None,
 ) -> EvalRunResult:
-    """Evaluate ``solve`` on ``items``; writes eval_runs/eval_items rows and returns the metrics."""
+    """Evaluate ``solve`` on ``items``; writes runs/eval_runs/eval_items rows and returns the metrics.
+
+    ``scoring`` brings the embedding similarity (GTA subjective items) and the judge (Agent-X); their names
+    (``embedding_model``, ``judge_model``) are recorded in the metrics."""
+    from mmat.store.runs import finish_run, settings_record, start_run
+
     _check_args(items, best_of_n, concurrency)
     run_id = eval_run_id or eval_run_id_for(
         items, bench=bench, bench_path=bench_path, controller=controller, best_of_n=best_of_n, settings=settings
     )
+    record = settings_record(settings) if settings else {}
+    start_run(store, "eval", {**record, "bench": bench, "bench_path": str(bench_path), "controller": controller,
+                              "best_of_n": best_of_n, "judge": judge_model, "embedding_model": embedding_model},
+              command or f"mmat eval --bench {bench_path}", run_id=run_id)
     run_row = {
-        "eval_run_id": run_id, "bench": bench, "bench_path": str(bench_path), "controller": controller,
-        "best_of_n": best_of_n, "settings": settings.to_record() if settings else None, "n_items": len(items),
+        "eval_run_id": run_id, "run_id": run_id, "bench": bench, "bench_path": str(bench_path), "controller": controller,
+        "best_of_n": best_of_n, "settings": record or None, "n_items": len(items),
         "metrics": None, "created_at": _created_at(store, run_id),
     }
     store.writer.put("eval_runs", [run_row])
-    by_key = {item.key: item for item in items}
-    done = _stored_results(store, run_id, by_key, best_of_n) if resume else {}
-    todo = [(item, s) for item in items for s in range(best_of_n) if (item.key, s) not in done]
-    fresh = _solve_all(todo, solve, store, run_id, bench, concurrency, progress)
-    order = {item.key: i for i, item in enumerate(items)}
-    results = sorted([*done.values(), *fresh], key=lambda r: (order[r.item_key], r.sample_idx))
-    metrics = aggregate(bench, items, results, best_of_n)
+    try:
+        by_key = {item.key: item for item in items}
+        done = _stored_results(store, run_id, by_key, best_of_n) if resume else {}
+        todo = [(item, s) for item in items for s in range(best_of_n) if (item.key, s) not in done]
+        fresh = _solve_all(todo, solve, store, run_id, bench, concurrency, progress, scoring or Scoring())
+        order = {item.key: i for i, item in enumerate(items)}
+        results = sorted([*done.values(), *fresh], key=lambda r: (order[r.item_key], r.sample_idx))
+        metrics = aggregate(bench, items, results, best_of_n, embedding_model=embedding_model, judge=judge_model)
+    except KeyboardInterrupt:
+        finish_run(store, run_id, "interrupted", {"reason": "interrupted: rerun the same eval to resume"})
+        raise
+    except BaseException as e:
+        finish_run(store, run_id, "failed", {"reason": f"{type(e).__name__}: {e}"[:500]})
+        raise
     store.writer.put("eval_runs", [{**run_row, "metrics": metrics.model_dump(mode="json")}])
     store.writer.flush()
+    finish_run(store, run_id, "done", {"summary": summary_line(metrics), "n_items": len(items),
+                                       "errors": metrics.greedy.n_errors, "resumed": len(done)})
     return EvalRunResult(
         eval_run_id=run_id, bench=bench, n_items=len(items), best_of_n=best_of_n, metrics=metrics,
         results=results, resumed=len(done), summary=summary_line(metrics),
@@ -149,19 +180,20 @@ def _stored_results(
     return done
 
 
-def _attempt(solve: Solver, run_id: str, item: EvalItem, sample_idx: int) -> ItemResult:
+def _attempt(solve: Solver, run_id: str, item: EvalItem, sample_idx: int, scoring: Scoring) -> ItemResult:
+    task_id = eval_task_id(run_id, item.key)
     try:
         outcome = solve(item, sample_idx)
     except (ModelOutputError, SandboxError) as e:
-        return score_failure(run_id, item, sample_idx, e)
+        return score_failure(run_id, item, sample_idx, e, scoring=scoring, task_id=task_id)
     if not isinstance(outcome, AgentOutcome):
         raise TypeError(f"solve() returned {type(outcome).__name__}; it must return an AgentOutcome")
-    return score_outcome(run_id, item, sample_idx, outcome)
+    return score_outcome(run_id, item, sample_idx, outcome, scoring=scoring, task_id=task_id)
 
 
 def _solve_all(
     todo: list[tuple[EvalItem, int]], solve: Solver, store: _StoreLike, run_id: str, bench: str,
-    concurrency: int, progress: bool,
+    concurrency: int, progress: bool, scoring: Scoring,
 ) -> list[ItemResult]:
     results: list[ItemResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -169,13 +201,13 @@ def _solve_all(
     bar = Progress(*columns, console=Console(stderr=True), disable=not progress)
     with bar, ThreadPoolExecutor(max_workers=concurrency) as pool:
         task = bar.add_task(f"eval {bench}", total=len(todo))
-        futures: list[Future[ItemResult]] = [pool.submit(_attempt, solve, run_id, item, s) for item, s in todo]
+        futures: list[Future[ItemResult]] = [pool.submit(_attempt, solve, run_id, item, s, scoring) for item, s in todo]
         try:
             for future in as_completed(futures):
                 result = future.result()
                 store.writer.put("eval_items", [result.to_row()])
                 results.append(result)
-                errors = sum(r.solve_failed for r in results)
+                errors = sum(bool(r.error_kind) or r.solve_failed for r in results)
                 label = f"eval {bench} ({errors} errors)" if errors else f"eval {bench}"
                 bar.update(task, advance=1, description=label)
         except BaseException:

@@ -137,14 +137,19 @@ class CodeAgent(dspy.Module):
 
     def uses_action_grammar(self) -> bool:
         """Whether the controller's code is decoded under the one-tool-call grammar (``agent_action_grammar``;
-        only local models can be constrained, and only under the JSON adapter, which sends a schema)."""
+        only local models can be constrained, and only under the JSON adapter, which sends a schema). ``auto``
+        covers the embedded model and local models or adapters built on it."""
         from mmat.lm import LOCAL
 
         mode = self.settings.agent_action_grammar
         model = getattr(active_lm(self.step), "model", None) or ""
         if mode == "off" or not model.startswith(f"{LOCAL}/") or not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
             return False
-        return mode == "on" or model == DEFAULT_TEACHER
+        if mode == "on" or model == DEFAULT_TEACHER:
+            return True
+        from mmat.programs.action_grammar import embedded_based
+
+        return embedded_based(model, self.settings)
 
     @staticmethod
     def execute(sandbox: Any, idx: int, thought: str, code: str, workspace: Path) -> AgentStep:

@@ -231,3 +231,16 @@ MIGRATIONS.append((
     "ALTER TABLE trajectories ADD COLUMN origin VARCHAR DEFAULT 'synth'; "  # synth | eval | prefs
     "UPDATE trajectories SET origin = 'eval' WHERE task_id LIKE 'eval:%';",
 ))
+
+# An eval run is a run: eval_runs.run_id names its `runs` row (and its lm_calls). Each eval item row names
+# the task_id its trajectories carry ('eval:<run>:<item>'), how it went wrong (error_kind) and the
+# benchmark-specific figures (GTA tool categories and image-generation credit, Agent-X judge scores).
+MIGRATIONS.append((
+    "006_eval_runs_are_runs",
+    "ALTER TABLE eval_runs ADD COLUMN run_id VARCHAR; "
+    "ALTER TABLE eval_items ADD COLUMN task_id VARCHAR; "
+    "ALTER TABLE eval_items ADD COLUMN error_kind VARCHAR; "
+    "ALTER TABLE eval_items ADD COLUMN details JSON; "
+    "UPDATE eval_runs SET run_id = eval_run_id; "
+    "UPDATE eval_items SET task_id = 'eval:' || eval_run_id || ':' || item_key;",
+))

@@ -135,5 +135,5 @@ def test_load_bench_dispatches_and_names_the_fix(gta_dir):
         load_bench("gta")
     with pytest.raises(ConfigError, match="bench mmat reads tasks from the store"):
         load_bench("mmat")
-    with pytest.raises(ConfigError, match="unknown bench 'mmlu': choose one of gta, gaia, mmat"):
+    with pytest.raises(ConfigError, match="unknown bench 'mmlu': choose one of gta, gaia, agentx, mmat"):
         load_bench("mmlu")

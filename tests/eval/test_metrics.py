@@ -69,12 +69,50 @@ def test_only_whitelist_items_count_and_the_rest_is_listed():
 
 def test_a_failed_solve_scores_zero_and_is_counted_as_error():
     item = EvalItem(key="w", question="q", gt={"whitelist": [["5"]], "blacklist": None}, answer_kind="whitelist",
-                    gold_tool_calls=[])
+                    gold_tool_calls=["ocr"])
     failed = score_failure("r", item, 0, SandboxError("worker died"))
     assert failed.error == "solve failed: SandboxError: worker died" and failed.solve_failed
     assert failed.ans_acc == {"mat": 0.0, "gta": 0.0, "gta_official": 0.0} and failed.tool_exact is False and failed.code_exec is None
     m = aggregate("gta", [item], [failed], best_of_n=1)
     assert m.greedy.n_errors == 1 and m.greedy.ans_acc["mat"].value == 0.0 and m.greedy.mean_steps is None
+    assert m.greedy.errors_by_kind == {"solve_failed": 1}
+
+
+def test_fallback_error_limit_and_unreadable_steps_are_errors_by_kind_but_keep_their_scores():
+    items = [_gaia(k, "7", None) for k in "abcd"]
+    outcomes = [
+        _outcome("7", status="fallback"), _outcome("7", status="error_limit", error="agent stopped: error_limit"),
+        _outcome("7", n_unreadable_steps=1), _outcome("7"),
+    ]
+    results = [score_outcome("r", i, 0, o) for i, o in zip(items, outcomes)]
+    assert [r.error_kind for r in results] == ["fallback", "error_limit", "unreadable", None]
+    m = aggregate("gaia", items, results, best_of_n=1)
+    assert m.greedy.n_errors == 3 and m.greedy.errors_by_kind == {"error_limit": 1, "fallback": 1, "unreadable": 1}
+    assert m.greedy.ans_acc["gaia"].value == 1.0  # still scored
+    assert "3 errors (1 error_limit, 1 fallback, 1 unreadable)" in summary_line(m)
+
+
+def test_items_with_an_empty_gold_tool_set_are_left_out_of_toolacc_and_counted_apart():
+    wl = {"whitelist": [["5"]], "blacklist": None}
+    items = [EvalItem(key="a", question="q", gt=wl, answer_kind="whitelist", gold_tool_calls=["ocr"]),
+             EvalItem(key="b", question="q", gt=wl, answer_kind="whitelist", gold_tool_calls=[]),
+             EvalItem(key="c", question="q", gt=wl, answer_kind="whitelist", gold_tool_calls=[])]
+    outcomes = [_outcome("5", tools_called=["ocr"]), _outcome("5", tools_called=["visualizer"]), _outcome("5")]
+    results = [score_outcome("r", i, 0, o) for i, o in zip(items, outcomes)]
+    assert results[1].tool_exact is None and results[1].details["called_without_gold"] is True
+    m = aggregate("gta", items, results, best_of_n=1)
+    assert m.greedy.tool_items == 1 and m.greedy.tool_exact == 1.0
+    assert m.greedy.tool_empty_gold == 2 and m.greedy.tool_called_without_gold == 1
+    assert "(2 items with no reference tool left out)" in summary_line(m)
+
+
+@pytest.mark.parametrize(("raw", "text"), [
+    ('{"answer": "41"}', "41"), ("{'answer': 41}", "41"), ('{"final_answer": "Paris"}', "Paris"),
+    ("  Paris ", "Paris"), ('{"colour": "red", "size": 2}', '{"colour": "red", "size": 2}'), ("{not json", "{not json"),
+])
+def test_the_stored_answer_is_the_answer_text_not_a_rendered_dict(raw, text):
+    item = _gaia("a", "41", None)
+    assert score_outcome("r", item, 0, _outcome(raw)).answer == text
 
 
 def test_agent_reported_error_is_scored_not_counted_as_solve_failure():
@@ -88,7 +126,8 @@ def test_row_round_trip_keeps_scores():
     result = score_outcome("r", item, 1, _outcome("7", traj_id="t1"))
     row = result.to_row()
     assert "answer_kind" not in row and set(row) >= {"eval_run_id", "item_key", "sample_idx", "ans_acc", "gt"}
-    stored = {**row, "gt": json.dumps(row["gt"]), "ans_acc": json.dumps(row["ans_acc"])}  # as DuckDB returns JSON
+    stored = {**row, "gt": json.dumps(row["gt"]), "ans_acc": json.dumps(row["ans_acc"]),
+              "details": json.dumps(row["details"])}  # as DuckDB returns JSON
     assert ItemResult.from_row(stored, item) == result
 
 

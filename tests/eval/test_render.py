@@ -47,4 +47,4 @@ def test_render_compare_shows_percent_points_and_counts():
     assert "42.31" in mat and "53.85" in mat and "+11.54" in mat
     errors = next(line for line in lines if "greedy.n_errors" in line)
     assert "3" in errors and "-2" in errors and "%" not in errors
-    assert "t3-agent vs qwen2-vl" in text
+    assert "A = qwen2-vl vs B = t3-agent (delta = B - A)" in text

@@ -160,10 +160,48 @@ def test_empty_and_duplicate_items_are_config_errors(store):
 def test_compare_runs_reads_stored_metrics(store):
     base = _run(store, _scripted({("0", 0): "cat"}), controller="base")
     tuned = _run(store, _scripted({("0", 0): "cat", ("1", 0): "dog", ("2", 0): "42"}), controller="tuned")
-    deltas = {d.metric: d for d in compare_runs(store, base.eval_run_id, tuned.eval_run_id)}
+    comparison = compare_runs(store, base.eval_run_id[:6], tuned.eval_run_id)  # a unique prefix works
+    deltas = {d.metric: d for d in comparison.deltas}
     mat = deltas["greedy.ans_acc.mat"]
     assert mat.a == pytest.approx(1 / 3) and mat.b == 1.0 and mat.delta == pytest.approx(2 / 3)
     assert deltas["n_items"].delta == 0.0
+    assert (comparison.a.eval_run_id, comparison.a.controller) == (base.eval_run_id, "base")
+    assert (comparison.b.eval_run_id, comparison.b.controller) == (tuned.eval_run_id, "tuned")
+    assert comparison.settings_diff == []  # same settings: the controller differs, which is shown per run
+
+
+def test_compare_lists_settings_that_differ_and_refuses_ambiguous_prefixes(store):
+    base = _run(store, _scripted({}), settings=load_settings())
+    other = _run(store, _scripted({}), settings=load_settings(agent_max_steps=3))
+    diff = compare_runs(store, base.eval_run_id, other.eval_run_id).settings_diff
+    assert [(d.key, d.a, d.b) for d in diff] == [("agent_max_steps", load_settings().agent_max_steps, 3)]
+    metrics = json.loads(store.sql("SELECT metrics FROM eval_runs WHERE eval_run_id = ?", [base.eval_run_id])[0]["metrics"])
+    store.writer.put("eval_runs", [{"eval_run_id": f"zz{n}", "bench": "gta", "metrics": metrics} for n in (1, 2)])
+    store.writer.flush()
+    with pytest.raises(ConfigError, match=r"prefix 'zz' matches 2 runs \(zz1, zz2\)"):
+        compare_runs(store, "zz", base.eval_run_id)
+    assert compare_runs(store, "zz2", "zz1").a.eval_run_id == "zz2"
+
+
+def test_an_eval_run_is_a_run_and_its_items_join_its_trajectories(store):
+    result = _run(store, _scripted({("0", 0): "cat"}), settings=load_settings())
+    runs = store.sql("SELECT * FROM runs WHERE run_id = ?", [result.eval_run_id])
+    assert len(runs) == 1 and runs[0]["kind"] == "eval" and runs[0]["status"] == "done"
+    linked = store.sql("SELECT r.kind FROM eval_runs e JOIN runs r ON r.run_id = e.run_id WHERE e.eval_run_id = ?",
+                       [result.eval_run_id])
+    assert linked == [{"kind": "eval"}]
+    task_ids = {r["task_id"] for r in store.sql("SELECT task_id FROM eval_items WHERE eval_run_id = ?", [result.eval_run_id])}
+    assert task_ids == {f"eval:{result.eval_run_id}:{k}" for k in "0123"}
+
+
+def test_a_run_that_crashes_is_marked_failed(store):
+    def broken(item, sample_idx):
+        raise RuntimeError("bug in the solver")
+
+    with pytest.raises(RuntimeError):
+        _run(store, broken)
+    rows = store.sql("SELECT status, summary FROM runs WHERE kind = 'eval'")
+    assert [r["status"] for r in rows] == ["failed"] and "bug in the solver" in rows[0]["summary"]
 
 
 def test_compare_unknown_or_unfinished_run_is_a_config_error(store):

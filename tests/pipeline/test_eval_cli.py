@@ -58,15 +58,36 @@ def test_eval_gta_scores_stores_and_compares(mmat_home, gta_file):
     with open_store(load_settings(), read_only=True) as store:
         items = store.sql("select item_key, counted, ans_acc, tool_recall, code_exec, traj_id from eval_items "
                           f"where eval_run_id = '{metrics['eval_run_id']}' order by item_key")
-        assert [(i["item_key"], i["counted"]) for i in items] == [("0", True), ("1", False)]
+        # the subjective item counts under gta_official only (embedding similarity), as GTA's evaluator counts it
+        assert [(i["item_key"], i["counted"]) for i in items] == [("0", True), ("1", True)]
+        subjective = json.loads(items[1]["ans_acc"])
+        assert set(subjective) == {"gta_official"} and 0.0 <= subjective["gta_official"] < 1.0
         assert json.loads(items[0]["ans_acc"])["gta"] == 1.0 and items[0]["tool_recall"] == 1.0 and items[0]["code_exec"] == 1.0
+        run = store.sql(f"select r.kind, r.status from eval_runs e join runs r on r.run_id = e.run_id "
+                        f"where e.eval_run_id = '{metrics['eval_run_id']}'")
+        assert run == [{"kind": "eval", "status": "done"}]
+        calls = store.sql(f"select task_id from lm_calls where run_id = '{metrics['eval_run_id']}'")
+        assert calls and {c["task_id"] for c in calls} <= {f"eval:{metrics['eval_run_id']}:0", f"eval:{metrics['eval_run_id']}:1"}
+        joined = store.sql(f"select count(*) as n from trajectories t join eval_items i on i.task_id = t.task_id "
+                           f"and i.sample_idx = t.attempt where i.eval_run_id = '{metrics['eval_run_id']}'")
+        assert joined == [{"n": 2}]
         steps = store.sql(f"select tool_calls from steps where traj_id = '{items[0]['traj_id']}'")
         assert steps[0]["tool_calls"][0]["name"] == "ocr" and "950" in steps[0]["tool_calls"][0]["result"]
+    assert metrics["gta"]["embedding_model"].startswith(("all-mpnet-base-v2", "all-MiniLM-L6-v2 (GTA uses all-mpnet-base-v2"))
+    official = next(t for t in metrics["tables"] if t["name"] == "gta_official")
+    assert official["columns"] == ["P", "O", "L", "C", "AnsAcc", "AnsAcc w/ ImgGen"]
+    assert official["values"][0] == pytest.approx(1.0, abs=1e-4)  # gold OCR once per item, ocr called once: P = R = 1
 
-    compare = runner.invoke(cli, ["eval", "compare", metrics["eval_run_id"], bad_metrics["eval_run_id"]])
+    compare = runner.invoke(cli, ["eval", "compare", metrics["eval_run_id"][:8], bad_metrics["eval_run_id"][:8]])
     assert compare.exit_code == 0, compare.output
-    line = next(l for l in compare.output.splitlines() if "ans_acc" in l and "gta" in l and "greedy" in l)
-    assert "-1" in line  # good 1.0 -> bad 0.0
+    line = next(l for l in compare.output.splitlines() if "greedy.ans_acc.gta " in l)
+    assert "-100.00" in line  # good 1.0 -> bad 0.0
+    assert "dummy/good" in compare.output and "dummy/bad" in compare.output
+    assert f"A = {metrics['eval_run_id']} vs B = {bad_metrics['eval_run_id']}" in compare.output
+    as_json = runner.invoke(cli, ["eval", "compare", metrics["eval_run_id"], bad_metrics["eval_run_id"], "--json"])
+    parsed = json.loads(as_json.output)
+    assert parsed["a"]["controller"] == "dummy/good" and parsed["b"]["controller"] == "dummy/bad"
+    assert {"key": "controller", "a": "dummy/good", "b": "dummy/bad"} in parsed["settings_diff"]
 
 
 def test_eval_gaia_levels(mmat_home, tmp_path):
@@ -80,5 +101,8 @@ def test_eval_gaia_levels(mmat_home, tmp_path):
     lines = result.output.splitlines()
     assert any("AnsAcc (gaia)" in l and "50.00 (1/2)" in l for l in lines)
     assert "level 1: 1 items" in result.output and "level 2: 1 items" in result.output
-    assert result.output.rstrip().endswith("greedy AnsAcc gaia 50.0%, mat 50.0% on 2 counted items; CodeExec 100.0%; 0 errors")
+    assert " ".join(result.output.split()).endswith(
+        "greedy AnsAcc gaia 50.0%, gaia_lenient 50.0%, mat 50.0% on 2 counted items; CodeExec 100.0%; 0 errors")
+    header = next(i for i, l in enumerate(lines) if "Level 1" in l and "Average" in l)  # the paper table
+    assert [c.strip() for c in lines[header + 2].strip("│┃ ").split("│")] == ["100.00", "0.00", "–", "50.00"]
     assert result.output.count("greedy AnsAcc gaia") == 1
