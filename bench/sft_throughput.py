@@ -139,7 +139,7 @@ def main() -> None:
         worker(a.worker, a.model, Path(a.data), Path(a.result), a.batch_size, a.threads)
         return
 
-    from mmat.finetune.tiny import build_tiny_text_lm
+    from mmat.testing.tiny_models import build_tiny_text_lm
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

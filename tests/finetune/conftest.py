@@ -43,21 +43,21 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def text_lm(tiny_dir: Path) -> Path:
-    from mmat.finetune.tiny import build_tiny_text_lm
+    from mmat.testing.tiny_models import build_tiny_text_lm
 
     return build_tiny_text_lm(tiny_dir / "text")
 
 
 @pytest.fixture(scope="session")
 def idefics3(tiny_dir: Path) -> Path:
-    from mmat.finetune.tiny import build_tiny_idefics3
+    from mmat.testing.tiny_models import build_tiny_idefics3
 
     return build_tiny_idefics3(tiny_dir / "idefics3")
 
 
 @pytest.fixture(scope="session")
 def llava(tiny_dir: Path) -> Path:
-    from mmat.finetune.tiny import build_tiny_llava
+    from mmat.testing.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tiny_dir / "llava")
 

@@ -110,7 +110,7 @@ def test_concurrent_first_use_loads_once(tiny_lm_dir, mmat_settings):
 
 
 def test_a_vision_model_dir_sees_real_images_not_descriptions(mmat_settings, tmp_path):
-    tiny = pytest.importorskip("mmat.finetune.tiny")
+    tiny = pytest.importorskip("mmat.testing.tiny_models")
     vlm = tiny.build_tiny_idefics3(tmp_path / "idefics3")
     rf = {"type": "json_schema", "json_schema": {"name": "X", "schema": {
         "type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"], "additionalProperties": False}}}

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmat.cli import cli
-from mmat.finetune.tiny import build_tiny_idefics3, build_tiny_text_lm
+from mmat.testing.tiny_models import build_tiny_idefics3, build_tiny_text_lm
 from mmat.pipeline.synth import SynthRequest, run_synth
 
 from .conftest import TOOLS

@@ -27,7 +27,7 @@ MODEL = "dummy/agent"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from mmat.finetune.tiny import build_tiny_idefics3, build_tiny_llava, build_tiny_text_lm
+    from mmat.testing.tiny_models import build_tiny_idefics3, build_tiny_llava, build_tiny_text_lm
 
     root = tmp_path_factory.mktemp("tiny")
     return {"idefics3": build_tiny_idefics3(root / "idefics3"), "llava": build_tiny_llava(root / "llava"),
