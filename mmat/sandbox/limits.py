@@ -15,7 +15,7 @@ from mmat.errors import ConfigError
 if TYPE_CHECKING:
     from mmat.config import Settings
 
-__all__ = ["Limits", "LIMIT_NAMES"]
+__all__ = ["Limits", "LIMIT_NAMES", "MIB"]
 
 MIB = 1024 * 1024
 
@@ -33,8 +33,12 @@ DEFAULT_WORKER_CPU_S = 1800.0
 DEFAULT_MEMORY_MB = 2048
 # Largest single file a step may write (RLIMIT_FSIZE): larger than any image or document a task needs.
 DEFAULT_FILE_SIZE_MB = 64
-# All regular files in the workspace, checked after each step (inputs included).
+# All regular files in the workspace (inputs included): in root mode a tmpfs of this size stops
+# writes during the step; in every mode the parent checks after each step.
 DEFAULT_WORKSPACE_MB = 256
+# Files, directories and other entries in the workspace (inodes), enforced like the bytes. A task
+# needs dozens; this stops a step that creates millions of empty files.
+DEFAULT_WORKSPACE_INODES = 10_000
 # Tasks (processes AND threads) of the sandbox's own uid (RLIMIT_NPROC). Room for the worker, a few
 # library threads and a small subprocess pipeline; a fork bomb stops here.
 DEFAULT_MAX_PROCESSES = 32
@@ -65,6 +69,7 @@ class Limits:
     memory_mb: int = DEFAULT_MEMORY_MB
     file_size_mb: int = DEFAULT_FILE_SIZE_MB
     workspace_mb: int = DEFAULT_WORKSPACE_MB
+    workspace_inodes: int = DEFAULT_WORKSPACE_INODES
     max_processes: int = DEFAULT_MAX_PROCESSES
     max_open_files: int = DEFAULT_MAX_OPEN_FILES
     max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS
@@ -79,6 +84,8 @@ class Limits:
         for name in ("file_size_mb", "workspace_mb", "max_output_chars", "tmp_mb"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"Limits.{name} must be >= 1, got {getattr(self, name)}.")
+        if self.workspace_inodes < 16:
+            raise ConfigError(f"Limits.workspace_inodes={self.workspace_inodes} is too small for a task's files: use >= 16.")
         if self.memory_mb < 128:
             raise ConfigError(f"Limits.memory_mb={self.memory_mb} is too small for Python to start: use >= 128.")
         if self.max_processes < 4:

@@ -71,14 +71,18 @@ def protocol_error(detail: str) -> StepError:
     )
 
 
-def workspace_error(limits: Limits, total_bytes: int, deleted: int) -> StepError:
-    return StepError(
-        type="OSError",
-        message=(
-            f"the workspace grew to {total_bytes / MIB:.1f} MiB, over its {limits.workspace_mb} MiB limit; "
-            f"the {deleted} file(s) this step created were deleted. {_LOST}."
-        ),
-    )
+def workspace_error(limits: Limits, total_bytes: int, deleted: int, *, inodes: int | None = None, full: str | None = None) -> StepError:
+    """The workspace went over its quota: bytes, entries (inodes), or a full workspace tmpfs."""
+    if inodes is not None and (full == "inodes" or inodes > limits.workspace_inodes):
+        what = f"the workspace reached {inodes} files and directories, over its limit of {limits.workspace_inodes}"
+    elif full == "bytes" and total_bytes <= limits.workspace_bytes:
+        what = (
+            f"the workspace is full, over its {limits.workspace_mb} MiB limit ({total_bytes / MIB:.1f} MiB in files; "
+            "space is counted in whole 4 KiB pages, so many small files fill it sooner)"
+        )
+    else:
+        what = f"the workspace grew to {total_bytes / MIB:.1f} MiB, over its {limits.workspace_mb} MiB limit"
+    return StepError(type="OSError", message=f"{what}; the {deleted} file(s) this step created were deleted. {_LOST}.")
 
 
 def tampered_note(what: str) -> str:

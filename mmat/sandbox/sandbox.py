@@ -1,6 +1,8 @@
 """The Sandbox: a worker process that runs model-written Python, step after step, with state.
 
-Isolation, exactly (Linux, run as root; built from namespaces, rlimits and seccomp, no bwrap):
+Isolation, exactly (Linux; built from namespaces, cgroups, rlimits and seccomp, no bwrap). As root
+("root mode") or, for any other user, inside a new user namespace ("rootless mode"); the README's
+sandbox section says what differs between the two (mmat.sandbox.modes picks one):
 
 * **Process and namespaces.** The parent starts ``_launcher.py`` (root), which unshares mount,
   network, IPC, UTS and PID namespaces. The sandbox's PID 1 is a tiny init; the worker is PID 2 and
@@ -22,9 +24,14 @@ Isolation, exactly (Linux, run as root; built from namespaces, rlimits and secco
   TZ, cache dirs in /tmp, one thread per math library. Nothing is inherited from the parent.
   Python starts with ``-I -S -B``; mmat itself is not importable inside.
 * **Resources.** rlimits (soft = hard): address space, file size, processes (per uid, so per
-  sandbox), open files, no core dumps, CPU (hard = worker lifetime, soft = per step). The parent
-  enforces the wall time per step (tool calls excluded), the workspace quota after each step and
-  the tool-call count. Any limit hit kills the step and restarts the worker (state lost).
+  sandbox), open files, no core dumps, CPU (hard = worker lifetime, soft = per step). Per-sandbox
+  cgroups (``cgroups.py``) bound the memory and tasks of all its processes together where writable.
+  The parent enforces the wall time per step (tool calls excluded), the workspace quota (bytes and
+  entries; root mode: a tmpfs during the step, ``quota.py``; every mode: after each step) and the
+  tool-call count. Any limit hit kills the step and restarts the worker (state lost).
+* **Frozen between steps.** After each step every process and thread of the sandbox is stopped
+  (cgroup freezer, else SIGSTOP by its init; SIGCONT is refused inside) until the next step, so what
+  the parent inspects after a step cannot change under it. State survives.
 * **seccomp** (``seccomp.py``): mount, pivot_root, chroot, unshare, setns, ptrace, bpf, io_uring,
   keyctl, module loading, namespace flags on clone and more fail with EPERM.
 * **Processes.** subprocess/os.system work inside (contained by all of the above). Every process a
@@ -63,6 +70,7 @@ from mmat.sandbox.modes import sandbox_mode
 from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
 from mmat.sandbox.escape import escape_text, escape_value, nesting_depth, scrub_surrogates
 from mmat.sandbox.protocol import MAX_TOOL_ARGS_BYTES, MAX_TOOL_ARGS_DEPTH, DoneMsg, ProtocolViolation, ToolHost, ToolMsg
+from mmat.sandbox.quota import WorkspaceTmpfs
 from mmat.sandbox.results import StepError, StepResult, ToolCall
 from mmat.sandbox.runtime import site_paths
 
@@ -124,13 +132,16 @@ def _refuse_arguments(msg: ToolMsg) -> str | None:
 Responder = Callable[[ToolMsg, int], tuple[dict[str, Any], ToolCall, _RecordedTool]]
 
 
-def _shutdown(holder: list[WorkerProcess | None], workspace: Path) -> None:
+def _shutdown(holder: list[WorkerProcess | None], workspace: Path, quota: list[WorkspaceTmpfs | None]) -> None:
     """Finalizer for a Sandbox that was never closed (or at interpreter exit): take its worker down
     and give the workspace back to the parent's uid."""
     worker = holder[0]
     if worker is not None:
         holder[0] = None
         worker.kill()
+    if quota[0] is not None:
+        quota[0].release()
+        quota[0] = None
     if workspace.exists():
         wsp.chown_tree(workspace, os.geteuid(), os.getegid())
 
@@ -174,8 +185,16 @@ class Sandbox:
         self._closed = False
         self._owns_workspace = False
         self._holder: list[WorkerProcess | None] = [None]
-        self._finalizer = weakref.finalize(self, _shutdown, self._holder, self.workspace)
-        self._start("start")
+        # root mode: the quota holds during each step (a tmpfs over the workspace; see quota.py)
+        self._quota: list[WorkspaceTmpfs | None] = [None]
+        if self.mode.name == "root":
+            self._quota[0] = WorkspaceTmpfs.mount(self.workspace, limits, uid=self.host_uid, gid=self.host_gid)
+        self._finalizer = weakref.finalize(self, _shutdown, self._holder, self.workspace, self._quota)
+        try:
+            self._start("start")
+        except BaseException:
+            self._finalizer()
+            raise
 
     # --- public API -----------------------------------------------------------------------------
     def run(self, code: str) -> StepResult:
@@ -248,6 +267,9 @@ class Sandbox:
             if worker is not None:
                 worker.kill()
             self._finalizer.detach()
+            quota, self._quota[0] = self._quota[0], None
+            if quota is not None:
+                quota.release()  # the workspace's files go back to the directory underneath
             self.events.append(self._event("close", steps=self._step))
             if self._owns_workspace:
                 shutil.rmtree(self.workspace, ignore_errors=True)
@@ -323,10 +345,11 @@ class Sandbox:
         notes += [obs.removed_note(rel) for rel in dict.fromkeys(self._removed)]
         after = wsp.scan(self.workspace)
         result = outcome.result
-        if after.total_bytes > self.limits.workspace_bytes:
+        full = self._quota[0].exhausted() if self._quota[0] is not None else None
+        if after.total_bytes > self.limits.workspace_bytes or after.inodes > self.limits.workspace_inodes or full:
             gone = wsp.remove_new_files(self.workspace, before, after)
             result.limit_hit = "workspace"
-            result.error = obs.workspace_error(self.limits, after.total_bytes, len(gone))
+            result.error = obs.workspace_error(self.limits, after.total_bytes, len(gone), inodes=after.inodes, full=full)
             outcome.restart_reason = outcome.restart_reason or "workspace"
             after = wsp.scan(self.workspace)
         result.new_files = wsp.changed_files(before, after)

@@ -31,8 +31,13 @@ from mmat.sandbox.runtime import site_paths
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a throwaway user to run the rootless suite: needs root (CI runs as root)")
 
 REPO = Path(mmat.__file__).resolve().parents[1]
-# Tests that need a writable cgroup, which an unprivileged user without delegation does not have.
-CGROUP_ONLY = {"test_memory_counts_every_process_of_the_sandbox", "test_tasks_are_counted_per_sandbox"}
+# Tests that need what an unprivileged user does not have here: a writable cgroup (no delegation),
+# or a mount on the host (the workspace quota tmpfs).
+ROOT_ONLY_HERE = {
+    "test_memory_counts_every_process_of_the_sandbox",
+    "test_tasks_are_counted_per_sandbox",
+    "test_inputs_larger_than_the_quota_are_a_clear_error",
+}
 INNER_TIMEOUT_S = 900
 
 
@@ -139,7 +144,7 @@ def test_the_sandbox_suite_passes_as_an_unprivileged_user():
         shutil.rmtree(work, ignore_errors=True)
     assert not [k for k, v in outcome.items() if v in ("failure", "error")]
     skipped = {k.rsplit(".", 1)[1] for k, v in outcome.items() if v == "skipped"}
-    # only this test itself (needs root) and the cgroup-only ones may skip; everything else ran rootless
-    assert skipped <= CGROUP_ONLY | {"test_the_sandbox_suite_passes_as_an_unprivileged_user"}, skipped
+    # only this test itself (needs root) and the root-only ones may skip; everything else ran rootless
+    assert skipped <= ROOT_ONLY_HERE | {"test_the_sandbox_suite_passes_as_an_unprivileged_user"}, skipped
     assert sum(v == "passed" for v in outcome.values()) >= 80
     assert outcome["tests.sandbox.test_isolation.test_mode_is_chosen_automatically"] == "passed"

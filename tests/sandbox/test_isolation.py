@@ -184,3 +184,61 @@ def test_doctor_without_any_mode_says_what_to_do(mmat_home, monkeypatch):
     assert out.exit_code == 1
     rows = json.loads(out.output)
     assert rows[0]["status"] == "no" and "user.max_user_namespaces is 0" in rows[0]["detail"] and "container" in rows[0]["detail"]
+
+
+_FILL = (
+    "written = 0\n"
+    "try:\n"
+    "    for i in range({n}):\n"
+    "        open(f'f{{i}}', 'wb').write(b'0' * {size})\n"
+    "        written += 1\n"
+    "except OSError as e:\n"
+    "    print('stopped', e.errno, written)\n"
+    "    raise\n"
+)
+
+
+def test_workspace_quota_holds_during_the_step(workspace, mmat_home):
+    with Sandbox(workspace, limits=Limits(wall_s=20, file_size_mb=1, workspace_mb=4)) as sb:
+        sb.run("open('keep.txt', 'w').write('kept')")
+        r = sb.run(_FILL.format(n=40, size=500_000))
+        assert r.limit_hit == "workspace" and r.restarted and "over its 4 MiB limit" in r.error.message
+        if not ROOTLESS:  # a tmpfs of 4 MiB: the ninth file cannot be written at all
+            words = r.stdout.split()
+            assert words[:2] == ["stopped", "28"] and int(words[2]) * 500_000 <= 4 * 1024 * 1024
+        assert sorted(os.listdir(workspace)) == ["keep.txt"]  # what the step created is gone
+        alive(sb)
+
+
+def test_workspace_counts_files_and_directories(workspace, mmat_home):
+    with Sandbox(workspace, limits=Limits(wall_s=20, workspace_inodes=200)) as sb:
+        r = sb.run(_FILL.format(n=1000, size=0))
+        assert r.limit_hit == "workspace" and r.restarted
+        assert "files and directories, over its limit of 200" in r.error.message
+        if not ROOTLESS:
+            words = r.stdout.split()
+            assert words[:2] == ["stopped", "28"] and int(words[2]) <= 200
+        assert os.listdir(workspace) == []
+        alive(sb)
+
+
+def test_workspace_files_reach_the_disk_on_close(workspace, mmat_home):
+    (workspace / "input.txt").write_text("in")
+    with Sandbox(workspace, limits=Limits(wall_s=10)) as sb:
+        assert os.path.ismount(workspace) == (not ROOTLESS)  # root mode: the quota tmpfs is over it
+        r = sb.run("import os\nopen('out.txt', 'w').write('out')\nos.remove('input.txt')\nos.mkdir('d')\nopen('d/x', 'w').write('x')")
+        assert r.error is None
+    assert not os.path.ismount(workspace)
+    assert sorted(os.listdir(workspace)) == ["d", "out.txt"]
+    assert (workspace / "out.txt").read_text() == "out" and (workspace / "d" / "x").read_text() == "x"
+    assert {p.stat().st_uid for p in workspace.rglob("*")} == {os.geteuid()}
+
+
+def test_inputs_larger_than_the_quota_are_a_clear_error(workspace, mmat_home, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"0" * (3 * 1024 * 1024))
+    if ROOTLESS:
+        pytest.skip("rootless mode has no tmpfs quota: inputs are checked after the first step")
+    with pytest.raises(SandboxError, match="do not fit its quota of 2 MiB"):
+        Sandbox(workspace, limits=Limits(workspace_mb=2), inputs=[big])
+    assert not os.path.ismount(workspace) and (workspace / "big.bin").exists()

@@ -1,0 +1,116 @@
+"""The workspace quota enforced while a step runs (root mode): the workspace is a tmpfs of
+``Limits.workspace_mb`` bytes and ``Limits.workspace_inodes`` entries for the sandbox's life.
+
+How: a tmpfs is mounted on a private staging directory (root-only, in the system temp dir), the
+workspace's files are copied into it, and it is bound over the workspace directory, so the parent,
+its tools and the sandbox all see it at the workspace's own path. Writes beyond either limit fail
+with ENOSPC inside the step; the parent's after-step check then deletes what the step created and
+restarts the worker, as for any limit. On close the workspace is unmounted and its files are
+mirrored back into the directory underneath, so callers find them where they always were.
+
+While it is mounted the workspace lives in RAM; what the sandbox writes counts toward its memory
+cgroup. If the parent dies without closing the sandbox (SIGKILL), the mounts stay until someone
+unmounts them (``umount <workspace> <staging>``), and the files in them never reach the disk.
+Rootless mode cannot mount on the host: the quota is checked after each step only (documented in
+the README).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mmat.errors import SandboxError
+from mmat.sandbox import workspace as wsp
+from mmat.sandbox.limits import MIB, Limits
+
+__all__ = ["WorkspaceTmpfs"]
+
+MS_NOSUID, MS_NODEV, MS_BIND = 2, 4, 4096
+MNT_DETACH = 2
+# Free space below which the tmpfs counts as full (a write of this much would already have failed).
+_FULL_BYTES = 64 * 1024
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def _mount(source: str | None, target: Path, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())  # noqa: E731
+    if _libc.mount(enc(source), str(target).encode(), enc(fstype), flags, enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def _umount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
+            raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+class WorkspaceTmpfs:
+    """A mounted workspace quota. Create with WorkspaceTmpfs.mount(); release() exactly once."""
+
+    def __init__(self, workspace: Path, staging: Path) -> None:
+        self.workspace = workspace
+        self.staging = staging
+        self.released = False
+
+    @classmethod
+    def mount(cls, workspace: Path, limits: Limits, *, uid: int, gid: int) -> WorkspaceTmpfs:
+        staging = Path(tempfile.mkdtemp(prefix="mmat-workspace-"))
+        opts = f"size={limits.workspace_bytes},nr_inodes={limits.workspace_inodes + 1},mode=0700,uid={uid},gid={gid}"
+        try:
+            _mount("mmat-workspace", staging, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+        except OSError as e:
+            staging.rmdir()
+            raise SandboxError(f"cannot mount the workspace quota (a tmpfs) for {workspace}: {e.strerror}") from None
+        quota = cls(workspace, staging)
+        try:
+            wsp.copy_tree(workspace, staging)
+        except OSError as e:
+            quota._drop()
+            if e.errno == errno.ENOSPC:
+                have = wsp.scan(workspace)
+                raise SandboxError(
+                    f"the files already in {workspace} ({have.total_bytes / MIB:.1f} MiB, {have.inodes} entries) do not fit "
+                    f"its quota of {limits.workspace_mb} MiB and {limits.workspace_inodes} entries: raise Limits.workspace_mb "
+                    "/ workspace_inodes or pass fewer inputs."
+                ) from None
+            raise
+        try:
+            _mount(str(staging), workspace, None, MS_BIND)
+        except OSError as e:
+            quota._drop()
+            raise SandboxError(f"cannot mount the workspace quota on {workspace}: {e.strerror}") from None
+        return quota
+
+    def exhausted(self) -> str | None:
+        """"bytes" or "inodes" when the tmpfs is (nearly) full, else None."""
+        st = os.statvfs(self.staging)
+        if st.f_favail == 0:
+            return "inodes"
+        if st.f_bavail * st.f_frsize < _FULL_BYTES:
+            return "bytes"
+        return None
+
+    def release(self) -> None:
+        """Unmount the workspace and mirror its files into the directory underneath (the sandbox is gone)."""
+        if self.released:
+            return
+        self.released = True
+        _umount(self.workspace)
+        try:
+            wsp.mirror(self.staging, self.workspace)
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        _umount(self.staging)
+        shutil.rmtree(self.staging, ignore_errors=True)
