@@ -4,7 +4,8 @@
    bundled image pool and sandboxed teacher code, a short agent budget);
 2. finetune: a LoRA text student (SmolLM2-135M, dequantized from the shipped GGUF) on the verified
    trajectories, images rendered to text exactly as at inference;
-3. a summary of what landed in the store, with the SQL to look further.
+3. a summary of what landed in the store — including how many tasks and trajectories the rule checks
+   rejected and which checks — with the SQL to look further.
 
 The 135M teacher makes the pipeline run offline; it does not make good data. Quality comes from a
 real teacher: `mmat synth --teacher openai/gpt-4o-mini ...`.
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 
 from mmat.config import Settings
 
-__all__ = ["run_demo", "DemoSummary", "DEMO_TOOLS"]
+__all__ = ["run_demo", "DemoSummary", "DEMO_TOOLS", "RuleCounts", "rule_counts"]
 
 # Image tools only: task images come from the bundled pool by retrieval, while documents would need the
 # teacher to write working Python, which a 135M model does not (it shows in the store as rejected files).
@@ -30,15 +31,49 @@ TRAIN = {"max_steps": 3, "max_length": 4096, "batch_size": 1, "rank": 8, "alpha"
          "save_steps": 4}
 
 
+class RuleCounts(BaseModel):
+    """What the rule checks did to one kind of subject (task or trajectory) in the store."""
+
+    checked: int = 0
+    rejected: int = 0
+    why: dict[str, int] = {}  # check name -> subjects it rejected
+
+    def render(self, noun: str) -> str:
+        why = ", ".join(f"{check} {n}" for check, n in self.why.items())
+        return f"{self.rejected} of {self.checked} {noun}" + (f" ({why})" if why else "")
+
+
+def rule_counts(store) -> dict[str, RuleCounts]:
+    """Per subject kind: subjects the rules checked, rejected, and per check how many it rejected (rows of
+    ``mmat verify`` count once per subject)."""
+    out = {kind: RuleCounts() for kind in ("task", "trajectory")}
+    for r in store.sql("SELECT subject_kind AS kind, count(DISTINCT subject_id) AS n, "
+                       "count(DISTINCT subject_id) FILTER (WHERE NOT passed) AS rejected "
+                       "FROM verdicts WHERE verifier = 'rules' GROUP BY 1"):
+        counts = out.setdefault(r["kind"], RuleCounts())
+        counts.checked, counts.rejected = r["n"], r["rejected"]
+    for r in store.sql("SELECT kind, split_part(reason, ': ', 1) AS rule, count(DISTINCT subject_id) AS n FROM "
+                       "(SELECT subject_kind AS kind, subject_id, unnest(cast(reasons AS VARCHAR[])) AS reason "
+                       " FROM verdicts WHERE verifier = 'rules') GROUP BY ALL ORDER BY n DESC, rule"):
+        out.setdefault(r["kind"], RuleCounts()).why[r["rule"]] = r["n"]
+    return out
+
+
 class DemoSummary(BaseModel):
     synth_line: str
     tasks: dict[str, int]
     trajectories: int
     correct: int
+    rules: dict[str, RuleCounts] = {}
     lm_calls: list[dict]
     adapter: str | None
     train_line: str
     seconds: float
+
+    def rules_line(self) -> str:
+        traj, task = self.rules.get("trajectory", RuleCounts()), self.rules.get("task", RuleCounts())
+        return (f"rule checks rejected {traj.render('trajectories')} and {task.render('tasks')}, before any verifier "
+                "model was asked: mmat sql \"select subject_kind, reasons from verdicts where verifier = 'rules' and not passed\"")
 
     def render(self) -> str:
         calls = "\n".join(f"  {c['model']}: {c['n']} calls, {c['prompt']} prompt + {c['completion']} completion tokens"
@@ -47,6 +82,7 @@ class DemoSummary(BaseModel):
         return "\n".join([
             self.synth_line.splitlines()[0],
             f"tasks: {tasks or 'none'}; trajectories: {self.trajectories} ({self.correct} verified correct)",
+            self.rules_line(),
             "LM calls:", calls or "  none",
             self.train_line,
             "look further:",
@@ -95,5 +131,7 @@ def run_demo(settings: Settings, *, tasks: int = 2) -> DemoSummary:
         correct = store.sql("SELECT count(*) AS n FROM trajectories WHERE verdict = 'correct'")[0]["n"]
         calls = store.sql("SELECT model, count(*) AS n, coalesce(sum(prompt_tokens), 0) AS prompt, "
                           "coalesce(sum(completion_tokens), 0) AS completion FROM lm_calls GROUP BY 1 ORDER BY 1")
-    return DemoSummary(synth_line=synth.render(), tasks=statuses, trajectories=n_traj, correct=correct, lm_calls=calls,
+        rules = rule_counts(store)
+    return DemoSummary(synth_line=synth.render(), tasks=statuses, trajectories=n_traj, correct=correct, rules=rules,
+                       lm_calls=calls,
                        adapter=adapter, train_line=train_line, seconds=time.monotonic() - started)
