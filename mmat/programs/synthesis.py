@@ -3,8 +3,8 @@
 It composes the five stage modules and returns everything they produced in one typed ``SeedResult``,
 rejections included (a rejected task is data too). Verification is two-stage: the rule checks
 (``mmat.programs.rules``) run first and a subject that fails them is rejected without asking the
-verifier model; a trajectory is correct only when the rules pass *and* the LM verifier passes. It never touches the store: the runner turns the
-result into rows. Each role runs with its own model and the adapter that model needs
+verifier model; a trajectory is correct only when the rules pass *and* the LM verifier passes. It
+never touches the store: the runner turns the result into rows. Each role runs with its own model and the adapter that model needs
 (``mmat.lm.adapter_for``): the teacher writes tasks and files, the controller drives the agent, the
 verifier judges.
 """
