@@ -157,6 +157,22 @@ def read_regular_file(path: Path | str, limit: int = MAX_READ_BYTES) -> bytes:
         return safefs.read_bytes(fd, path.name, limit)
 
 
+def _read_in(workspace: Path | None, path: Path) -> bytes:
+    """A file the agent's run made: opened from the workspace root's fd when it lies below it (no link
+    followed on any component), else from its own directory's."""
+    if workspace is not None:
+        try:
+            name = Path(path).relative_to(workspace)
+        except ValueError:
+            pass
+        else:
+            from mmat.sandbox import safefs
+
+            with safefs.root(workspace) as fd:
+                return safefs.read_bytes(fd, str(name), MAX_READ_BYTES)
+    return read_regular_file(path)
+
+
 class _Undecodable(ValueError):
     """The bounded decoder's own message (it names the exception, or the limit that stopped it)."""
 
@@ -372,7 +388,7 @@ def _answer_names_file(run: TrajectorySubject, image: bool) -> str | None:
     if run.workspace is not None:
         for name in mentioned:
             try:
-                read_regular_file(run.workspace / name, limit=MAX_READ_BYTES)
+                _read_in(run.workspace, run.workspace / name)
                 return None
             except (OSError, ValueError):
                 continue
@@ -464,6 +480,7 @@ def check_not_all_steps_failed(run: TrajectorySubject, options: RuleOptions) -> 
 
 
 def _images(run: TrajectorySubject) -> list[tuple[str, Path]]:
+    """(name, path) of the task's images, then of the images the steps produced."""
     task = [(f.name, Path(f.path)) for f in run.files if f.is_image]
     made = [(Path(p).name, Path(p) if Path(p).is_absolute() or run.workspace is None else run.workspace / p)
             for s in run.trajectory.steps for p in s.images]
@@ -484,7 +501,7 @@ def check_no_duplicate_images(run: TrajectorySubject, options: RuleOptions) -> s
     unreadable = []
     for name, path in _images(run):
         try:
-            digest = sha256_bytes(read_regular_file(path))
+            digest = sha256_bytes(_read_in(run.workspace, path))
         except (OSError, ValueError) as e:
             unreadable.append(f"{name}: {_why(e)}")
             continue

@@ -331,3 +331,16 @@ def test_rules_off_from_the_environment(monkeypatch):
 def test_readme_lists_every_check():
     assert rules_markdown() in README.read_text(), (
         "README rule table is stale: replace it with `python -c 'from mmat.programs.rules import rules_markdown as m; print(m())'`")
+
+
+def test_a_step_image_behind_a_planted_directory_link_is_not_read(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    image(outside / "secret.png")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "out").symlink_to(outside, target_is_directory=True)
+    t = good_trajectory()
+    t.steps[0].images = [str(workspace / "out" / "secret.png")]
+    verdict = only("no_duplicate_images", run(t, workspace=workspace))
+    assert not verdict.passed and "secret.png: UnsafePath" in verdict.reasons[0]
