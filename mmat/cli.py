@@ -400,6 +400,51 @@ def export(settings, fmt: str, out: Path, where: str | None, pairs: bool, images
     click.echo(f"wrote {result.n_rows} row(s), {result.n_images} image(s) to {result.path}; card: {result.card}")
 
 
+# --- imports --------------------------------------------------------------------------------------
+_IMPORT_HELP = """Import released trajectories or pairs into the store (rows get origin = 'import' and their source path).
+
+\b
+FORMAT: mmtraj (MAT's MM-Traj JSON), mtrace (MATRIX's M-TRACE, LLaMA-Factory sharegpt SFT),
+prefx (MATRIX's Pref-X, sharegpt DPO), gta (GTA dataset.json dialogs as reference trajectories, split eval),
+mmat (a folder `mmat export` wrote: lossless round trip).
+Idempotent: importing twice adds nothing; a killed import re-run continues. Bad rows are counted and
+listed with their index; the rest is imported. Tool names are mapped to mmat's (unknown ones kept, counted).
+
+\b
+Examples:
+  mmat import mmtraj MM-Traj/train.json --root MM-Traj/
+  mmat import prefx pref_x.json
+  mmat import mmat out/lf
+  mmat finetune sft --model smollm2-135m --out adapters/mat --where "t.origin = 'import'"
+"""
+
+
+@cli.command("import", help=_IMPORT_HELP)
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(["mmtraj", "mtrace", "prefx", "gta", "mmat"]))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--root", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Folder that relative image/file paths are resolved against (default: the file's folder).")
+@with_settings()
+def import_(settings, fmt: str, path: Path, root: Path | None) -> None:
+    from mmat.pipeline.importers import MAX_LISTED, run_import
+
+    report = run_import(settings, fmt, path, root=root)
+    click.echo(f"imported {report.trajectories} trajectories, {report.pairs} pair(s) from {report.n_rows} row(s) "
+               f"({report.already} already in the store, {len(report.bad)} bad, {report.files} file(s) into blobs)")
+    for index, reason in report.bad[:MAX_LISTED]:
+        click.echo(f"  bad row {index}: {reason}")
+    if len(report.bad) > MAX_LISTED:
+        click.echo(f"  ... and {len(report.bad) - MAX_LISTED} more: mmat sql \"select summary from runs where run_id = '{report.run_id}'\"")
+    if report.renamed_tools:
+        click.echo("tools renamed: " + ", ".join(f"{k} ({v})" for k, v in report.renamed_tools.items()))
+    if report.unknown_tools:
+        click.echo("unknown tools kept (not in mmat, left out of prompts): "
+                   + ", ".join(f"{k} ({v})" for k, v in sorted(report.unknown_tools.items())))
+    if fmt != "mmat" and (report.trajectories or report.pairs):
+        click.echo("next: mmat verify --where \"t.origin = 'import'\", or train on them: "
+                   "mmat finetune sft|dpo --where \"t.origin = 'import'\" ...")
+
+
 # --- preference pairs -----------------------------------------------------------------------------
 @cli.command()
 @click.option("--tasks", "where", default=None, help="SQL filter over t (trajectories) and k (tasks) choosing the tasks to walk; default: tasks with a verified-correct trajectory.")

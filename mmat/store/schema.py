@@ -244,3 +244,11 @@ MIGRATIONS.append((
     "UPDATE eval_runs SET run_id = eval_run_id; "
     "UPDATE eval_items SET task_id = 'eval:' || eval_run_id || ':' || item_key;",
 ))
+
+# `mmat import` brings released data sets (MM-Traj, M-TRACE, Pref-X, GTA dialogs, mmat exports) into the store:
+# their rows carry origin = 'import' and the file they came from.
+MIGRATIONS.append((
+    "007_import_source",
+    "ALTER TABLE tasks ADD COLUMN source VARCHAR; ALTER TABLE trajectories ADD COLUMN source VARCHAR; "
+    "ALTER TABLE preference_pairs ADD COLUMN source VARCHAR;",
+))

@@ -57,8 +57,8 @@ def trajectory_records(store, traj_ids: list[str], sink: MediaSink) -> list[dict
                           "WHERE task_id = ? ORDER BY position, name", [r["task_id"]])
         steps = store.sql("SELECT idx, thought, code, observation, error, images, duration_ms, tool_calls FROM steps "
                           "WHERE traj_id = ? ORDER BY idx", [traj_id])
-        verdicts = store.sql("SELECT verifier, model, passed, verdict, score, reasons FROM verdicts "
-                             "WHERE subject_kind = 'trajectory' AND subject_id = ? ORDER BY verifier", [traj_id])
+        verdicts = store.sql("SELECT verifier, model, passed, verdict, score, reasons, created_at FROM verdicts "
+                             "WHERE subject_kind = 'trajectory' AND subject_id = ? ORDER BY created_at, verifier", [traj_id])
         out.append({
             "mmat_record": RECORD_VERSION, "kind": "trajectory",
             **{c: r[c] for c in _TRAJ_COLUMNS}, "tools": list(r["tools"] or []), "source": r["source_path"],
@@ -74,7 +74,8 @@ def trajectory_records(store, traj_ids: list[str], sink: MediaSink) -> list[dict
                        "images": [sink.ref(store.blob_path(p)) for p in (s["images"] or [])],
                        "tool_calls": [{**c, "arguments": _json_text(c["arguments"])} for c in (s["tool_calls"] or [])]}
                       for s in steps],
-            "verdicts": [{**v, "reasons": _json_text(v["reasons"])} for v in verdicts],
+            "verdicts": [{**v, "reasons": _json_text(v["reasons"]),
+                          "created_at": v["created_at"].isoformat() if v["created_at"] else None} for v in verdicts],
         })
     return out
 
