@@ -25,7 +25,7 @@ MAT_SYSTEM = ("You are an expert assistant who can solve any task using code blo
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from mmat.finetune.tiny import build_tiny_idefics3, build_tiny_text_lm
+    from mmat.testing.tiny_models import build_tiny_idefics3, build_tiny_text_lm
 
     root = tmp_path_factory.mktemp("tiny")
     return {"vlm": build_tiny_idefics3(root / "vlm"), "text": build_tiny_text_lm(root / "text")}
