@@ -1,7 +1,7 @@
 """Human labels for the verifiers: a sheet out, a filled sheet (or any CSV/JSONL) back in.
 
 ``export_label_sheet`` writes one row per stored task or trajectory with what a person needs to judge
-it (query, files, answer, the verifier's own verdict) and empty ``label``/``note`` columns.
+it (query, files, answer, each step's thought, code and observation, the verifier's own verdict) and empty ``label``/``note`` columns.
 ``import_labels`` reads rows of ``subject_kind, subject_id, label, note`` back into ``verdicts`` with
 ``verifier='label'``: the ground truth the verifier metrics compare against. Rows left unlabelled are
 skipped; any bad row stops the import before anything is written, with every bad line named.
@@ -30,6 +30,14 @@ MAX_LISTED_PROBLEMS = 10
 
 SubjectKind = Literal["task", "trajectory"]
 
+# One step as a labeller reads it: thought, code, observation (and the error, images it made, when there are any).
+_STEP_TEXT = (
+    "'Step ' || (s.idx + 1) || chr(10) || 'Thought: ' || coalesce(s.thought, '') || chr(10) || 'Code:' || chr(10) "
+    "|| coalesce(s.code, '') || chr(10) || 'Observation: ' || coalesce(s.observation, '') "
+    "|| CASE WHEN s.error IS NOT NULL THEN chr(10) || 'Error: ' || s.error ELSE '' END "
+    "|| CASE WHEN len(coalesce(s.images, [])) > 0 THEN chr(10) || 'Images made: ' || len(s.images) ELSE '' END"
+)
+
 # What a person sees next to each subject. Columns after the first four are context only: import ignores them.
 _SHEETS: dict[str, str] = {
     "task": """
@@ -45,7 +53,7 @@ _SHEETS: dict[str, str] = {
         LEFT JOIN verdicts l ON l.subject_id = t.task_id AND l.subject_kind = 'task' AND l.verifier = 'label'
         LEFT JOIN verdicts v ON v.subject_id = t.task_id AND v.subject_kind = 'task' AND v.verifier = 'query_file'
         WHERE t.query IS NOT NULL""",
-    "trajectory": """
+    "trajectory": f"""
         SELECT 'trajectory' AS subject_kind, r.traj_id AS subject_id, l.verdict AS label,
                array_to_string(CAST(l.reasons AS VARCHAR[]), '; ') AS note,
                t.task_id, t.domain, t.query, t.expected_answer, r.answer, r.status, r.n_steps, r.n_errors,
@@ -53,7 +61,9 @@ _SHEETS: dict[str, str] = {
                (SELECT string_agg(f.name || ' (' || f.modality || ')', ', ' ORDER BY f.file_id)
                   FROM files f WHERE f.task_id = t.task_id) AS files,
                v.verdict AS verifier_verdict,
-               array_to_string(CAST(v.reasons AS VARCHAR[]), '; ') AS verifier_reasons
+               array_to_string(CAST(v.reasons AS VARCHAR[]), '; ') AS verifier_reasons,
+               (SELECT string_agg({_STEP_TEXT}, chr(10) || chr(10) ORDER BY s.idx)
+                  FROM steps s WHERE s.traj_id = r.traj_id) AS steps
         FROM trajectories r JOIN tasks t USING (task_id)
         LEFT JOIN verdicts l ON l.subject_id = r.traj_id AND l.subject_kind = 'trajectory' AND l.verifier = 'label'
         LEFT JOIN verdicts v ON v.subject_id = r.traj_id AND v.subject_kind = 'trajectory' AND v.verifier = 'trajectory'""",

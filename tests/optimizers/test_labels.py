@@ -69,6 +69,18 @@ def test_sheet_round_trip(store, ids, tmp_path):
     assert row["passed"] is True and row["verdict"] == "correct" and row["reasons"] == "[]"
 
 
+def test_trajectory_sheet_shows_each_step(store, ids, tmp_path):
+    sheet = tmp_path / "t.csv"
+    export_label_sheet(store, sheet, "trajectory")
+    steps = {r["subject_id"]: r["steps"] for r in read_csv(sheet)}[ids["wrong"]]
+    assert steps == ("Step 1\nThought: Read the table.\nCode:\nprint(inspect_file_as_text('march.csv'))\n"
+                     "Observation: Tool calls:\ninspect_file_as_text(file_path='march.csv') returned:\n| rent | 950 |\n\n"
+                     "Step 2\nThought: Answer.\nCode:\nfinal_answer('no idea')\nObservation: Final answer given: no idea")
+    export_label_sheet(store, tmp_path / "t.jsonl", "trajectory")
+    row = next(json.loads(l) for l in (tmp_path / "t.jsonl").read_text().splitlines() if ids["right"] in l)
+    assert row["steps"].startswith("Step 1\nThought: Read the table.") and "final_answer('950')" in row["steps"]
+
+
 def test_task_sheet_with_a_filter(store, ids, tmp_path):
     sheet = tmp_path / "tasks.csv"
     assert export_label_sheet(store, sheet, "task", where="expected_answer = '901'") == 1

@@ -263,3 +263,15 @@ def test_sql_export_and_finetune_work_on_imported_rows(tmp_path, monkeypatch, re
     assert tuned.exit_code == 0, tuned.output
     assert "sft: 2 samples, 1 steps" in tuned.output and (out / "adapter_config.json").is_file()
     assert os.path.isfile(out / "mmat_train.json")
+
+
+def test_imported_trajectories_are_valid_input_for_mmat_verify(tmp_path, monkeypatch, release):
+    settings = _home(tmp_path / "home", monkeypatch)
+    (release / "mm_traj.json").write_text(json.dumps(_mmtraj_rows()))
+    run_import(settings, "mmtraj", release / "mm_traj.json")
+    result = CliRunner().invoke(cli, ["verify", "--where", "t.origin = 'import'", "--rules-only", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with Store.for_settings(settings, read_only=True) as store:
+        rows = store.sql("SELECT v.subject_id, v.passed FROM verdicts v JOIN trajectories t ON t.traj_id = v.subject_id "
+                         "WHERE v.verifier = 'rules' AND t.origin = 'import'")
+    assert len(rows) == 2  # one rules verdict per imported trajectory; rules alone never make one training data
