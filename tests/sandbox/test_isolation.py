@@ -75,6 +75,20 @@ def test_sigstop_freezing_without_a_cgroup_freezer(workspace, mmat_home, monkeyp
         alive(sb)
 
 
+def test_cgroup_v1_freezer(workspace, mmat_home, monkeypatch):
+    """Where only v1 hierarchies exist (or v2 is not writable): v1 freezer, and a frozen sandbox still
+    dies cleanly (v1 frozen tasks ignore SIGKILL until thawed)."""
+    monkeypatch.setattr(cgroups, "hierarchies", lambda real=cgroups.hierarchies: [h for h in real() if h.version == 1])
+    with Sandbox(workspace, limits=Limits(wall_s=10)) as sb:
+        cg = sb._holder[0].cgroup
+        if cg.freeze_kind != "cgroup1":
+            pytest.skip(f"no writable v1 freezer here: {cg.unavailable.get('freeze')}")
+        _assert_frozen_between_steps(sb, workspace, tries=5)
+        sb.run("import subprocess\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(0.05)")
+        dirs, pid = list(cg.dirs), sb.worker_pid
+    assert not os.path.exists(f"/proc/{pid}") and not any(os.path.exists(d) for d in dirs)
+
+
 def test_the_sandbox_cannot_continue_itself_or_signal_init(sandbox):
     code = (
         "import os, signal\nout = []\n"
