@@ -16,7 +16,7 @@ from mmat.sandbox.results import StepError
 
 __all__ = [
     "limit_text", "limit_error", "death_error", "protocol_error", "workspace_error", "lost_worker_error",
-    "step_stdout", "is_model_facing", "RESTARTED_BEFORE_NOTE", "removed_note", "tampered_note",
+    "step_stdout", "is_model_facing", "RESTARTED_BEFORE_NOTE", "removed_note", "freeze_error", "tampered_note",
 ]  # fmt: skip
 
 MIB = 1024 * 1024
@@ -58,6 +58,13 @@ def death_error(limits: Limits, signal_no: int | None, exit_code: int | None, cp
     else:
         how = "ended unexpectedly"
     return None, StepError(type="SandboxCrash", message=f"the sandbox's Python process {how}. {_LOST}.")
+
+
+def freeze_error() -> StepError:
+    return StepError(
+        type="SandboxCrash",
+        message=f"the sandbox could not be stopped (a process stayed busy in the kernel for seconds, e.g. on a huge write). {_LOST}.",
+    )
 
 
 def lost_worker_error() -> StepError:

@@ -31,7 +31,8 @@ sandbox section says what differs between the two (mmat.sandbox.modes picks one)
   tool-call count. Any limit hit kills the step and restarts the worker (state lost).
 * **Frozen between steps.** After each step every process and thread of the sandbox is stopped
   (cgroup freezer, else SIGSTOP by its init; SIGCONT is refused inside) until the next step, so what
-  the parent inspects after a step cannot change under it. State survives.
+  the parent inspects after a step cannot change under it; the same while the parent serves a tool
+  call. State survives.
 * **seccomp** (``seccomp.py``): mount, pivot_root, chroot, unshare, setns, ptrace, bpf, io_uring,
   keyctl, module loading, namespace flags on clone and more fail with EPERM.
 * **Processes.** subprocess/os.system work inside (contained by all of the above). Every process a
@@ -372,6 +373,7 @@ class Sandbox:
         outcome = self._execute(step, code, responder)
         if not self._freeze():
             outcome.restart_reason = outcome.restart_reason or "freeze_failed"
+            outcome.result.error = outcome.result.error or obs.freeze_error()
         if worker is not None and outcome.result.limit_hit is None and worker.oom_kills() > ooms:
             # a process of the sandbox was killed for the whole sandbox's memory (cgroup), not the worker itself
             outcome.result.limit_hit = "memory"
@@ -411,7 +413,13 @@ class Sandbox:
                 msg = worker.recv(deadline)
                 if isinstance(msg, ToolMsg):
                     t_tool = time.monotonic()
-                    reply, call, rec = responder(msg, len(calls))
+                    # nothing of the sandbox runs while the parent serves a tool: what it reads stays put
+                    if not worker.freeze():
+                        return failed(None, obs.freeze_error(), "freeze_failed")
+                    try:
+                        reply, call, rec = responder(msg, len(calls))
+                    finally:
+                        worker.thaw()
                     calls.append(call)
                     recorded.append(rec)
                     deadline += time.monotonic() - t_tool  # the parent's tool time is not the step's time

@@ -256,3 +256,28 @@ def test_inputs_larger_than_the_quota_are_a_clear_error(workspace, mmat_home, tm
     with pytest.raises(SandboxError, match="do not fit its quota of 2 MiB"):
         Sandbox(workspace, limits=Limits(workspace_mb=2), inputs=[big])
     assert not os.path.ismount(workspace) and (workspace / "big.bin").exists()
+
+
+class _StillTools:
+    """One tool that looks at the workspace twice, 30 ms apart, and says whether anything moved."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.workspace = workspace
+
+    def names(self) -> list[str]:
+        return ["still"]
+
+    def signature(self, name: str) -> list[str]:
+        return []
+
+    def call(self, name: str, kwargs: dict) -> str:
+        before = _listing(self.workspace)
+        time.sleep(0.03)
+        return str(_listing(self.workspace) == before)
+
+
+def test_the_sandbox_is_frozen_while_a_tool_runs(workspace, mmat_home):
+    with Sandbox(workspace, tools=_StillTools(workspace), limits=Limits(wall_s=20)) as sb:
+        r = sb.run(_BUSY + "time.sleep(0.1)\nseen = [still() for _ in range(20)]\nprint(seen.count('True'), n[0] > 0)")
+        assert r.error is None and r.stdout == "20 True\n"
+        alive(sb)
