@@ -67,15 +67,16 @@ def read_generative_ids(path: Path | str) -> set[str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read the generative ids file {path}: {e}") from None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
-    if isinstance(value, dict):
-        value = list(value)
-    if not isinstance(value, list):
-        raise ConfigError(f"generative ids file {path} must hold a JSON list of ids or one id a line.")
-    return {str(v).strip() for v in value}
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"generative ids file {path} is not valid JSON ({e}): write a JSON list or one id a line.") from None
+        return {str(v).strip() for v in (list(value) if isinstance(value, dict) else value)}
+    ids = {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+    if not ids:
+        raise ConfigError(f"generative ids file {path} holds no ids: write a JSON list or one id a line.")
+    return ids
 
 
 def load_agentx(

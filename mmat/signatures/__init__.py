@@ -5,6 +5,18 @@ only prompt text of its step; review them like product copy (golden files in tes
 """
 
 from mmat.signatures.agent import CodeAgentStep, FallbackAnswer
+from mmat.signatures.agentx import (
+    AGENTX_SIGNATURES,
+    JudgeContext,
+    JudgeFactualPrecision,
+    JudgeFaithfulness,
+    JudgeGoalAccuracy,
+    JudgeGrounding,
+    JudgeSemanticAccuracy,
+    JudgeToolAccuracy,
+    JudgeToolPrecision,
+    JudgeToolsetAccuracy,
+)
 from mmat.signatures.files import FILE_LIBRARIES, CaptionImage, FixFileCode, WriteFileCode
 from mmat.signatures.images import ImageRef, Images, image_data_uri
 from mmat.signatures.prefs import MAX_CANDIDATES, CandidateJudgement, CandidateStep, JudgeSteps, StepScore, judgements_model
@@ -23,6 +35,17 @@ from mmat.signatures.queries import (
 from mmat.signatures.verify import MAX_REASONS, QueryFileVerdict, TrajectoryVerdict, VerifyQueryFiles, VerifyTrajectory
 
 __all__ = [
+    # Agent-X judge metrics
+    "AGENTX_SIGNATURES",
+    "JudgeGrounding",
+    "JudgeToolPrecision",
+    "JudgeToolAccuracy",
+    "JudgeFaithfulness",
+    "JudgeContext",
+    "JudgeFactualPrecision",
+    "JudgeSemanticAccuracy",
+    "JudgeGoalAccuracy",
+    "JudgeToolsetAccuracy",
     # queries
     "Modality",
     "FileFormat",

@@ -130,9 +130,14 @@ def test_generative_ids_files(tmp_path):
     assert read_generative_ids(tmp_path / "ids.json") == {"3", "7"} == read_generative_ids(tmp_path / "ids.txt")
     (tmp_path / "bad.json").write_text('{"a": 1}')
     assert read_generative_ids(tmp_path / "bad.json") == {"a"}
-    (tmp_path / "num.json").write_text("5")
-    with pytest.raises(ConfigError, match="JSON list"):
-        read_generative_ids(tmp_path / "num.json")
+    (tmp_path / "one.txt").write_text("5\n")
+    assert read_generative_ids(tmp_path / "one.txt") == {"5"}
+    (tmp_path / "broken.json").write_text("[1, 2")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_generative_ids(tmp_path / "broken.json")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="holds no ids"):
+        read_generative_ids(tmp_path / "empty.txt")
 
 
 def test_sniffing_and_frames_at_configured_times(agentx_dir, tmp_path):

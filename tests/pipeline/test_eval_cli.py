@@ -106,3 +106,73 @@ def test_eval_gaia_levels(mmat_home, tmp_path):
     header = next(i for i, l in enumerate(lines) if "Level 1" in l and "Average" in l)  # the paper table
     assert [c.strip() for c in lines[header + 2].strip("│┃ ").split("│")] == ["100.00", "0.00", "–", "50.00"]
     assert result.output.count("greedy AnsAcc gaia") == 1
+
+
+def _agentx_judge(messages, fields):
+    return {"justification": "fine", "score": 0.5}
+
+
+def test_eval_agentx_both_formats_with_a_judge(mmat_home, tmp_path):
+    from tests.eval.test_agentx import write_mp4
+
+    files = tmp_path / "files"
+    files.mkdir()
+    Image.new("RGB", (40, 30), "blue").save(files / "AgentX_1.jpg", format="PNG")  # PNG bytes under .jpg
+    write_mp4(files / "AgentX_2.mp4")
+    step = {"step": 1, "task": "describe", "tool": "SceneDescriber", "input": {"image": "AgentX_1.jpg"}, "output": "blue", "thought": "look"}
+    entry = lambda fp, qt: [{"file_path": fp, "query": "What colour is it?", "query_type": qt, "tool_metadata": {},
+                             "reasoning_steps": [step], "final_answer": {"value": "blue", "justification": "it is blue"}}]
+    (tmp_path / "data.json").write_text(json.dumps({"0": entry("AgentX_1.jpg", "objective"), "1": entry("AgentX_2.mp4", "subjective")}))
+    (tmp_path / "generative.txt").write_text("1\n")
+    turn = [{"type": "text", "text": "What colour is it?"}, {"type": "image", "image": "image/AgentX_1.jpg"}]
+    gta_item = {"tools": [{"name": "OCR"}], "files": [], "gt_answer": {"whitelist": [["blue"]], "blacklist": None},
+                "dialogs": [{"role": "user", "content": turn},
+                            {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "ImageDescription", "arguments": {}}}]},
+                            {"role": "tool", "name": "ImageDescription", "content": "blue"}, {"role": "assistant", "content": "blue"}]}
+    (tmp_path / "dataset.json").write_text(json.dumps({"0": gta_item}))
+    DummyLM(lambda m, f: {"answer": "blue"} if f == ["answer"] else {"thought": "Answer.", "code": "final_answer('blue')"}, name="ax")
+    DummyLM(_agentx_judge, name="axjudge")
+    runner = CliRunner()
+    data = runner.invoke(cli, ["eval", "--bench", str(tmp_path / "data.json"), "--generative-ids", str(tmp_path / "generative.txt"),
+                               "--controller", "dummy/ax", "--judge", "dummy/axjudge", "--json", "--quiet"])
+    assert data.exit_code == 0, data.output
+    out = json.loads(data.output[data.output.index("{"):])
+    table = out["tables"][0]
+    assert table["columns"][:10] == ["G_s", "T_p", "T_acc", "F_acc", "C_s", "F_p", "S_acc", "G_acc", "G_a*", "T^s_acc"]
+    assert table["values"][0] == 0.5 and table["values"][8] == pytest.approx(0.5)  # G_a* over item 1
+    assert table["values"][10] == 0.0  # set F1: the agent called no tool
+    assert out["agentx"]["n_generative"] == 1 and out["agentx"]["metrics"]["G_acc"]["n"] == 1
+    text = runner.invoke(cli, ["eval", "--bench", str(tmp_path / "dataset.json"), "--format", "agentx",
+                               "--controller", "dummy/ax", "--judge", "dummy/axjudge", "--quiet"])
+    assert text.exit_code == 0, text.output
+    assert "Agent-X (as MATRIX reports it)" in text.output and "G_a*: no image-answer items" in " ".join(text.output.split())
+
+    from mmat.config import load_settings
+    from mmat.runtime import open_store
+
+    with open_store(load_settings(), read_only=True) as store:
+        judged = store.sql("select count(*) as n from lm_calls where run_id = ? and module like '%agentx_judge%'", [out["eval_run_id"]])
+        assert judged[0]["n"] == 9 + 8  # nine metrics on the text item, G_acc skipped on the image-answer item
+        media = store.sql("select details from eval_items where eval_run_id = ? order by item_key", [out["eval_run_id"]])
+        assert "holds PNG bytes" in media[0]["details"] and "frame(s) at 0 s" in media[1]["details"]
+
+
+def test_eval_action_grammar_flag_is_a_setting_of_the_run(mmat_home, tmp_path):
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(
+        {"task_id": "a", "Question": "How many legs does a spider have?", "Level": 1, "Final answer": "8", "file_name": ""}))
+    DummyLM(lambda m, f: {"thought": "I know this.", "code": "final_answer('8')"}, name="grammar")
+    runs = {}
+    for mode in ("off", "on"):
+        result = CliRunner().invoke(cli, ["eval", "--bench", str(tmp_path / "metadata.jsonl"), "--controller", "dummy/grammar",
+                                          "--action-grammar", mode, "--json", "--quiet"])
+        assert result.exit_code == 0, result.output
+        runs[mode] = json.loads(result.output[result.output.index("{"):])["eval_run_id"]
+    assert runs["off"] != runs["on"]  # a different setting is a different run
+
+    from mmat.config import load_settings
+    from mmat.runtime import open_store
+
+    with open_store(load_settings(), read_only=True) as store:
+        for mode, run_id in runs.items():
+            settings = json.loads(store.sql("select settings from runs where run_id = ?", [run_id])[0]["settings"])
+            assert settings["agent_action_grammar"] == mode

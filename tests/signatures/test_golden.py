@@ -13,6 +13,7 @@ import pytest
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format
 
 from mmat.signatures import (
+    AGENTX_SIGNATURES,
     CandidateStep,
     CaptionImage,
     CodeAgentStep,
@@ -57,6 +58,17 @@ CASES = {
                                 "candidates": [CandidateStep(thought="OCR it.", code="print(ocr(image_path='crew_portrait.png'))", observation="Output:\nCOLLINS"),
                                                CandidateStep(thought="Guess.", code="final_answer('Armstrong')", observation="Final answer given: Armstrong")]}),
 }
+
+
+_AGENTX_VIEW = {
+    "query": "How many cars are parked on the left?", "query_type": "objective",
+    "reference_steps": "step 1: task: count cars | tool: CountGivenObject | input: {'object': 'car'} | output: 3 | thought: count them",
+    "reference_answer": "3\n(justification: three cars are parked on the left)",
+    "agent_steps": "step 1: task: print(visualizer(question='how many cars?', image_path='street.jpg')) | tool: CountGivenObject | output: 3 cars | thought: ask the VQA tool",
+    "agent_answer": "3", "tool_descriptions": "{\"name\": \"ObjectCounter\", \"description\": \"counts objects\"}",
+}
+for _metric, _signature in AGENTX_SIGNATURES.items():
+    CASES[f"AgentX.{_metric}"] = (_signature, {k: _AGENTX_VIEW[k] for k in _signature.input_fields})
 
 
 def render(messages, schema=None) -> str:
