@@ -500,6 +500,11 @@ def finetune() -> None:
     """Distil stored trajectories (SFT) or preference pairs (step-DPO) into a LoRA adapter."""
 
 
+def _command_line() -> str:
+    """The command as typed (`mmat ...`), for the runs table."""
+    return " ".join(["mmat", *click.get_current_context().find_root().meta.get("mmat_argv", [])])
+
+
 def _launched_distributed(num_processes: int | None) -> bool:
     """Re-run this finetune command under torchrun with N processes; True when that happened."""
     from mmat.finetune.distributed import world_size
@@ -529,7 +534,7 @@ def finetune_sft(settings, model, out, where, num_processes, **train) -> None:
 
     if _launched_distributed(num_processes):
         return
-    _report_training(run_sft(settings, model=model, out=out, where=where, **train))
+    _report_training(run_sft(settings, model=model, out=out, where=where, command=_command_line(), **train))
 
 
 @finetune.command("dpo")
@@ -543,7 +548,8 @@ def finetune_dpo(settings, model, out, where, init_adapter, num_processes, **tra
 
     if _launched_distributed(num_processes):
         return
-    _report_training(run_dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter, **train))
+    _report_training(run_dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter,
+                             command=_command_line(), **train))
 
 
 # --- serving --------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def run_demo(settings: Settings, *, tasks: int = 2) -> DemoSummary:
     adapter, train_line = None, "finetune: skipped (no trajectory landed; run the demo again to continue)"
     if n_traj:
         out = settings.adapters_dir / "demo-student"
-        result = run_sft(settings, model=STUDENT, out=out, where=where, **TRAIN)
+        result = run_sft(settings, model=STUDENT, out=out, where=where, command="mmat demo", **TRAIN)
         adapter = str(result.adapter_dir)
         first, last = result.losses[0], result.losses[-1]
         train_line = (f"finetune: LoRA student {STUDENT} on {what}: {result.n_samples} samples, {result.global_step} steps, "

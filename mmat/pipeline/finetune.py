@@ -52,14 +52,39 @@ def resolve_base_model(model: str, settings: Settings) -> tuple[str, bool]:
     return str(path), is_vlm
 
 
+def _run_row(settings: Settings, kind: str, command: str):
+    """The ``runs`` row of a training run (rank 0 only; the store is opened only to write it, not held)."""
+    from contextlib import nullcontext
+
+    from mmat.finetune.distributed import is_main_process
+    from mmat.runtime import open_store
+    from mmat.store import RunHandle, run_lifecycle
+
+    if not is_main_process():
+        return nullcontext(RunHandle(run_id="(rank 0 records this run)"))
+    return run_lifecycle(lambda: open_store(settings), kind, settings, command)
+
+
+def _result_summary(result) -> dict[str, Any]:
+    return result.model_dump(mode="json", exclude={"history"}) | {"summary": result.summary()}
+
+
 def _selection_meta(selection, extra: dict[str, Any]):
     from mmat.finetune import SelectionMeta
 
     return SelectionMeta(sql=selection.where, n_rows=selection.n_rows, run_ids=selection.run_ids, extra=extra)
 
 
-def run_sft(settings: Settings, *, model: str, out: Path, where: str | None = None, **train: Any):
-    """LoRA SFT on the selected trajectories; returns the TrainResult (adapter dir, losses, ...)."""
+def run_sft(settings: Settings, *, model: str, out: Path, where: str | None = None, command: str = "mmat finetune sft",
+            **train: Any):
+    """LoRA SFT on the selected trajectories, recorded as a ``finetune`` run; returns the TrainResult."""
+    with _run_row(settings, "finetune", command) as run:
+        result = _sft(settings, model=model, out=out, where=where, **train)
+        run.summary = _result_summary(result)
+    return result
+
+
+def _sft(settings: Settings, *, model: str, out: Path, where: str | None = None, **train: Any):
     from mmat.finetune import TrainConfig, train_sft
     from mmat.lm import configure_litellm
     from mmat.pipeline.conversations import DEFAULT_SFT_WHERE, load_conversations
@@ -77,8 +102,17 @@ def run_sft(settings: Settings, *, model: str, out: Path, where: str | None = No
     return train_sft([c.messages for c in conversations], config, selection_meta=meta)
 
 
-def run_dpo(settings: Settings, *, model: str, out: Path, where: str | None = None, init_adapter: Path | None = None, **train: Any):
-    """Step-DPO with LoRA on the selected preference pairs (optionally from an SFT adapter)."""
+def run_dpo(settings: Settings, *, model: str, out: Path, where: str | None = None, init_adapter: Path | None = None,
+            command: str = "mmat finetune dpo", **train: Any):
+    """Step-DPO with LoRA on the selected preference pairs (optionally from an SFT adapter), recorded as a run."""
+    with _run_row(settings, "finetune", command) as run:
+        result = _dpo(settings, model=model, out=out, where=where, init_adapter=init_adapter, **train)
+        run.summary = _result_summary(result)
+    return result
+
+
+def _dpo(settings: Settings, *, model: str, out: Path, where: str | None = None, init_adapter: Path | None = None,
+         **train: Any):
     from mmat.finetune import DPOTrainConfig, train_dpo
     from mmat.lm import configure_litellm
     from mmat.pipeline.conversations import load_preference_rows

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -108,16 +109,9 @@ def _select(store, request: PrefsRequest) -> list[dict]:
 
 
 def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat prefs", progress: bool = True) -> PrefsSummary:
-    import dspy
-
-    from mmat.lm import adapter_for, build_lm, check_model, configure_litellm
-    from mmat.pipeline.conversations import load_files, load_steps
-    from mmat.pipeline.progress import ProgressBar
-    from mmat.pipeline.rows import SeedRows, trajectory_rows
-    from mmat.programs import CodeAgent, PreferenceWalk, TrajectoryResult
+    from mmat.lm import build_lm, check_model, configure_litellm
     from mmat.runtime import open_store
-    from mmat.store import LMCallRecorder, resumable_run_id
-    from mmat.store.blobs import safe_suffix
+    from mmat.store import resumable_run_id, run_lifecycle
 
     started = time.monotonic()
     configure_litellm(settings)
@@ -135,53 +129,77 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
                 f"no task matches --tasks {request.where!r}. The default takes tasks with a verified-correct trajectory; "
                 "with the embedded 135M verifier there may be none: try --tasks \"k.status = 'failed'\" (tasks whose "
                 "trajectories were not verified), or synthesize with a stronger teacher.")
-        store.start_run("prefs", settings, command, run_id=run_id)
-        done = {r["task_id"] for r in store.sql(
-            "SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done'", [run_id])}
-        _delete_unfinished(store, run_id)  # failed tasks are retried from scratch
-        todo = [r for r in rows if r["task_id"] not in done]
-        recorder = LMCallRecorder(store, run_id)
-        pairs_by_rule: Counter[str] = Counter()
-        states = answered = failed = 0
-
-        with ProgressBar("prefs", len(todo), progress) as bar:
-            for row in todo:
-                task_id, tools = row["task_id"], list(row["tools"] or [])
-                traj_id = content_id("traj", task_id, "prefs", run_id)
-                workspace = settings.workspaces_dir / f"prefs_{run_id}" / traj_id
-                shutil.rmtree(workspace, ignore_errors=True)
-                reason, n_pairs = None, 0
-                verified = row["verdict"] == "correct" and row["origin"] == "synth"
-                reference = load_steps(store, row["traj_id"]) if request.reference and verified else None
-                try:
-                    with dspy.context(lm=controller_lm, adapter=adapter_for(controller), callbacks=[recorder]):
-                        walk = PreferenceWalk(CodeAgent(tools, settings=settings), k=request.k, temperature=request.temperature,
-                                              min_margin=request.min_margin,
-                                              judge_context={"lm": judge_lm, "adapter": adapter_for(judge)})
-                        result = walk(row["query"], load_files(store, task_id), workspace, tools=tools, reference=reference)
-                except (ModelOutputError, SandboxError) as e:  # the model's (or one sandbox's) failure: recorded, run goes on
-                    failed += 1
-                    reason = f"{type(e).__name__}: {e}"
-                else:
-                    written = SeedRows(lambda path: store.put_blob(path, safe_suffix(path)))
-                    trajectory_rows(written, run_id, task_id, TrajectoryResult(attempt=0, controller=controller, trajectory=result.trajectory),
-                                    workspace, None, traj_id=traj_id, origin="prefs")
-                    pair_rows = _pair_rows(run_id, task_id, traj_id, judge, result)
-                    for table, table_rows in [*written.tables.items(), ("preference_pairs", pair_rows)]:
-                        if table_rows:
-                            store.writer.put(table, table_rows)
-                    states += len(result.states)
-                    answered += result.trajectory.status == "answered"
-                    pairs_by_rule.update(p["rule"] for p in pair_rows)
-                    n_pairs = len(pair_rows)
-                store.writer.flush()
-                store.writer.put("prefs_tasks", [{"run_id": run_id, "task_id": task_id, "status": "failed" if reason else "done",
-                                                  "n_pairs": n_pairs, "reason": reason, "finished_at": utcnow()}])
-                store.writer.flush()
-                shutil.rmtree(workspace, ignore_errors=True)  # step images are blobs now
-                bar.advance(f"pairs {sum(pairs_by_rule.values())} · failed {failed}")
-
-        summary = PrefsSummary(run_id=run_id, tasks=len(rows), done_before=len(rows) - len(todo), states=states,
-                               answered=answered, pairs=pairs_by_rule, failed=failed, seconds=time.monotonic() - started)
-        store.finish_run(run_id, "done", summary.model_dump(mode="json"))
+        with run_lifecycle(store, "prefs", settings, command, run_id=run_id) as run:
+            summary = _walk_tasks(settings, store, request, run_id, rows, controller, judge, controller_lm, judge_lm,
+                                  started, progress)
+            run.summary = summary.model_dump(mode="json")
     return summary
+
+
+def _walk_tasks(settings: Settings, store, request: PrefsRequest, run_id: str, rows: list[dict[str, Any]],
+                controller: str, judge: str, controller_lm, judge_lm, started: float, progress: bool) -> PrefsSummary:
+    """Walk every selected task that is not done yet; one ``prefs_tasks`` marker per task once its rows are flushed."""
+    from mmat.pipeline.progress import ProgressBar
+    from mmat.store import LMCallRecorder
+
+    done = {r["task_id"] for r in store.sql(
+        "SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done'", [run_id])}
+    _delete_unfinished(store, run_id)  # failed tasks are retried from scratch
+    todo = [r for r in rows if r["task_id"] not in done]
+    recorder = LMCallRecorder(store, run_id)
+    pairs_by_rule: Counter[str] = Counter()
+    states = answered = failed = 0
+    with ProgressBar("prefs", len(todo), progress) as bar:
+        for row in todo:
+            reason, result, pair_rows = _walk_one(settings, store, request, run_id, row, controller, judge, controller_lm,
+                                                  judge_lm, recorder)
+            if reason:
+                failed += 1
+            else:
+                states += len(result.states)
+                answered += result.trajectory.status == "answered"
+                pairs_by_rule.update(p["rule"] for p in pair_rows)
+            store.writer.put("prefs_tasks", [{"run_id": run_id, "task_id": row["task_id"],
+                                              "status": "failed" if reason else "done", "n_pairs": len(pair_rows),
+                                              "reason": reason, "finished_at": utcnow()}])
+            store.writer.flush()
+            bar.advance(f"pairs {sum(pairs_by_rule.values())} · failed {failed}")
+    return PrefsSummary(run_id=run_id, tasks=len(rows), done_before=len(rows) - len(todo), states=states,
+                        answered=answered, pairs=pairs_by_rule, failed=failed, seconds=time.monotonic() - started)
+
+
+def _walk_one(settings: Settings, store, request: PrefsRequest, run_id: str, row: dict[str, Any], controller: str,
+              judge: str, controller_lm, judge_lm, recorder):
+    """One task's walk and its rows (flushed); returns (failure reason or None, walk result, pair rows)."""
+    import dspy
+
+    from mmat.lm import adapter_for
+    from mmat.pipeline.conversations import load_files, load_steps
+    from mmat.pipeline.rows import SeedRows, trajectory_rows
+    from mmat.programs import CodeAgent, PreferenceWalk, TrajectoryResult
+    from mmat.store.blobs import safe_suffix
+
+    task_id, tools = row["task_id"], list(row["tools"] or [])
+    traj_id = content_id("traj", task_id, "prefs", run_id)
+    workspace = settings.workspaces_dir / f"prefs_{run_id}" / traj_id
+    shutil.rmtree(workspace, ignore_errors=True)
+    verified = row["verdict"] == "correct" and row["origin"] == "synth"
+    reference = load_steps(store, row["traj_id"]) if request.reference and verified else None
+    try:
+        with dspy.context(lm=controller_lm, adapter=adapter_for(controller), callbacks=[recorder]):
+            walk = PreferenceWalk(CodeAgent(tools, settings=settings), k=request.k, temperature=request.temperature,
+                                  min_margin=request.min_margin,
+                                  judge_context={"lm": judge_lm, "adapter": adapter_for(judge)})
+            result = walk(row["query"], load_files(store, task_id), workspace, tools=tools, reference=reference)
+    except (ModelOutputError, SandboxError) as e:  # the model's (or one sandbox's) failure: recorded, run goes on
+        return f"{type(e).__name__}: {e}", None, []
+    written = SeedRows(lambda path: store.put_blob(path, safe_suffix(path)))
+    trajectory_rows(written, run_id, task_id, TrajectoryResult(attempt=0, controller=controller, trajectory=result.trajectory),
+                    workspace, None, traj_id=traj_id, origin="prefs")
+    pair_rows = _pair_rows(run_id, task_id, traj_id, judge, result)
+    for table, table_rows in [*written.tables.items(), ("preference_pairs", pair_rows)]:
+        if table_rows:
+            store.writer.put(table, table_rows)
+    store.writer.flush()
+    shutil.rmtree(workspace, ignore_errors=True)  # step images are blobs now
+    return None, result, pair_rows

@@ -14,7 +14,7 @@ from mmat.store.context import current_task_id, recording_task
 from mmat.store.db import Store
 from mmat.store.read import StoreReader, read_sql
 from mmat.store.readonly import table_rows
-from mmat.store.runs import resumable_run_id
+from mmat.store.runs import RunHandle, resumable_run_id, run_lifecycle
 from mmat.store.writer import Writer
 
 __all__ = [

@@ -118,3 +118,26 @@ def test_an_empty_selection_says_how_to_widen_it(synth_settings, scripted_models
         run_prefs(synth_settings, PrefsRequest(where="k.domain = 'nowhere'"), progress=False)
     with open_store(synth_settings, read_only=True) as store:
         assert store.sql("select count(*) as n from runs where kind = 'prefs'")[0]["n"] == 0  # no run was started
+
+
+def test_a_prefs_run_that_crashes_is_marked_failed_with_its_reason(synth_settings, scripted_models, monkeypatch):
+    """A bug mid-walk (not the model's failure) stops the run; `mmat runs` shows it failed, not running."""
+    import mmat.pipeline.prefs as prefs
+
+    run_synth(synth_settings, SynthRequest(tasks=1, tools=TOOLS, trajectories_per_task=1), progress=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("pair builder exploded")
+
+    monkeypatch.setattr(prefs, "_pair_rows", broken)
+    DummyLM(_controller(), name="sampler")
+    DummyLM(_judge, name="judge")
+    settings = synth_settings.model_copy(update={"controller": "dummy/sampler", "judge": "dummy/judge"})
+    with pytest.raises(RuntimeError, match="pair builder exploded"):
+        run_prefs(settings, PrefsRequest(k=3), progress=False)
+    with open_store(settings, read_only=True) as store:
+        [run] = store.sql("select status, summary from runs where kind = 'prefs'")
+    assert run["status"] == "failed"
+    assert json.loads(run["summary"])["error"] == "RuntimeError: pair builder exploded"
+    listed = CliRunner().invoke(cli, ["runs", "--json"])
+    assert listed.exit_code == 0 and any(r["kind"] == "prefs" and r["status"] == "failed" for r in json.loads(listed.output))
