@@ -3,7 +3,9 @@
 A metric that needs a verdict (is this spec good data? was this trajectory right?) asks a ``Judge``.
 The judge runs mmat's verifier modules under the verifier model and its adapter, with DSPy's trace
 switched off, so the judge's calls never become demos of the program being optimized. The judge's
-verifiers are fresh, uncompiled modules: the yardstick does not move while the program does.
+verifiers are fresh, uncompiled modules: the yardstick does not move while the program does. As in
+synthesis, the rule checks (``mmat.programs.rules``) judge a trajectory first: one they reject scores
+as incorrect without asking the model, so no optimizer is rewarded for a fallback or degenerate answer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dspy
 from mmat.config import Settings
 from mmat.programs._calls import call_predictor, clean_optional
 from mmat.programs.files import GeneratedFile, file_name_for, mime_for
+from mmat.programs.rules import RuleOptions, TrajectorySubject, check_trajectory
 from mmat.programs.trajectory import Trajectory
 from mmat.programs.verifiers import QueryFileVerifier, TrajectoryVerifier
 from mmat.signatures.queries import QuerySpec
@@ -53,6 +56,7 @@ class Judge:
         self.adapter = adapter if adapter is not None else adapter_for(self.model)
         self.query_verifier = QueryFileVerifier()
         self.trajectory_verifier = TrajectoryVerifier()
+        self.rule_options = RuleOptions.from_settings(settings)
 
     def _context(self):
         return dspy.context(lm=self.lm, adapter=self.adapter, trace=None)
@@ -73,6 +77,10 @@ class Judge:
 
     def verify_trajectory(self, query: str, files: Sequence[GeneratedFile], trajectory: Trajectory, *,
                           expected_answer: str | None = None) -> TrajectoryVerdict:
-        """The trajectory verifier, exactly as synthesis runs it. Raises ModelOutputError on an unreadable reply."""
+        """The rule checks, then the trajectory verifier, as synthesis runs them. The expected answer goes to the
+        verifier only: metrics score answer correctness themselves. Raises ModelOutputError on an unreadable reply."""
+        rules = check_trajectory(TrajectorySubject(query=query, trajectory=trajectory, files=files), self.rule_options)
+        if not rules.passed:
+            return TrajectoryVerdict(passed=False, verdict="incorrect", reasons=rules.reasons[:MAX_REASONS], score=0.0)
         with self._context():
             return self.trajectory_verifier(query, files, trajectory, expected_answer=expected_answer)

@@ -100,6 +100,18 @@ def test_agent_metric_says_when_the_agent_never_answered(judge):
     assert scored.score == 0.0 and "never called final_answer: it ran out of steps" in scored.feedback
 
 
+def test_agent_metric_gives_no_credit_to_what_the_rules_reject(settings):
+    from mmat.lm import build_lm
+    from mmat.testing import DummyLM
+
+    yes = DummyLM([{"reasons": ["correct"], "verdict": "correct", "score": 1.0}], name="yes", cycle=True)
+    judge = Judge(settings, lm=build_lm("dummy/yes", settings=settings, cache=False))
+    gold = dspy.Example(task="How much was rent?", files=[], tools=[], expected_answer=None)
+    junk = agent_metric(gold, ok(trajectory("Your task is incomplete. " * 16)), judge=judge)
+    assert junk.score == 0.0 and "answer_not_degenerate: " in junk.feedback and yes.calls == []
+    assert agent_metric(gold, ok(trajectory("950")), judge=judge).score == 1.0 and len(yes.calls) == 1
+
+
 # --- query generator -------------------------------------------------------------------------------------
 def test_planned_files_show_the_verifier_what_each_file_will_hold():
     text = planned_files(spec("How much was rent?", [
