@@ -223,11 +223,17 @@ class Synthesis(dspy.Module):
             self._solve(task, tools, workspace)
         return task
 
+    def _task_rules(self, task: TaskResult, query: str, tools: Sequence[str]) -> RuleVerdict:
+        return check_task(TaskSubject(query=query, intended_tools=task.spec.intended_tools, files=task.files.files,
+                                      available_tools=[*tools, "final_answer"]), self.rule_options)
+
     def verify_task(self, task: TaskResult, tools: Sequence[str], *, use_lm: bool = True) -> TaskResult:
-        """Rule checks, then (if they pass and ``use_lm``) the query-file verifier; sets the task's status and query."""
+        """Rule checks, then (if they pass and ``use_lm``) the query-file verifier; sets the task's status and query.
+
+        A rewritten query is taken only if it passes the same rules (a weak verifier's rewrite can be junk);
+        otherwise the agent gets the original query."""
         spec = task.spec
-        task.rules = check_task(TaskSubject(query=spec.query, intended_tools=spec.intended_tools, files=task.files.files,
-                                            available_tools=[*tools, "final_answer"]), self.rule_options)
+        task.rules = self._task_rules(task, spec.query, tools)
         if not task.rules.passed:
             task.status, task.status_reason = "rejected", "rules: " + "; ".join(task.rules.reasons)
             return task
@@ -243,7 +249,8 @@ class Synthesis(dspy.Module):
         if not verdict.passed:
             task.status, task.status_reason = "rejected", "query-file verifier: " + ("; ".join(verdict.reasons) or "rejected")
             return task
-        task.query = verdict.rewritten_query or spec.query
+        rewrite = verdict.rewritten_query
+        task.query = rewrite if rewrite and self._task_rules(task, rewrite, tools).passed else spec.query
         task.status = "verified"
         return task
 

@@ -114,6 +114,15 @@ def test_rewritten_query_is_what_the_agent_gets(settings, small_pool, tmp_path):
     assert task.status == "verified" and task.query == "What was March's rent?" and task.spec.query == SPECS[2]["query"]
 
 
+def test_a_rewrite_that_fails_the_rules_is_not_what_the_agent_gets(settings, small_pool, tmp_path):
+    DummyLM(lambda m, f: {"queries": [SPECS[2]]}, name="teacher")
+    DummyLM([{"reasons": ["ok"], "passed": True, "rewritten_query": "inspect_file_as_text"}], name="verifier")
+    result = Synthesis(small_pool, settings=settings, tools=TOOLS, solve=False)(make_seed(3, tools=TOOLS), tmp_path)
+    [task] = result.tasks
+    assert task.status == "verified" and task.query == SPECS[2]["query"]
+    assert task.query_verdict.rewritten_query == "inspect_file_as_text"  # still on record
+
+
 def test_a_trajectory_whose_every_step_failed_never_reaches_the_verifier(settings, small_pool, tmp_path):
     DummyLM(lambda m, f: {"queries": [SPECS[2]]}, name="teacher")
     verifier = DummyLM([{"reasons": ["fine"], "passed": True, "rewritten_query": None},
