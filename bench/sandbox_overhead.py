@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -193,7 +192,7 @@ def rootless_as_throwaway_user(args: argparse.Namespace) -> dict[str, Any] | str
 def report(figures: dict[str, Any]) -> tuple[str, list[str]]:
     """(markdown table + summary for one mode, verdict lines)."""
     rows = figures["rows"]
-    p50 = {name: statistics.median(v) for name, v in rows.items()}
+    p50 = {name: pct(v, 0.5) for name, v in rows.items()}
     lines = [
         f"**{figures['mode']} mode** (uid {figures['uid']}, freezer: {figures['freezer']})",
         "",

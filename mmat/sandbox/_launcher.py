@@ -44,7 +44,7 @@ DEV_NODES = ("null", "zero", "full", "random", "urandom")
 # Flags a bind inherits from its source mount; inside a user namespace they are locked, so a remount
 # must repeat them (statvfs ST_RDONLY/NOSUID/NODEV/NOEXEC have the values of the MS_ flags).
 _LOCKABLE = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-# How long a freeze may take before the sandbox counts as unfreezable (and the parent restarts it).
+# How long a SIGSTOP freeze may take before the sandbox counts as unfreezable (the parent restarts it).
 FREEZE_TIMEOUT_S = 2.0
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -274,31 +274,17 @@ def report(event):
 
 
 class Freezer:
-    """Stops and continues every process of the sandbox: a cgroup freezer (v2 ``cgroup.freeze`` or v1
-    ``freezer.state``, files opened before the pivot) when the parent made one, else SIGSTOP/SIGCONT
-    sent by the sandbox's init to its whole PID namespace."""
+    """Without a cgroup freezer: stops and continues every process of the sandbox with SIGSTOP/SIGCONT
+    sent by the sandbox's init to its whole PID namespace. (A cgroup freezer is driven by the parent
+    itself; for a v1 one the launcher keeps its files, opened before the pivot, to kill it frozen.)"""
 
     def __init__(self, spec):
         self.kind = spec["kind"]
-        self.fds = {}
-        for key in ("freeze", "events", "state", "procs"):
-            if key in spec:
-                self.fds[key] = os.open(spec[key], (os.O_RDONLY if key in ("events", "procs") else os.O_RDWR) | os.O_CLOEXEC)
+        self.fds = {key: os.open(spec[key], (os.O_RDONLY if key == "procs" else os.O_RDWR) | os.O_CLOEXEC) for key in ("state", "procs") if key in spec}
         self.ctl_w = self.reply_r = None
-        self.frozen = False
 
     def attach_init(self, ctl_w, reply_r):
         self.ctl_w, self.reply_r = ctl_w, reply_r
-
-    def _wait_file(self, key, want):
-        deadline = time.monotonic() + FREEZE_TIMEOUT_S
-        while True:
-            data = os.pread(self.fds[key], 4096, 0)
-            if want(data):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.00005)
 
     def _ask_init(self, cmd, ok):
         os.write(self.ctl_w, cmd)
@@ -306,33 +292,15 @@ class Freezer:
         return bool(ready) and os.read(self.reply_r, 1) == ok
 
     def freeze(self):
-        if self.kind == "cgroup2":
-            os.pwrite(self.fds["freeze"], b"1", 0)
-            ok = self._wait_file("events", lambda d: b"frozen 1" in d)
-        elif self.kind == "cgroup1":
-            os.pwrite(self.fds["state"], b"FROZEN", 0)
-            ok = self._wait_file("state", lambda d: d.startswith(b"FROZEN"))
-        else:
-            ok = self._ask_init(b"S", b"s")
-        self.frozen = True
-        return ok
+        return self.kind == "signal" and self._ask_init(b"S", b"s")
 
     def thaw(self):
-        if self.kind == "cgroup2":
-            os.pwrite(self.fds["freeze"], b"0", 0)
-            ok = True
-        elif self.kind == "cgroup1":
-            os.pwrite(self.fds["state"], b"THAWED", 0)
-            ok = True
-        else:
-            ok = self._ask_init(b"C", b"c")
-        self.frozen = False
-        return ok
+        return self.kind == "signal" and self._ask_init(b"C", b"c")
 
     def before_kill(self):
         """v1 freezer: frozen tasks ignore SIGKILL until thawed, so kill them first, then thaw (they die
         without running another instruction). v2 and SIGSTOP'd tasks die of SIGKILL as they are."""
-        if self.kind != "cgroup1" or not self.frozen:
+        if self.kind != "cgroup1" or os.pread(self.fds["state"], 64, 0).startswith(b"THAWED"):
             return
         for pid in os.pread(self.fds["procs"], 1 << 20, 0).split():
             try:

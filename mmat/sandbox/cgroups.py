@@ -31,6 +31,8 @@ _MOUNTINFO = "/proc/self/mountinfo"
 _SELF_CGROUP = "/proc/self/cgroup"
 # How long remove() waits for the last tasks of a killed sandbox to leave (rmdir says EBUSY until then).
 _REMOVE_WAIT_S = 2.0
+# How long a freeze may take before the sandbox counts as unfreezable (the caller restarts it).
+FREEZE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class SandboxCgroup:
     pids_dir: str | None = None
     dirs: list[str] = field(default_factory=list)  # every directory we created (rmdir order: reverse)
     unavailable: dict[str, str] = field(default_factory=dict)  # function -> why
+    _fds: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, *, memory_bytes: int, max_tasks: int, tag: str) -> SandboxCgroup:
@@ -213,12 +216,47 @@ class SandboxCgroup:
     def launcher_spec(self) -> dict[str, Any]:
         """Files the launcher opens before it leaves the host's filesystem behind."""
         join = sorted({f"{d}/cgroup.procs" for d in (self.freeze_dir, self.memory_dir, self.pids_dir) if d})
+        # the parent freezes cgroups itself; the launcher only needs the v1 files to kill a frozen sandbox
         freezer: dict[str, Any] = {"kind": "signal"}
         if self.freeze_kind == "cgroup2":
-            freezer = {"kind": "cgroup2", "freeze": f"{self.freeze_dir}/cgroup.freeze", "events": f"{self.freeze_dir}/cgroup.events", "kill": f"{self.freeze_dir}/cgroup.kill"}
+            freezer = {"kind": "cgroup2"}
         elif self.freeze_kind == "cgroup1":
             freezer = {"kind": "cgroup1", "state": f"{self.freeze_dir}/freezer.state", "procs": f"{self.freeze_dir}/cgroup.procs"}
         return {"join": join, "freezer": freezer}
+
+    # --- freezing (done by the parent itself: one write, no process to wake) -----------------------
+    def _fd(self, name: str) -> int:
+        if name not in self._fds:
+            self._fds[name] = os.open(f"{self.freeze_dir}/{name}", (os.O_RDONLY if name == "cgroup.events" else os.O_RDWR) | os.O_CLOEXEC)
+        return self._fds[name]
+
+    def freeze(self) -> bool:
+        """Stop every task of the cgroup; True once the kernel reports all of them frozen (each task
+        freezes itself when it next runs, so this waits for the busy ones to be scheduled)."""
+        deadline = time.monotonic() + FREEZE_TIMEOUT_S
+        if self.freeze_kind == "cgroup2":
+            # (cgroup.events also notifies, but at most every 10 ms: too slow to wait on)
+            state, done = self._fd("cgroup.events"), (lambda d: b"frozen 1" in d)
+            os.pwrite(self._fd("cgroup.freeze"), b"1", 0)
+        else:
+            state, done = self._fd("freezer.state"), (lambda d: d.startswith(b"FROZEN"))
+            os.pwrite(state, b"FROZEN", 0)
+        spins = 0
+        while not done(os.pread(state, 4096, 0)):
+            if time.monotonic() > deadline:
+                return False
+            spins += 1
+            if spins < 20:
+                os.sched_yield()  # let the sandbox's busy tasks run into the freezer
+            else:
+                time.sleep(0.0002)
+        return True
+
+    def thaw(self) -> None:
+        if self.freeze_kind == "cgroup2":
+            os.pwrite(self._fd("cgroup.freeze"), b"0", 0)
+        else:
+            os.pwrite(self._fd("freezer.state"), b"THAWED", 0)
 
     # --- accounting --------------------------------------------------------------------------------
     def oom_kills(self) -> int:
@@ -246,6 +284,9 @@ class SandboxCgroup:
 
     def remove(self) -> None:
         """rmdir every child cgroup (after the sandbox's processes are gone)."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
         deadline = time.monotonic() + _REMOVE_WAIT_S
         for d in reversed(self.dirs):
             while True:

@@ -83,7 +83,8 @@ class WorkerProcess:
     exit_info: ExitInfo | None = None
     cgroup: SandboxCgroup | None = None
     frozen: bool = False
-    last_control_us: float = 0.0  # what the last freeze/thaw took inside the launcher
+    last_control_us: float = 0.0  # what the last freeze took (in the launcher, for SIGSTOP freezing)
+    _pending_thaws: int = 0  # thaw answers of the launcher not read yet
 
     # --- start --------------------------------------------------------------------------------
     @classmethod
@@ -250,18 +251,32 @@ class WorkerProcess:
     # --- freeze / thaw (every process of the sandbox, between steps) -----------------------------
     def freeze(self) -> bool:
         """Stop every process and thread of the sandbox; True once all of them are stopped. False: the
-        sandbox is gone or could not be stopped in time (the caller restarts it)."""
-        ok = self._control("freeze", "frozen")
+        sandbox is gone or could not be stopped in time (the caller restarts it). With a cgroup
+        freezer the parent does it itself; else the sandbox's init does (SIGSTOP), via the launcher."""
+        if self.exit_info is not None or self.proc.poll() is not None:
+            return False
+        if self.cgroup is not None and self.cgroup.freeze_kind is not None:
+            t0 = time.perf_counter()
+            ok = self.cgroup.freeze()
+            self.last_control_us = (time.perf_counter() - t0) * 1e6
+        else:
+            ok = self._control("freeze", "frozen")
         self.frozen = ok
         return ok
 
     def thaw(self) -> bool:
-        ok = self._control("thaw", "thawed")
+        """Continue the sandbox. Does not wait: a SIGSTOP thaw's answer is collected before the next command."""
+        if self.cgroup is not None and self.cgroup.freeze_kind is not None:
+            self.cgroup.thaw()
+            self.frozen = False
+            return True
+        ok = self._send_control("thaw")
         if ok:
+            self._pending_thaws += 1
             self.frozen = False
         return ok
 
-    def _control(self, cmd: str, want: str) -> bool:
+    def _send_control(self, cmd: str) -> bool:
         if self.exit_info is not None or self.proc.poll() is not None:
             return False
         try:
@@ -270,6 +285,12 @@ class WorkerProcess:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError, ValueError):
             return False
+        return True
+
+    def _control(self, cmd: str, want: str) -> bool:
+        """Send a command to the launcher and wait for its answer (after the answers still owed)."""
+        if not self._send_control(cmd):
+            return False
         deadline = time.monotonic() + CONTROL_WAIT_S
         while True:
             status = self._read_status(deadline)
@@ -277,6 +298,9 @@ class WorkerProcess:
             if event in ("exit", "stopped", "error"):
                 self.exit_info = self._exit_from(status)
                 return False
+            if event in ("thawed", "thaw_failed") and self._pending_thaws:
+                self._pending_thaws -= 1
+                continue
             if not status or event in (want, f"{cmd}_failed", f"{want}_failed"):
                 break
         self.last_control_us = float(status.get("us") or 0.0)
