@@ -77,7 +77,7 @@ def run_export(settings: Settings, fmt: str, out: Path, *, where: str | None = N
                 raise ConfigError(f"no preference pairs match '{where}': run `mmat prefs` first, or widen --where.")
             ids = [r.meta["pair_id"] for r in rows]
             out.mkdir(parents=True, exist_ok=True)
-            records = pair_records(store, ids, MediaSink(out, "embed" if mode == "embed" else mode))
+            records = pair_records(store, ids, MediaSink(out, mode))
             traj_ids = sorted({r["trajectory"]["traj_id"] for r in records})
             name = "mmat_dpo"
         else:

@@ -21,12 +21,11 @@ from mmat.store.export.layouts import (IMAGE_TOKEN, flatten_images, has_images, 
 from mmat.store.export.media import IMAGE_MODES, MediaSink
 
 __all__ = [
-    "Conversation", "PreferenceRow", "EXPORT_FORMATS", "PAIR_FORMATS", "IMAGE_MODES", "IMAGE_TOKEN", "DEFAULT_IMAGES",
+    "Conversation", "PreferenceRow", "EXPORT_FORMATS", "IMAGE_MODES", "IMAGE_TOKEN", "DEFAULT_IMAGES",
     "flatten_images", "export_conversations", "export_preferences", "images_mode",
 ]
 
-EXPORT_FORMATS = ("parquet", "hf", "llamafactory", "swift", "openai")
-PAIR_FORMATS = EXPORT_FORMATS
+EXPORT_FORMATS = ("parquet", "hf", "llamafactory", "swift", "openai")  # each takes trajectories and --pairs
 # hf always embeds (a datasets folder holds its image bytes); openai embeds unless asked (the API reads no files).
 DEFAULT_IMAGES = {"parquet": "copy", "hf": "embed", "llamafactory": "copy", "swift": "copy", "openai": "embed"}
 _ALLOWED_IMAGES = {"hf": ("embed",), "llamafactory": ("copy", "link"), "parquet": ("copy", "link", "embed"),
@@ -192,7 +191,7 @@ def export_conversations(conversations: list[Conversation], fmt: str, out_dir: P
         path = out_dir / name
     else:
         raise ConfigError("parquet exports are written from the store's records (mmat.store.export.records).")
-    return path, files, len(sink._done)
+    return path, files, sink.n_placed
 
 
 def export_preferences(rows: list[PreferenceRow], fmt: str, out_dir: Path, *, images: str | None = None,
@@ -230,4 +229,4 @@ def export_preferences(rows: list[PreferenceRow], fmt: str, out_dir: Path, *, im
         path = out_dir / name
     else:
         raise ConfigError("parquet exports are written from the store's records (mmat.store.export.records).")
-    return path, files, len(sink._done)
+    return path, files, sink.n_placed

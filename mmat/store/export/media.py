@@ -50,6 +50,11 @@ class MediaSink:
         self.mode = mode
         self._done: dict[tuple[Path, str], str] = {}
 
+    @property
+    def n_placed(self) -> int:
+        """Distinct files referenced so far."""
+        return len(self._done)
+
     def ref(self, source: str | Path, folder: str = "images") -> str:
         """The reference for ``source`` (an absolute path, or a data URL that is passed through or written out)."""
         source = str(source)

@@ -27,8 +27,7 @@ TRAJECTORIES_PARQUET, PAIRS_PARQUET = "trajectories.parquet", "pairs.parquet"
 
 _TRAJ_COLUMNS = ("traj_id", "task_id", "run_id", "attempt", "controller", "answer", "status", "verdict", "n_steps",
                  "n_errors", "tools", "multimodal", "origin")
-_TASK_COLUMNS = ("query", "original_query", "domain", "split", "intended_tools", "answer_type", "expected_answer",
-                 "status", "status_reason")
+_TASK_COLUMNS = ("query", "original_query", "domain", "split", "intended_tools", "answer_type", "expected_answer")
 
 
 def _json_text(value: Any) -> str | None:
@@ -47,7 +46,7 @@ def trajectory_records(store, traj_ids: list[str], sink: MediaSink) -> list[dict
     source = "t.source" if "source" in _columns(store, "trajectories") else "NULL"
     rows = store.sql(
         f"SELECT {', '.join('t.' + c for c in _TRAJ_COLUMNS)}, {source} AS source_path, "
-        f"{', '.join('k.' + c for c in _TASK_COLUMNS[:-2])}, k.status AS task_status, k.status_reason "
+        f"{', '.join('k.' + c for c in _TASK_COLUMNS)}, k.status AS task_status, k.status_reason "
         "FROM trajectories t JOIN tasks k USING (task_id) WHERE t.traj_id IN (SELECT unnest(?))", [traj_ids])
     by_id = {r["traj_id"]: r for r in rows}
     out = []
