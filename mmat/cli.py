@@ -474,7 +474,8 @@ def train_options(fn):
     options = [
         click.option("--model", required=True, help="Base model: smollm2-135m (embedded), a local HF model dir, or a cached hub id."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter directory to write."),
-        click.option("--where", default=None, help="SQL filter selecting the training rows (see README)."),
+        click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks), p (preference_pairs) "
+                     "for dpo; default sft: verified correct and not labelled incorrect, or labelled correct; dpo: all pairs."),
         click.option("--epochs", type=float, help="Passes over the data."),
         click.option("--max-steps", type=int, help="Stop after this many optimizer steps."),
         click.option("--lr", type=float, help="Peak learning rate."),
@@ -529,7 +530,7 @@ def _report_training(result) -> None:
 @train_options
 @with_settings()
 def finetune_sft(settings, model, out, where, num_processes, **train) -> None:
-    """LoRA SFT on the assistant turns of selected trajectories (default: verified correct)."""
+    """LoRA SFT on the assistant turns of selected trajectories (default: verified correct, labels overrule)."""
     from mmat.pipeline.finetune import run_sft
 
     if _launched_distributed(num_processes):
