@@ -17,8 +17,12 @@ from mmat.errors import MmatError
 __all__ = ["main", "cli"]
 
 
+SETTINGS_META = "mmat.settings"  # ctx.meta key: the settings the running command built (for error messages)
+
+
 class MmatGroup(click.Group):
-    """A click group that turns mmat's own errors into a clean message and a non-zero exit."""
+    """A click group that turns mmat's own errors, and model/server failures that reach it, into one clean
+    line and a non-zero exit (no traceback for anything a user can fix)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # the command line as typed, for commands that re-run themselves (finetune --num-processes)
@@ -30,6 +34,24 @@ class MmatGroup(click.Group):
             return super().invoke(ctx)
         except MmatError as e:
             raise click.ClickException(str(e)) from None
+        except Exception as e:
+            from mmat.preflight import describe_failure
+
+            failure = describe_failure(e, ctx.meta.get(SETTINGS_META), ctx.invoked_subcommand)
+            if failure is None:
+                raise
+            raise click.ClickException(failure.message) from None
+
+
+def _valid_api_base(ctx, param, value):
+    if value is None:
+        return None
+    from mmat.preflight import validate_api_base
+
+    try:
+        return validate_api_base(value)
+    except MmatError as e:
+        raise click.BadParameter(str(e).removeprefix("--api-base ")) from None
 
 
 def settings_options(*names: str):
@@ -42,7 +64,7 @@ def settings_options(*names: str):
         "controller": click.option("--controller", help=Settings.model_fields["controller"].description),
         "verifier": click.option("--verifier", help=Settings.model_fields["verifier"].description),
         "judge": click.option("--judge", help=Settings.model_fields["judge"].description),
-        "api_base": click.option("--api-base", help=Settings.model_fields["api_base"].description),
+        "api_base": click.option("--api-base", callback=_valid_api_base, help=Settings.model_fields["api_base"].description),
         "concurrency": click.option("--concurrency", type=int, help=Settings.model_fields["concurrency"].description),
         "seed": click.option("--seed", type=int, help=Settings.model_fields["seed"].description),
         "temperature": click.option("--temperature", type=float, help=Settings.model_fields["temperature"].description),
@@ -54,6 +76,13 @@ def settings_options(*names: str):
         return fn
 
     return decorate
+
+
+def _command_line() -> str:
+    """The command as typed (recorded with the run); its path alone when mmat runs inside another program."""
+    ctx = click.get_current_context()
+    argv = sys.argv[1:]
+    return " ".join(["mmat", *argv]) if ctx.info_name in argv else ctx.command_path
 
 
 def build_settings(**flags):
@@ -70,7 +99,9 @@ def with_settings(*names: str):
         @functools.wraps(fn)
         def wrapper(**kwargs):
             flags = {n: kwargs.pop(n) for n in ("home",) + names}
-            return fn(settings=build_settings(**flags), **kwargs)
+            settings = build_settings(**flags)
+            click.get_current_context().meta[SETTINGS_META] = settings
+            return fn(settings=settings, **kwargs)
 
         return wrapper
 
@@ -221,15 +252,37 @@ def report(settings, run_id: str | None, out: Path | None, benches) -> None:
 
 # --- models and tools -----------------------------------------------------------------------------
 @cli.command()
+@click.argument("model", required=False)
+@click.option("--check", is_flag=True, help="Contact the server: list its models, probe structured output, make one tiny call (parse, latency).")
 @output_format
-@with_settings()
-def models(settings, fmt: str | None) -> None:
-    """Which teacher and local models are available here, and why not."""
-    from mmat.cli_output import render_rows
-    from mmat.lm import model_statuses
+@with_settings("api_base")
+def models(settings, model: str | None, check: bool, fmt: str | None) -> None:
+    """Which teacher and local models are available here, and why not; --check tests them for real.
 
-    rows = [s.model_dump() if hasattr(s, "model_dump") else dict(s._asdict()) for s in model_statuses(settings)]
+    \b
+    mmat models
+    mmat models --api-base http://127.0.0.1:8000/v1 --check hosted_vllm/SmolLM2-135M-Instruct
+    mmat models --api-base http://127.0.0.1:8000/v1 --check      # every model the server serves
+    """
+    from mmat.cli_output import render_rows
+
+    if not check:
+        if model:
+            raise click.UsageError("a MODEL is checked with --check: mmat models --check MODEL")
+        from mmat.lm import model_statuses
+
+        rows = [s.model_dump() for s in model_statuses(settings)]
+        click.echo(render_rows(rows, fmt or "table"))
+        return
+    from mmat.preflight import served_models_or_roles, smoke_test
+
+    rows = [smoke_test(m, settings) for m in ([model] if model else served_models_or_roles(settings))]
     click.echo(render_rows(rows, fmt or "table"))
+    for row in rows:
+        if not row["ok"] or row["parse"] == "failed":
+            click.echo(f"{row['model']}: {row['message']}", err=True)
+    if not all(r["ok"] for r in rows):
+        raise SystemExit(1)
 
 
 @cli.command()
@@ -297,16 +350,28 @@ def _split_csv(ctx, param, value):
 @click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Mark tasks for training or as mmat's own eval split.")
 @click.option("--program", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A compiled program JSON from `mmat optimize`.")
 @click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A GTA (.json) or GAIA (.jsonl) benchmark file: drop queries sharing a 13-gram with it.")
+@click.option("--retry-failed/--no-retry-failed", default=True, show_default=True, help="On a rerun, retry the seeds that failed by error (rate limits, timeouts, unreadable replies).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @with_settings("teacher", "controller", "verifier", "api_base", "concurrency", "seed", "temperature")
-def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_seed, split, program, exclude, quiet) -> None:
-    """Synthesize tasks, files and verified trajectories into the store (resumable: rerun to continue)."""
-    from mmat.pipeline.synth import SynthRequest, run_synth
+def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_seed, split, program, exclude, retry_failed, quiet) -> None:
+    """Synthesize tasks, files and verified trajectories into the store (resumable: rerun to continue).
+
+    Exit status: 0; 1 when seeds ran and produced no task, or more than max_failed_share of them failed by
+    error; 130 after Ctrl-C (what was complete is stored; rerun to continue).
+    """
+    from mmat.pipeline.interrupt import EXIT_INTERRUPTED
+    from mmat.pipeline.synth import SynthInterrupted, SynthRequest, run_synth
 
     request = SynthRequest(tasks=tasks, domains=domains, tools=tools, trajectories_per_task=trajectories_per_task,
                            split=split, program=program, exclude=exclude, queries_per_seed=queries_per_seed)
-    summary = run_synth(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet)
+    try:
+        summary = run_synth(settings, request, command=_command_line(), progress=not quiet, retry_failed=retry_failed)
+    except SynthInterrupted as e:
+        click.echo(e.summary.render())
+        raise SystemExit(EXIT_INTERRUPTED) from None
     click.echo(summary.render())
+    if summary.exit_code:
+        raise SystemExit(summary.exit_code)
 
 
 @cli.command()
@@ -742,7 +807,28 @@ def demo(settings, tasks: int) -> None:
 
 
 def main() -> None:
-    cli(prog_name="mmat")
+    try:
+        cli(prog_name="mmat")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:  # Ctrl-C outside a runner that handles it: nothing half-written to report
+        click.echo("\ninterrupted", err=True)
+        code = 130
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Exit without waiting for worker threads a stopped run abandoned (an in-flight model call can take
+    request_timeout_s): everything worth keeping was flushed before the command returned."""
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

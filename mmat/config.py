@@ -15,10 +15,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from mmat.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "DEFAULT_TEACHER", "CONFIG_FILE_ENV"]
+__all__ = ["Settings", "load_settings", "DEFAULT_TEACHER", "CONFIG_FILE_ENV", "StructuredOutput", "ROLES"]
 
 DEFAULT_TEACHER = "local/smollm2-135m"
-CONFIG_FILE_ENV = "MMAT_CONFIG"  # path of the mmat.toml to read (default: ./mmat.toml if present)
+CONFIG_FILE_ENV = "MMAT_CONFIG"
+StructuredOutput = Literal["auto", "json_schema", "json_object", "off"]  # path of the mmat.toml to read (default: ./mmat.toml if present)
+
+
+# Model roles, in the order a shared model is named by (a role that is not set falls back to the one before).
+ROLES = ("teacher", "controller", "verifier", "judge", "vqa_model")
 
 
 class Settings(BaseSettings):
@@ -37,12 +42,20 @@ class Settings(BaseSettings):
     api_base: str | None = Field(None, description="Base URL for OpenAI-compatible servers (hosted_vllm/..., openai/... on a proxy).")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature for teacher calls.")
     max_tokens: int = Field(1024, gt=0, description="Maximum completion tokens per LM call.")
-    num_retries: int = Field(3, ge=0, description="Retries with backoff on 429/5xx from a model API (litellm).")
+    num_retries: int = Field(3, ge=0, description="Retries with backoff on 429/5xx/timeouts from a model API before the stage counts as failed.")
+    request_timeout_s: float = Field(120.0, gt=0, description="Seconds one request to a model server or API may take before it counts as timed out.")
+    structured_output: StructuredOutput = Field(
+        "auto", description="Ask OpenAI-compatible servers for the signature's JSON schema as response_format: auto "
+        "(probe once per model, cached), json_schema, json_object or off. Local models are always constrained.")
+    structured_output_for: dict[str, StructuredOutput] = Field(
+        default_factory=dict, description="structured_output per role (teacher, controller, verifier, judge, vqa_model) "
+        "or per model string, e.g. {\"judge\": \"off\"}; a model string wins over a role.")
 
     # synthesis
     concurrency: int = Field(4, ge=1, description="Seeds (or eval items) processed in parallel.")
     seed: int = Field(0, description="Seed for sampling domains, examples and pool images.")
     dedup_threshold: float = Field(0.92, ge=0.0, le=1.0, description="Cosine similarity above which a new query counts as a near-duplicate.")
+    max_failed_share: float = Field(0.5, ge=0.0, le=1.0, description="synth exits with status 1 when more than this share of the seeds it ran failed by error (or when nothing was produced).")
     trajectories_per_task: int = Field(1, ge=1, description="Trajectories sampled per verified task (M-TRACE style).")
     file_retries: int = Field(3, ge=0, description="Times the teacher may fix its file-writing code after a traceback.")
 
@@ -124,6 +137,11 @@ class Settings(BaseSettings):
     def judge_model(self) -> str:
         return self.judge or self.verifier_model
 
+    def role_model(self, role: str) -> str | None:
+        """The model string a role uses (``teacher``, ``controller``, ``verifier``, ``judge``, ``vqa_model``)."""
+        return {"teacher": self.teacher, "controller": self.controller_model, "verifier": self.verifier_model,
+                "judge": self.judge_model, "vqa_model": self.vqa_model}[role]
+
     def to_record(self) -> dict[str, Any]:
         """JSON-able snapshot for the runs table and adapter dirs (no secrets live in Settings)."""
         return self.model_dump(mode="json")
@@ -156,6 +174,7 @@ def settings_markdown() -> str:
     """The README's settings table, generated from the fields so it cannot drift (tests compare)."""
     lines = ["| setting | env | default | what it does |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default if field.default is not None else ""
+        default = field.get_default(call_default_factory=True)
+        default = "" if default is None else default
         lines.append(f"| `{name}` | `MMAT_{name.upper()}` | `{default}` | {field.description} |")
     return "\n".join(lines)

@@ -11,6 +11,8 @@ Bad input fails here, before any call, with one line that names the fix (``Model
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -34,6 +36,8 @@ __all__ = [
     "teacher",
     "check_model",
     "adapter_for",
+    "structured_mode",
+    "fresh_replies",
     "model_statuses",
     "ModelStatus",
     "register_model_info",
@@ -198,11 +202,21 @@ def _preflight(model: str, settings: Settings, opts: dict[str, Any]) -> str:
             f"{model!r} needs the address of your {provider} server: set MMAT_API_BASE (or api_base in mmat.toml), "
             f"e.g. {SERVER_PROVIDERS[provider]}"
         )
-    if "api_key" not in opts and provider not in SERVER_PROVIDERS:
+    if api_base:
+        from mmat.preflight import validate_api_base
+
+        validate_api_base(api_base)
+    if "api_key" not in opts and provider not in SERVER_PROVIDERS and not _private(api_base):
         missing = _missing_keys(model, provider, api_base)
         if missing:
             raise ModelUnavailableError(f"missing API key for {model!r}: set {' and '.join(missing)} or pass --teacher {DEFAULT_TEACHER}")
     return provider
+
+
+def _private(api_base: str | None) -> bool:
+    from mmat.preflight import is_private_base
+
+    return is_private_base(api_base)
 
 
 def _normalize_local(model: str) -> str:
@@ -213,6 +227,48 @@ def _normalize_local(model: str) -> str:
     if name in LOCAL_MODELS:
         return model
     return f"{LOCAL}/{Path(name).expanduser().resolve()}"
+
+
+# A redo of work whose replies were unreadable must not be served the same replies from DSPy's cache.
+_fresh_round: contextvars.ContextVar[int] = contextvars.ContextVar("mmat_fresh_round", default=0)
+_ROUND_STRIDE = 1_000_000  # keeps a redo's rollout ids apart from the agent's per-attempt ones
+
+
+@contextlib.contextmanager
+def fresh_replies(round_no: int):
+    """Inside, LM calls skip cached replies: a new ``rollout_id`` per round when sampling (the redo's replies
+    are cached under it), no cache at temperature 0. Round 0 changes nothing."""
+    token = _fresh_round.set(round_no)
+    try:
+        yield
+    finally:
+        _fresh_round.reset(token)
+
+
+def _lm_class():
+    import dspy
+
+    global _LMClass
+    if _LMClass is None:
+        class MmatLM(dspy.LM):
+            """dspy.LM that honours ``fresh_replies`` (everything else is DSPy's)."""
+
+            def __call__(self, prompt=None, *, messages=None, **kwargs):
+                round_no = _fresh_round.get()
+                if round_no:
+                    temperature = kwargs.get("temperature", self.kwargs.get("temperature"))
+                    if temperature:
+                        base = kwargs.get("rollout_id", self.kwargs.get("rollout_id")) or 0
+                        kwargs["rollout_id"] = base + round_no * _ROUND_STRIDE
+                    else:
+                        kwargs["cache"] = False
+                return super().__call__(prompt, messages=messages, **kwargs)
+
+        _LMClass = MmatLM
+    return _LMClass
+
+
+_LMClass = None
 
 
 def build_lm(model: str, *, settings: Settings | None = None, **opts: Any):
@@ -240,10 +296,17 @@ def build_lm(model: str, *, settings: Settings | None = None, **opts: Any):
         kwargs.update(num_retries=0, **{HOME_PARAM: str(settings.home.resolve())})
     elif provider == DUMMY:
         kwargs["num_retries"] = 0
-    elif provider in _API_BASE_PROVIDERS and settings.api_base:
-        kwargs["api_base"] = settings.api_base
+    else:
+        kwargs["timeout"] = settings.request_timeout_s
+        api_base = _api_base_for(provider, settings, opts)
+        if provider in _API_BASE_PROVIDERS and settings.api_base:
+            kwargs["api_base"] = settings.api_base
+        if "api_key" not in opts and _private(api_base):
+            from mmat.preflight import key_for
+
+            kwargs["api_key"] = key_for(provider, api_base)  # the user's key if set, else a placeholder
     kwargs.update(opts)
-    return dspy.LM(model, **kwargs)
+    return _lm_class()(model, **kwargs)
 
 
 teacher = build_lm
@@ -256,9 +319,11 @@ def _host_port(api_base: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
-def check_model(model: str, settings: Settings | None = None, *, timeout_s: float = _CONNECT_TIMEOUT_S) -> None:
-    """Fast preflight before a long run: everything ``build_lm`` checks, plus a TCP connect to the api_base
-    (when one applies) with a short timeout. Sends no request. Raises ModelUnavailableError with the fix."""
+def check_model(model: str, settings: Settings | None = None, *, timeout_s: float = _CONNECT_TIMEOUT_S,
+                role: str | None = None, command: str | None = None) -> None:
+    """Fast preflight before a long run: everything ``build_lm`` checks, then (with an api_base) the server:
+    ``GET <api_base>/models`` for OpenAI-compatible servers (reachable, right path, model id served; see
+    ``mmat.preflight``), a TCP connect for others. Raises ModelUnavailableError with the fix."""
     settings = settings or load_settings()
     configure_litellm(settings)
     provider = _preflight(model, settings, {})
@@ -266,6 +331,14 @@ def check_model(model: str, settings: Settings | None = None, *, timeout_s: floa
         return
     api_base = _api_base_for(provider, settings, {})
     if not api_base:
+        _resolve_structured(model, settings, role, command)
+        return
+    from mmat.preflight import LISTING_PROVIDERS, check_server, roles_for
+
+    role = role or (roles_for(model, settings) or [None])[0] if command != "models" else role
+    if provider in LISTING_PROVIDERS:
+        check_server(model, provider, api_base, settings, role=role, command=command)
+        _resolve_structured(model, settings, role, command)
         return
     host, port = _host_port(api_base)
     try:
@@ -274,18 +347,61 @@ def check_model(model: str, settings: Settings | None = None, *, timeout_s: floa
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise ModelUnavailableError(
-            f"cannot reach {api_base} for {model!r} ({reason}): start the server or fix MMAT_API_BASE"
+            f"cannot reach {api_base} for {model!r} ({reason}): start the server or fix --api-base (MMAT_API_BASE)"
         ) from None
 
 
-def adapter_for(model: str):
-    """The DSPy adapter programs should use with ``model``: JSONAdapter for local models (their decoding
-    is constrained to the JSON schema it sends), DSPy's default ChatAdapter (with JSON fallback) otherwise."""
+def adapter_for(model: str, settings: Settings | None = None, role: str | None = None):
+    """The DSPy adapter programs should use with ``model``: JSONAdapter for local models (their decoding is
+    constrained to the JSON schema it sends), ChatAdapter for dummy models, and for server/API models the
+    ``structured_output`` mode resolved for them (``mmat.structured``): a StructuredAdapter sending the
+    signature's schema (or JSON mode), or DSPy's ChatAdapter when off. A mode resolved by the run's
+    preflight (``check_model``) is reused, so runners need not pass their settings here."""
     import dspy
 
     if model.startswith(f"{LOCAL}/"):
         return dspy.JSONAdapter(use_native_function_calling=False)
+    if model.startswith(f"{DUMMY}/"):
+        return dspy.ChatAdapter()
+    from mmat.structured import StructuredAdapter, resolved
+
+    found = resolved(model) if settings is None else None
+    if found is None:
+        found = _resolve_structured(model, settings or load_settings(), role)
+    mode, provider, api_base = found
+    if mode in ("json_schema", "json_object"):
+        return StructuredAdapter(mode, provider, api_base)
     return dspy.ChatAdapter()
+
+
+def _resolve_structured(model: str, settings: Settings, role: str | None, command: str | None = None) -> tuple[str, str, str | None]:
+    """(mode, provider, api_base) for a server/API model; a probe that fails for a passing reason means off
+    for now (not cached), one the user must fix raises ModelUnavailableError."""
+    from dspy.utils.exceptions import LMError
+
+    from mmat.preflight import describe_failure
+    from mmat.structured import remember, resolve_mode
+
+    provider = provider_of(model)
+    api_base = _api_base_for(provider, settings, {})
+    try:
+        mode = resolve_mode(model, settings, role)
+    except LMError as e:
+        failure = describe_failure(e, settings, command)
+        if failure is not None and failure.fatal:
+            raise ModelUnavailableError(failure.message) from None
+        log.warning("structured-output probe of %s failed (%s): no response_format for now", model,
+                    failure.message if failure else e)
+        return ("off", provider, api_base)
+    remember(model, mode, provider, api_base)
+    return (mode, provider, api_base)
+
+
+def structured_mode(model: str, settings: Settings | None = None, role: str | None = None) -> str:
+    """The structured-output mode ``model`` runs with: native (local/dummy), json_schema, json_object or off."""
+    if model.startswith((f"{LOCAL}/", f"{DUMMY}/")):
+        return "native"
+    return _resolve_structured(model, settings or load_settings(), role)[0]
 
 
 def model_error(exc: BaseException) -> MmatError | None:
@@ -358,7 +474,8 @@ def _api_statuses(settings: Settings) -> list[ModelStatus]:
             rows.append(ModelStatus(name=f"{provider}/*", kind="api", available=True, reason="API key set"))
     for provider in SERVER_PROVIDERS:
         base = _api_base_for(provider, settings, {})
-        reason = f"api_base {base} (not contacted; run check_model to test it)" if base else "configure api_base (MMAT_API_BASE)"
+        reason = (f"api_base {base} (not contacted: mmat models --check {provider}/MODEL)" if base
+                  else "set --api-base (MMAT_API_BASE) to the server, e.g. " + SERVER_PROVIDERS[provider])
         rows.append(ModelStatus(name=f"{provider}/*", kind="server", available=bool(base), reason=reason))
     return rows
 

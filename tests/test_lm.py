@@ -69,20 +69,15 @@ def test_server_providers_need_an_api_base(mmat_settings, no_keys):
     )
 
 
-def test_check_model_reports_a_closed_port_and_passes_an_open_one(mmat_home, no_keys):
+def test_check_model_reports_a_closed_port(mmat_home, no_keys):
     port = _closed_port()
     settings = load_settings(api_base=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(ModelUnavailableError) as e:
         check_model("hosted_vllm/my-model", settings, timeout_s=0.5)
     assert str(e.value) == (
-        f"cannot reach http://127.0.0.1:{port}/v1 for 'hosted_vllm/my-model' (Connection refused): "
-        "start the server or fix MMAT_API_BASE"
+        f"model 'hosted_vllm/my-model' at http://127.0.0.1:{port}/v1: cannot reach the server "
+        "(Connection refused): start it or fix --api-base"
     )
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(1)
-        open_settings = load_settings(api_base=f"http://127.0.0.1:{server.getsockname()[1]}/v1")
-        check_model("hosted_vllm/my-model", open_settings, timeout_s=0.5)
 
 
 def test_local_models_are_built_for_the_json_adapter(mmat_settings):
@@ -91,7 +86,7 @@ def test_local_models_are_built_for_the_json_adapter(mmat_settings):
     assert lm.kwargs["mmat_home"] == str(mmat_settings.home.resolve())
     assert lm.kwargs["max_tokens"] == mmat_settings.max_tokens
     assert isinstance(adapter_for(lm.model), dspy.JSONAdapter)
-    assert type(adapter_for("openai/gpt-4o-mini")) is dspy.ChatAdapter
+    assert type(adapter_for("dummy/x")) is dspy.ChatAdapter
     check_model("local/smollm2-135m", mmat_settings)  # no network, only the GGUF check
 
 
@@ -158,4 +153,5 @@ def test_model_statuses_lists_embedded_adapters_apis_and_servers(mmat_settings, 
     assert not any("checkpoint-10" in name for name in rows)
     assert not rows["openai/*"].available and rows["openai/*"].reason == "set OPENAI_API_KEY"
     assert rows["anthropic/*"].available
-    assert rows["hosted_vllm/*"].kind == "server" and rows["hosted_vllm/*"].reason == "configure api_base (MMAT_API_BASE)"
+    assert rows["hosted_vllm/*"].kind == "server" and rows["hosted_vllm/*"].reason == (
+        "set --api-base (MMAT_API_BASE) to the server, e.g. http://localhost:8000/v1")

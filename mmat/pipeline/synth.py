@@ -8,6 +8,12 @@ trajectories per task, seed, compiled program), not of how (concurrency, count).
 done in ``synth_seeds`` only after all its rows are flushed. A rerun skips done seeds and first
 deletes whatever rows an interrupted seed left behind, so after any ``kill -9`` the counts come out
 exact and nothing is duplicated.
+
+Failures (``mmat.pipeline.failures``): a seed whose LM stage runs out of retries, or whose reply cannot
+be read, is stored as ``failed`` (``synth_seeds.error_code``/``error``; its ``lm_calls`` rows carry the
+error) and the run goes on; a rerun retries it unless ``retry_failed`` is off. Ctrl-C
+(``mmat.pipeline.interrupt``) stops scheduling, abandons in-flight seeds (written never, redone on
+rerun), records the run as interrupted and raises SynthInterrupted.
 """
 
 from __future__ import annotations
@@ -25,15 +31,20 @@ from pydantic import BaseModel
 
 from mmat.config import Settings
 from mmat.decontam import NgramIndex
-from mmat.errors import ConfigError
+from mmat.errors import ConfigError, MmatError, ModelUnavailableError
 from mmat.ids import sha256_file
+from mmat.pipeline.failures import (
+    FRESH_ON_RETRY, VOCABULARY, classify, exit_status, failure_record, live_line, seeds_to_run, task_outcome, top_reasons,
+    unparsable_failure,
+)
+from mmat.pipeline.interrupt import StopOnInterrupt
 from mmat.pipeline.pool_store import load_pool
 from mmat.pipeline.progress import ProgressBar
 from mmat.pipeline.rows import SEED_TABLES, seed_rows
 from mmat.store.blobs import safe_suffix
 from mmat.store.runs import utcnow
 
-__all__ = ["SynthRequest", "SynthSummary", "run_synth"]
+__all__ = ["SynthRequest", "SynthSummary", "SynthInterrupted", "run_synth", "preflight"]
 
 
 class SynthRequest(BaseModel):
@@ -66,20 +77,42 @@ class SynthSummary(BaseModel):
     counts: dict[str, int]
     excluded: int
     seconds: float
+    status: str = "done"  # done | interrupted
+    seeds_failed: int = 0
+    seeds_skipped_failed: int = 0  # failed on an earlier run and not retried (--no-retry-failed)
+    failure_codes: dict[str, int] = {}
+    outcomes: dict[str, int] = {}  # the shared vocabulary (mmat.pipeline.failures.VOCABULARY)
+    exit_code: int = 0
 
     def render(self) -> str:
         c = Counter(self.counts)
-        line = (
-            f"synth {self.run_id}: {self.seeds_run} seed(s) run ({self.seeds_done_before} already done) in "
-            f"{self.seconds:.1f}s — {c['generated']} tasks generated, {c['files_ok']} with files, "
-            f"{c['verified'] + c['solved']} verified, {c['solved']} solved, {c['rejected']} rejected, "
-            f"{c['failed']} failed, {c['trajectories']} trajectories ({c['trajectories_correct']} correct)"
-        )
+        before = f"{self.seeds_done_before} already done"
+        if self.seeds_skipped_failed:
+            before += f", {self.seeds_skipped_failed} failed before and not retried"
+        verb = "interrupted after" if self.status == "interrupted" else "run"
+        line = (f"synth {self.run_id}: {self.seeds_run} seed(s) {verb} ({before}) in {self.seconds:.1f}s — "
+                + ", ".join(f"{name} {self.outcomes.get(name, 0)}" for name in VOCABULARY)
+                + f"; {c['files_ok']} with files, {c['trajectories']} trajectories ({c['trajectories_correct']} correct)")
         if self.excluded:
             line += f", {self.excluded} dropped for a 13-gram overlap with the benchmark"
+        if self.seeds_failed:
+            reasons = top_reasons(Counter(self.failure_codes))
+            line += f"\n{self.seeds_failed} seed(s) failed by error ({reasons}): rerun the same command to retry them"
+            line += (f"\nwhy: mmat sql \"select seed_idx, error_code, error from synth_seeds where run_id = '{self.run_id}' "
+                     "and status = 'failed'\"")
+        if self.status == "interrupted":
+            line += "\nunfinished seeds are marked for resume: rerun the same command to continue"
         return line + (
             f"\nlook at them: mmat sql \"select status, count(*) from tasks where run_id = '{self.run_id}' group by 1\""
         )
+
+
+class SynthInterrupted(MmatError):
+    """Ctrl-C stopped the run: what was complete is stored, the rest resumes on rerun."""
+
+    def __init__(self, summary: SynthSummary):
+        super().__init__(summary.render().splitlines()[0])
+        self.summary = summary
 
 
 class QueryFilter:
@@ -198,17 +231,46 @@ def _resolve_tools(settings: Settings, request: SynthRequest) -> list[str]:
     return agent_tools(settings)
 
 
-def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat synth", progress: bool = True) -> SynthSummary:
+SYNTH_ROLES = ("teacher", "controller", "verifier")
+
+
+def preflight(settings: Settings, command: str) -> dict[str, str]:
+    """Check every role's model (and its server) before any work; returns the structured-output mode each
+    role runs with (recorded in the run's settings)."""
+    from mmat.lm import check_model, structured_mode
+
+    modes: dict[str, str] = {}
+    checked: set[str] = set()
+    for role in SYNTH_ROLES:
+        model = settings.role_model(role)
+        if model not in checked:
+            check_model(model, settings, role=role, command=command)
+            checked.add(model)
+        modes[role] = structured_mode(model, settings, role)
+    return modes
+
+
+def _seed_statuses(store, run_id: str) -> dict[int, dict[str, Any]]:
+    return {r["seed_idx"]: r for r in store.sql(
+        "SELECT seed_idx, status, error_code, coalesce(attempts, 1) AS attempts FROM synth_seeds WHERE run_id = ?",
+        [run_id])}
+
+
+def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat synth", progress: bool = True,
+              retry_failed: bool = True) -> SynthSummary:
+    """Synthesize ``request`` into the store. A seed whose LM stage runs out of retries (or whose reply
+    cannot be read) is stored as ``failed`` with its reason and the run goes on; failed seeds are retried
+    on rerun (``retry_failed``). A failure the user must fix (a 4xx, a missing key) stops the run with
+    ModelUnavailableError. Ctrl-C stops it with SynthInterrupted (what is complete stays stored)."""
     import dspy
 
-    from mmat.lm import check_model, configure_litellm
+    from mmat.lm import configure_litellm, fresh_replies
     from mmat.runtime import open_store
     from mmat.store import LMCallRecorder, resumable_run_id
 
     started = time.monotonic()
     configure_litellm(settings)
-    for model in {settings.teacher, settings.controller_model, settings.verifier_model}:
-        check_model(model, settings)
+    modes = preflight(settings, command)
     tools = _resolve_tools(settings, request)
     request = request.model_copy(update={"tools": tools})
     seeds = _seeds(settings, request, tools)
@@ -216,11 +278,13 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
 
     with open_store(settings) as store:
         run_id = resumable_run_id("synth", request.identity(settings), "synth")
-        store.start_run("synth", settings, command, run_id=run_id)
-        done = {r["seed_idx"] for r in store.sql(
-            "SELECT seed_idx FROM synth_seeds WHERE run_id = ? AND status = 'done'", [run_id])}
+        store.start_run("synth", settings.to_record() | {"structured_output_resolved": modes}, command, run_id=run_id)
+        stored = _seed_statuses(store, run_id)
+        done = {i for i, r in stored.items() if r["status"] == "done"}
         _delete_partial_seeds(store, run_id, done)
-        pending = [s for s in seeds if s.index not in done]
+        todo, done_before, skipped = seeds_to_run({i: r["status"] for i, r in stored.items()}, [s.index for s in seeds],
+                                                  retry_failed=retry_failed)
+        pending = [s for s in seeds if s.index in set(todo)]
 
         pool = load_pool(store)
         existing = store.sql_arrow("SELECT embedding FROM query_embeddings").column("embedding").to_pylist()
@@ -229,51 +293,96 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
         recorder = LMCallRecorder(store, run_id)
         workspace_root = settings.workspaces_dir / run_id
         counts: Counter[str] = Counter()
+        outcomes: Counter[str] = Counter()
+        failure_codes: Counter[str] = Counter()
 
         def work(seed):
+            if stop.requested:
+                return None
             workspace = workspace_root / f"seed_{seed.index}"
             shutil.rmtree(workspace, ignore_errors=True)  # a redo starts clean
-            with dspy.context(callbacks=[recorder]):  # pool threads do not inherit the caller's context
-                return seed, program(seed, workspace)
+            previous = stored.get(seed.index, {})
+            # replies that could not be read would come back from the cache: a redo asks afresh
+            redo = previous.get("attempts", 0) if previous.get("error_code") in FRESH_ON_RETRY else 0
+            with dspy.context(callbacks=[recorder]), fresh_replies(redo):  # pool threads do not inherit the caller's context
+                return program(seed, workspace)
 
-        with ProgressBar("synth", len(pending), progress) as bar, ThreadPoolExecutor(settings.concurrency) as pool_ex:
-            futures = {pool_ex.submit(work, s) for s in pending}
+        def record_done(seed, result) -> None:
+            dedup.relabel(result)
+            rows = seed_rows(run_id, result, split=request.split, embeddings=dedup.vectors,
+                             put_blob=lambda p: store.put_blob(p, safe_suffix(p)), verifier=settings.verifier_model)
+            for table, table_rows in rows.tables.items():
+                store.writer.put(table, table_rows)
+            store.writer.flush()
+            seed_outcomes = Counter(o for o in map(task_outcome, rows.tables.get("tasks", [])) if o)
+            seed_outcomes["generated"] += rows.counts["generated"]
+            counts.update(rows.counts)
+            outcomes.update(seed_outcomes)
+            store.writer.put("synth_seeds", [{
+                "run_id": run_id, "seed_idx": seed.index, "domain": seed.domain.name, "status": "done",
+                "n_specs": len(result.queries.specs) if result.queries else 0, "n_tasks": len(result.tasks),
+                "counts": {name: seed_outcomes[name] for name in VOCABULARY}, "error_code": None, "error": None,
+                "attempts": stored.get(seed.index, {}).get("attempts", 0) + 1, "finished_at": utcnow(),
+            }])
+            store.writer.flush()
+
+        def record_failed(seed, failure) -> None:
+            attempts = stored.get(seed.index, {}).get("attempts", 0) + 1
+            store.writer.put("synth_seeds", [failure_record(run_id, seed, failure, utcnow(), attempts)])
+            store.writer.flush()
+            counts["seeds_failed"] += 1
+            outcomes["failed-by-error"] += 1
+            failure_codes[failure.code] += 1
+
+        def summary(status: str) -> SynthSummary:
+            produced = outcomes["generated"]
+            return SynthSummary(
+                run_id=run_id, seeds_total=len(seeds), seeds_done_before=done_before, seeds_run=seeds_run,
+                counts=dict(counts), excluded=dedup.excluded, seconds=time.monotonic() - started, status=status,
+                seeds_failed=counts["seeds_failed"], seeds_skipped_failed=skipped, failure_codes=dict(failure_codes),
+                outcomes={name: outcomes[name] for name in VOCABULARY},
+                exit_code=exit_status(seeds_run, counts["seeds_failed"], produced, settings.max_failed_share),
+            )
+
+        seeds_run = 0
+        fatal = None
+        executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="synth")
+        with StopOnInterrupt("synth") as stop, ProgressBar("synth", len(pending), progress) as bar:
+            futures = {executor.submit(work, s): s for s in pending}
             try:
-                while futures:
-                    finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+                while futures and not stop.requested and fatal is None:
+                    finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        seed, result = fut.result()
-                        dedup.relabel(result)
-                        rows = seed_rows(run_id, result, split=request.split, embeddings=dedup.vectors,
-                                         put_blob=lambda p: store.put_blob(p, safe_suffix(p)), verifier=settings.verifier_model)
-                        for table, table_rows in rows.tables.items():
-                            store.writer.put(table, table_rows)
-                        store.writer.flush()
-                        counts.update(rows.counts)
-                        if result.error:
-                            counts["seed_errors"] += 1
-                        store.writer.put("synth_seeds", [{
-                            "run_id": run_id, "seed_idx": seed.index, "domain": seed.domain.name, "status": "done",
-                            "n_specs": len(result.queries.specs) if result.queries else 0,
-                            "n_tasks": len(result.tasks), "counts": dict(rows.counts) | ({"error": result.error} if result.error else {}),
-                            "finished_at": utcnow(),
-                        }])
-                        store.writer.flush()
-                        bar.advance(_live_counts(counts))
+                        seed = futures.pop(fut)
+                        try:
+                            result = fut.result()
+                        except Exception as e:  # noqa: BLE001 -- classify() re-raises anything that is not an LM failure
+                            failure = classify(e, settings, command)
+                            if failure.fatal:
+                                fatal = failure
+                                break
+                            record_failed(seed, failure)
+                        else:
+                            if result is None:
+                                continue
+                            if result.error:  # the program caught an unreadable reply of its first stage
+                                record_failed(seed, unparsable_failure(result.error))
+                            else:
+                                record_done(seed, result)
+                        seeds_run += 1
+                        bar.advance(live_line(outcomes))
             except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                store.finish_run(run_id, "interrupted", dict(counts))
+                store.finish_run(run_id, "interrupted", summary("interrupted").model_dump(mode="json"))
                 raise
-
-        summary = SynthSummary(
-            run_id=run_id, seeds_total=len(seeds), seeds_done_before=len(done), seeds_run=len(pending),
-            counts=dict(counts), excluded=dedup.excluded, seconds=time.monotonic() - started,
-        )
-        store.finish_run(run_id, "done", summary.model_dump(mode="json"))
-    return summary
-
-
-def _live_counts(counts: Counter) -> str:
-    return (f"generated {counts['generated']} · files ok {counts['files_ok']} · "
-            f"verified {counts['verified'] + counts['solved']} · failed {counts['failed'] + counts['rejected']}")
+            finally:
+                executor.shutdown(wait=False, cancel_futures=True)  # in-flight seeds are abandoned, never written
+        if fatal is not None:
+            store.finish_run(run_id, "failed", summary("failed").model_dump(mode="json") | {"error": fatal.message})
+            raise ModelUnavailableError(fatal.message)
+        if stop.requested:
+            interrupted = summary("interrupted")
+            store.finish_run(run_id, "interrupted", interrupted.model_dump(mode="json"))
+            raise SynthInterrupted(interrupted)
+        final = summary("done")
+        store.finish_run(run_id, "failed" if final.exit_code else "done", final.model_dump(mode="json"))
+    return final

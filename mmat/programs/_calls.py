@@ -52,6 +52,11 @@ def call_predictor(predictor: Any, stage: str, **kwargs: Any) -> dspy.Prediction
         return predictor(**kwargs)
     except AdapterParseError as e:
         snippet = " ".join(str(getattr(e, "lm_response", "") or "").split())[:200]
+        from mmat.store.recorder import note_unparsable
+
+        note_unparsable(f"{stage}: {'empty or null response' if not snippet else 'did not fit the requested fields'}")
+        if not snippet:
+            raise ModelOutputError(f"{stage}: the model returned an empty or null response (no choices or no text)") from e
         raise ModelOutputError(
             f"{stage}: the model's answer did not fit the requested fields ({snippet!r}); a stronger teacher or a "
             "JSON-schema-constrained model avoids this"

@@ -20,7 +20,8 @@ How each fact is found in dspy 3.4.1 (read from ``dspy/clients/execution.py``):
   ``settings.caller_modules``; the recorder adds a private sink there for the call, so it gets exactly
   this call's entry (``lm.history[-1]`` may belong to another thread). With history disabled
   (``dspy.configure(disable_history=True)``) cost is NULL; tokens still come from the tracker.
-- **errors** -- the exception the LM raised, as ``Type: message`` (first 2000 characters).
+- **errors** -- the exception the LM raised, as ``Type: message`` (first 2000 characters); a reply that
+  arrived but could not be parsed is marked afterwards (``note_unparsable``, called by the programs).
 
 Request kwargs (temperature, response_format...) are not stored, so no ``api_key`` can leak through
 them; image data URLs in messages are replaced by their size and sha256 (the images are blobs).
@@ -41,10 +42,11 @@ import dspy
 from dspy.dsp.utils.settings import settings
 from dspy.utils.callback import BaseCallback
 
+from mmat.errors import StoreError
 from mmat.store.context import current_task_id
 from mmat.store.runs import utcnow
 
-__all__ = ["LMCallRecorder", "module_name"]
+__all__ = ["LMCallRecorder", "module_name", "note_unparsable"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class LMCallRecorder(BaseCallback):
         self.run_id = run_id
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
+        self._last = threading.local()  # the row this thread recorded last (see mark_unparsable)
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         with self._lock:
@@ -135,7 +138,26 @@ class LMCallRecorder(BaseCallback):
         except ValueError as e:  # entered in another contextvars.Context: DSPy restores its own on exit
             log.warning("LMCallRecorder could not restore the DSPy context for call %s: %s", call_id, e)
         row = self._row(call_id, pending, outputs, exception)
-        self.store.writer.put("lm_calls", [row], surface_errors=False)
+        self._last.row = row
+        self._put(row)
+
+    def _put(self, row: dict[str, Any]) -> None:
+        if self.store.writer.closed:  # a call abandoned by a stopped run returns after the store closed
+            return
+        try:
+            self.store.writer.put("lm_calls", [row], surface_errors=False)
+        except StoreError as e:  # closed between the check and the put: the run is over, nothing to keep
+            log.debug("lm_calls row %s not stored: %s", row["call_id"], e)
+
+    def mark_unparsable(self, reason: str) -> None:
+        """Give this thread's last recorded call the error of a reply the program could not read (the call
+        itself succeeded, so on_lm_end saw no exception)."""
+        row = getattr(self._last, "row", None)
+        if row is None or row["error"] is not None:
+            return
+        self._last.row = row = {**row, "error": _error_text(_Unparsable(reason))}
+        self._put(row)
+
 
     def _row(self, call_id: str, p: _Pending, outputs: Any, exception: BaseException | None) -> dict[str, Any]:
         latency_ms = (time.perf_counter() - p.t0) * 1000.0
@@ -227,3 +249,14 @@ def _error_text(exception: BaseException | None) -> str | None:
 
 def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class _Unparsable(Exception):
+    """Names the error of a reply that arrived but did not fit the requested fields."""
+
+
+def note_unparsable(reason: str) -> None:
+    """Tell the recorders of the running DSPy context that the last call's reply could not be read."""
+    for callback in settings.callbacks or []:
+        if isinstance(callback, LMCallRecorder):
+            callback.mark_unparsable(reason)

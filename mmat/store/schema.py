@@ -180,7 +180,7 @@ CREATE TABLE synth_seeds (
     run_id       VARCHAR,
     seed_idx     INTEGER,
     domain       VARCHAR,
-    status       VARCHAR,                 -- done
+    status       VARCHAR,                 -- done | failed (see error_code, error)
     n_specs      INTEGER,
     n_tasks      INTEGER,
     counts       JSON,
@@ -251,4 +251,12 @@ MIGRATIONS.append((
     "007_import_source",
     "ALTER TABLE tasks ADD COLUMN source VARCHAR; ALTER TABLE trajectories ADD COLUMN source VARCHAR; "
     "ALTER TABLE preference_pairs ADD COLUMN source VARCHAR;",
+))
+
+# A synth seed can fail (an LM stage out of retries, an unreadable reply): why, as a stable code to group
+# by and one line of text, and how many times it was tried; a failed seed is retried on rerun.
+MIGRATIONS.append((
+    "008_synth_seed_failures",
+    "ALTER TABLE synth_seeds ADD COLUMN error_code VARCHAR; ALTER TABLE synth_seeds ADD COLUMN error VARCHAR; "
+    "ALTER TABLE synth_seeds ADD COLUMN attempts INTEGER DEFAULT 1;",
 ))

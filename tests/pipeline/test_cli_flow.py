@@ -22,7 +22,7 @@ def home(tmp_path_factory):
             "--verifier", "dummy/verifier", "--controller", "dummy/agent"]
     result = CliRunner().invoke(cli, args, env={"MMAT_DEDUP_THRESHOLD": "0.99"})
     assert result.exit_code == 0, result.output
-    assert "2 solved" in result.output and "select status, count(*) from tasks" in result.output
+    assert "solved 2" in result.output and "select status, count(*) from tasks" in result.output
     yield home
     if old is None:
         os.environ.pop("MMAT_HOME", None)
