@@ -12,6 +12,7 @@ generated / rejected-by-rules / rejected-by-verifier / failed-by-error / solved.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -103,5 +104,8 @@ def task_outcome(row: dict[str, Any]) -> str | None:
     if status == "rejected":
         return "rejected-by-verifier" if reason.startswith("query-file verifier") else "rejected-by-rules"
     if status == "failed":
-        return "rejected-by-verifier" if reason.startswith("none of") else "failed-by-error"
+        if not reason.startswith("none of"):
+            return "failed-by-error"  # a verifier's reply could not be read
+        match = re.search(r"none of (\d+) trajectories.*\((\d+) rejected by the rules\)", reason)
+        return "rejected-by-rules" if match and match.group(1) == match.group(2) else "rejected-by-verifier"
     return None
