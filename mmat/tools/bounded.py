@@ -271,8 +271,11 @@ def _context() -> Any:
         return _ctx
 
 
-def run_bounded(job: str, *args: Any, timeout_s: float = DECODE_TIMEOUT_S, memory_mb: int = DECODE_MEMORY_MB) -> Any:
-    """Run ``_JOBS[job](*args)`` in a fresh bounded child; its result, or BoundedFailure."""
+def run_bounded(job: str, *args: Any, timeout_s: float | None = None, memory_mb: int | None = None) -> Any:
+    """Run ``_JOBS[job](*args)`` in a fresh bounded child; its result, or BoundedFailure.
+    Limits default to DECODE_TIMEOUT_S and DECODE_MEMORY_MB (read at call time)."""
+    timeout_s = DECODE_TIMEOUT_S if timeout_s is None else timeout_s
+    memory_mb = DECODE_MEMORY_MB if memory_mb is None else memory_mb
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     proc = _DecoderProcess(target=_child, args=(send, job, args, memory_mb, int(timeout_s) + 1), daemon=True)
