@@ -22,11 +22,23 @@ import pydantic
 __all__ = ["ImageRef", "Images", "image_data_uri"]
 
 
+# Largest image file sent to a model (the sandbox's default file-size limit).
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
 def image_data_uri(path: str | Path) -> str:
-    """``data:<mime>;base64,...`` for an image file (what a vision model receives)."""
+    """``data:<mime>;base64,...`` for an image file (what a vision model receives).
+
+    The file may sit in a live sandbox's workspace (a task's staged image), so it is opened from its
+    directory's fd without following a link, non-blocking, regular files only (mmat.sandbox.safefs):
+    a name swapped for a link to a host file is an OSError, never the host file's bytes."""
+    from mmat.sandbox import safefs
+
     path = Path(path)
     mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    with safefs.root(path.parent) as fd:
+        data = safefs.read_bytes(fd, path.name, MAX_IMAGE_BYTES)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 class ImageRef(pydantic.BaseModel):
@@ -54,7 +66,12 @@ class Images(dspy.Type):
     def format(self) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = []
         for ref in self.items:
-            url = image_data_uri(ref.path) if self.inline else ref.path
+            try:
+                url = image_data_uri(ref.path) if self.inline else ref.path
+            except OSError as e:  # e.g. sandboxed code replaced a task image with a directory or a link
+                why = e.strerror or type(e).__name__
+                parts.append({"type": "text", "text": f"{ref.name or Path(ref.path).name}: [the image could not be read: {why}]"})
+                continue
             if ref.name:
                 parts.append({"type": "text", "text": f"{ref.name}:"})
             parts.append({"type": "image_url", "image_url": {"url": url}})

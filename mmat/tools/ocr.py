@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mmat.tools.context import ToolContext
+from mmat.tools.errors import ToolError
 from mmat.tools.imaging import format_box
 from mmat.tools.registry import ToolEnv, tool
 
@@ -65,7 +66,17 @@ def _get_engine() -> Any:
 def read_text(img: Image.Image) -> list[OcrLine]:
     """Text lines in reading order (top to bottom, then left to right)."""
     with _engine_lock:  # the engine updates its parameters on every call: one call at a time
-        result = _get_engine()(img)
+        engine = _get_engine()
+        try:
+            result = engine(img)
+        except Exception as e:
+            if not type(e).__module__.startswith("rapidocr."):
+                raise  # not the engine refusing this input: a bug, raised as such
+            # rapidocr's own errors for inputs it cannot handle, e.g. a 1 x 3000 image it cannot resize
+            raise ToolError(
+                f"the OCR engine could not process this {img.width}x{img.height} image ({type(e).__name__}: "
+                f"{str(e)[:160] or 'no detail'}); crop or resize it to a more usual shape first"
+            ) from None
     if result.txts is None or result.boxes is None:
         return []
     lines = []

@@ -418,6 +418,25 @@ class TestParentHostile:
             canaries.assert_untouched(all_text(r))
             stop_and_42(sb)
 
+    def test_odd_images_are_results_or_tool_errors(self, workspace, settings, canaries):
+        from PIL import Image
+
+        Image.new("RGB", (1, 1)).save(workspace / "one.png")
+        Image.new("RGB", (1, 3000)).save(workspace / "tall.png")
+        Image.new("RGB", (3000, 1)).save(workspace / "wide.png")
+        Image.new("I;16", (50, 50)).save(workspace / "i16.png")
+        Image.new("CMYK", (50, 50)).save(workspace / "cmyk.jpg")
+        frames = [Image.new("RGB", (20, 20), (i, 0, 0)) for i in range(30)]
+        frames[0].save(workspace / "anim.gif", save_all=True, append_images=frames[1:])
+        calls = [f"{t}('{n}')" for t in ("ocr", "facedetection") for n in ("one.png", "tall.png", "wide.png", "i16.png", "cmyk.jpg", "anim.gif")]
+        calls += [f"segmentation('{n}', [0, 0, 1, 1])" for n in ("one.png", "tall.png", "anim.gif")]
+        code = "".join(f"try:\n    {c}\nexcept ToolError:\n    pass\n" for c in calls) + "print('done')"
+        with Sandbox(workspace, tools=host(settings, workspace, "ocr", "facedetection", "segmentation"), limits=WALL) as sb:
+            r = sb.run(code)  # a tool host failure would raise out of run()
+            assert r.error is None and r.stdout == "done\n" and len(r.tool_calls) == len(calls)
+            canaries.assert_untouched(all_text(r))
+            stop_and_42(sb)
+
     def test_tool_call_flood_from_many_threads(self, workspace, settings, canaries):
         (workspace / "doc.txt").write_text("INSIDE")
         code = (
