@@ -47,6 +47,17 @@ sandbox section says what differs between the two (mmat.sandbox.modes picks one)
   FIFO never blocks), and mmat.tools hands its libraries bytes, never paths. Hygiene: before each
   tool call and after each step the parent also deletes symlinks and special files, so that naive
   tool hosts and people only meet regular files and directories.
+* **Model input never raises out of run().** Everything the worker sends is validated (deeply
+  nested JSON included); tool arguments nested deeper than ``MAX_TOOL_ARGS_DEPTH`` or larger than
+  ``MAX_TOOL_ARGS_BYTES`` are refused as a ToolError before any tool sees them, lone surrogates are
+  replaced. Control characters, ANSI escapes, bidi overrides and surrogates in stdout, errors, tool
+  records and final answers are written as visible escapes (``escape.py``) before they reach the
+  model, the store or a terminal.
+* **The worker's own code.** Its file is read-only inside the sandbox; in memory, a step (or one of
+  its threads) that rebinds the worker's functions, classes, the builtins or module functions it
+  calls is noticed before and after every step and the worker is restarted from the file (event
+  ``stop`` with reason ``tampered``, a note in the step's output). A step that rewrites memory via
+  ctypes can defeat that check, and gains nothing by it: the parent trusts no message anyway.
 """
 
 from __future__ import annotations
