@@ -4,7 +4,7 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["content_id", "sha256_bytes", "sha256_file"]
+__all__ = ["content_id", "sha256_bytes", "sha256_file", "task_id_for", "traj_id_for"]
 
 ID_HEX_CHARS = 20  # 80 bits: no collision in any store mmat will see, still short enough to read
 
@@ -34,3 +34,13 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def task_id_for(run_id: str, seed_idx: int, key: Any) -> str:
+    """A synthesized task's id: its run, its seed and its key within the seed (the spec index)."""
+    return content_id("task", run_id, seed_idx, key)
+
+
+def traj_id_for(task_id: str, attempt: int, controller: str) -> str:
+    """An agent attempt's id: its task, the attempt number and the controller model."""
+    return content_id("traj", task_id, attempt, controller)

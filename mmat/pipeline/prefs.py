@@ -177,6 +177,7 @@ def _walk_one(settings: Settings, store, request: PrefsRequest, run_id: str, row
     from mmat.pipeline.conversations import load_files, load_steps
     from mmat.pipeline.rows import SeedRows, trajectory_rows
     from mmat.programs import CodeAgent, PreferenceWalk, TrajectoryResult
+    from mmat.store import attributed
     from mmat.store.blobs import safe_suffix
 
     task_id, tools = row["task_id"], list(row["tools"] or [])
@@ -186,7 +187,8 @@ def _walk_one(settings: Settings, store, request: PrefsRequest, run_id: str, row
     verified = row["verdict"] == "correct" and row["origin"] == "synth"
     reference = load_steps(store, row["traj_id"]) if request.reference and verified else None
     try:
-        with dspy.context(lm=controller_lm, adapter=adapter_for(controller), callbacks=[recorder]):
+        with dspy.context(lm=controller_lm, adapter=adapter_for(controller), callbacks=[recorder]), \
+                attributed(task_id=task_id, traj_id=traj_id):
             walk = PreferenceWalk(CodeAgent(tools, settings=settings), k=request.k, temperature=request.temperature,
                                   min_margin=request.min_margin,
                                   judge_context={"lm": judge_lm, "adapter": adapter_for(judge)})

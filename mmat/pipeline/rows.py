@@ -12,9 +12,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mmat.ids import content_id
+from mmat.ids import content_id, task_id_for, traj_id_for
 from mmat.programs.rules import ExpectedAnswerCheck, RuleVerdict
 from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
+from mmat.store.reasons import reason_code
 from mmat.store.runs import utcnow
 
 __all__ = [
@@ -26,15 +27,17 @@ __all__ = [
 SEED_TABLES = ("steps", "verdicts", "files", "trajectories", "query_embeddings", "tasks")
 
 
-def task_id_for(run_id: str, seed_idx: int, key: Any) -> str:
-    return content_id("task", run_id, seed_idx, key)
-
-
 def _task_row(run_id: str, result: SeedResult, task_id: str, split: str, **fields: Any) -> dict[str, Any]:
     return {
         "task_id": task_id, "run_id": run_id, "seed_idx": result.seed.index, "split": split,
-        "domain": result.seed.domain.name, "created_at": utcnow(), **fields,
+        "domain": result.seed.domain.name, "created_at": utcnow(), "multimodal": False,
+        "reason_code": reason_code(fields.get("status"), fields.get("status_reason")), **fields,
     }
+
+
+def tools_used(traj) -> list[str]:
+    """The tools a trajectory's code called, in order of first call."""
+    return list(dict.fromkeys(c.name for step in traj.steps for c in step.tool_calls))
 
 
 def _rejected_spec_rows(run_id: str, result: SeedResult, split: str) -> list[dict[str, Any]]:
@@ -137,12 +140,13 @@ def trajectory_rows(
     ``origin``: ``synth`` for an agent attempt (id from task, attempt and controller), ``eval`` for an
     evaluation sample, ``prefs`` for the path a preference walk took (its runner names the id)."""
     traj = run.trajectory
-    traj_id = traj_id or content_id("traj", task_id, run.attempt, run.controller)
+    traj_id = traj_id or traj_id_for(task_id, run.attempt, run.controller)
     rows.add("trajectories", {
         "traj_id": traj_id, "task_id": task_id, "run_id": run_id, "attempt": run.attempt,
         "controller": run.controller, "answer": traj.answer, "status": traj.status,
         "verdict": run.verdict_label, "n_steps": len(traj.steps), "n_errors": traj.n_errors,
-        "tools": list(traj.tools), "multimodal": traj.multimodal, "origin": origin, "created_at": utcnow(),
+        "tools": list(traj.tools), "tools_offered": list(traj.tools), "tools_used": tools_used(traj),
+        "multimodal": traj.multimodal, "origin": origin, "created_at": utcnow(),
     })
     for step in traj.steps:
         images = []
@@ -189,6 +193,7 @@ def seed_rows(
             intended_tools=list(spec.intended_tools), file_needs=[n.model_dump(mode="json") for n in spec.file_needs],
             answer_type=getattr(spec, "expected_answer_type", None), expected_answer=spec.expected_answer,
             status=task.status, status_reason=task.status_reason,
+            multimodal=any(f.is_image for f in task.files.files),
         ))
         rows.counts["generated"] += 1
         if spec.query in embeddings:

@@ -24,6 +24,7 @@ from mmat.programs.conversation import agent_step_inputs, render_tools
 from mmat.programs.files import IMAGE_SUFFIXES, GeneratedFile, list_files
 from mmat.programs.trajectory import AgentStep, Trajectory, answer_text, render_observation, render_steps
 from mmat.signatures.agent import CodeAgentStep, FallbackAnswer
+from mmat.store.context import attributed
 
 __all__ = ["CodeAgent", "stage_files", "unreadable_step", "UNREADABLE_REPLY"]
 
@@ -201,7 +202,8 @@ class CodeAgent(dspy.Module):
         n_errors = consecutive = 0
         status = "fallback"
         for idx in range(self.max_steps):
-            step = next_step(idx, steps)
+            with attributed(step_idx=idx):
+                step = next_step(idx, steps)
             steps.append(step)
             if step.final_answer is not None:
                 return Trajectory(steps=steps, answer=step.final_answer, status="answered", n_errors=n_errors,

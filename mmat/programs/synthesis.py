@@ -39,6 +39,7 @@ from mmat.programs.seeds import Seed
 from mmat.programs.trajectory import Trajectory
 from mmat.programs.verifiers import QueryFileVerifier, TrajectoryVerifier
 from mmat.signatures.queries import QuerySpec
+from mmat.store.context import attributed
 from mmat.signatures.verify import QueryFileVerdict, TrajectoryVerdict
 
 __all__ = ["Synthesis", "SeedResult", "TaskResult", "TrajectoryResult", "TaskStatus"]
@@ -185,6 +186,10 @@ class Synthesis(dspy.Module):
 
     # --- the composition -----------------------------------------------------------------------
     def forward(self, seed: Seed, workspace: Path) -> SeedResult:
+        with attributed(seed_idx=seed.index):  # the recorder names each LM call's seed, task, trajectory
+            return self._forward(seed, workspace)
+
+    def _forward(self, seed: Seed, workspace: Path) -> SeedResult:
         workspace = Path(workspace)
         tools = self.tools or seed.tools
         result = SeedResult(seed=seed)
@@ -211,6 +216,10 @@ class Synthesis(dspy.Module):
 
     def make_task(self, index: int, spec: QuerySpec, tools: Sequence[str], workspace: Path) -> TaskResult:
         """Files, query-file verification and (with ``solve``) k verified trajectories for one spec."""
+        with attributed(task_key=index):
+            return self._make_task(index, spec, tools, workspace)
+
+    def _make_task(self, index: int, spec: QuerySpec, tools: Sequence[str], workspace: Path) -> TaskResult:
         with self._role("teacher"):
             files = self.file_generator(spec, workspace / "files")
         task = TaskResult(spec_index=index, spec=spec, query=spec.query, workspace=workspace, files=files,
@@ -258,11 +267,12 @@ class Synthesis(dspy.Module):
         controller = self.role_model("controller")
         for attempt in range(self.k):
             config = self._sample_config(attempt)
-            with self._role("controller"):
-                trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
-                                        config=config)
-            run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
-            task.trajectories.append(self.verify_trajectory(task, run, workspace / f"traj_{attempt}"))
+            with attributed(attempt=attempt, controller=controller):
+                with self._role("controller"):
+                    trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
+                                            config=config)
+                run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
+                task.trajectories.append(self.verify_trajectory(task, run, workspace / f"traj_{attempt}"))
         if any(t.correct for t in task.trajectories):
             task.status, task.status_reason = "solved", None
         else:

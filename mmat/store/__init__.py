@@ -10,7 +10,7 @@ import DSPy.
 from typing import Any
 
 from mmat.store.blobs import BlobStore
-from mmat.store.context import current_task_id, recording_task
+from mmat.store.context import Attribution, attributed, current_attribution, recording_task
 from mmat.store.db import Store
 from mmat.store.read import StoreReader, read_sql
 from mmat.store.readonly import table_rows
@@ -26,7 +26,9 @@ __all__ = [
     "BlobStore",
     "LMCallRecorder",
     "recording_task",
-    "current_task_id",
+    "attributed",
+    "current_attribution",
+    "Attribution",
     "resumable_run_id",
 ]
 

@@ -1,8 +1,9 @@
 """Record every DSPy LM call as a row of ``lm_calls``: a DSPy callback, no patching of DSPy.
 
 Register it for a whole run with ``dspy.configure(callbacks=[LMCallRecorder(store, run_id)])`` or for
-a block with ``dspy.context(callbacks=[...])``; attribute calls to a task with
-``with recording_task(task_id): ...``.
+a block with ``dspy.context(callbacks=[...])``. Each call is attributed to the seed, task, trajectory
+and step the code around it declared with :func:`mmat.store.context.attributed` (Synthesis and
+CodeAgent do; ``with recording_task(task_id): ...`` for a plain block).
 
 How each fact is found in dspy 3.4.1 (read from ``dspy/clients/execution.py``):
 
@@ -43,7 +44,7 @@ from dspy.dsp.utils.settings import settings
 from dspy.utils.callback import BaseCallback
 
 from mmat.errors import StoreError
-from mmat.store.context import current_task_id
+from mmat.store.context import Attribution, current_attribution
 from mmat.store.runs import utcnow
 
 __all__ = ["LMCallRecorder", "module_name", "note_unparsable"]
@@ -85,7 +86,7 @@ class _Pending:
     sink: _HistorySink
     module: str | None
     model: str | None
-    task_id: str | None
+    attribution: Attribution
     messages: Any
     started_at: Any
     t0: float = field(default_factory=time.perf_counter)
@@ -117,7 +118,7 @@ class LMCallRecorder(BaseCallback):
             sink=sink,
             module=module_name(modules),
             model=getattr(instance, "model", None),
-            task_id=current_task_id.get(),
+            attribution=current_attribution.get(),
             messages=_request_messages(inputs),
             started_at=utcnow(),
         )
@@ -172,6 +173,7 @@ class LMCallRecorder(BaseCallback):
             prompt_tokens = usage.get("prompt_tokens")
             completion_tokens = usage.get("completion_tokens")
             cost = entry.get("cost")
+        task_id, traj_id = p.attribution.resolve(self.run_id)
         return {
             "call_id": call_id,
             "run_id": self.run_id,
@@ -183,7 +185,10 @@ class LMCallRecorder(BaseCallback):
             "latency_ms": latency_ms,
             "cache_hit": cache_hit,
             "error": _error_text(exception),
-            "task_id": p.task_id,
+            "task_id": task_id,
+            "seed_idx": p.attribution.seed_idx,
+            "traj_id": traj_id,
+            "step_idx": p.attribution.step_idx,
             "messages": p.messages,
             "outputs": _plain(outputs) if exception is None else None,
             "started_at": p.started_at,

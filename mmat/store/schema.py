@@ -260,3 +260,87 @@ MIGRATIONS.append((
     "ALTER TABLE synth_seeds ADD COLUMN error_code VARCHAR; ALTER TABLE synth_seeds ADD COLUMN error VARCHAR; "
     "ALTER TABLE synth_seeds ADD COLUMN attempts INTEGER DEFAULT 1;",
 ))
+
+# Attribution and the views for the common questions (README, "Questions the views answer").
+# - lm_calls name the seed, trajectory and step of each call (task_id was there; now it is filled).
+#   Calls made for a whole seed (query generation) carry seed_idx and no task: task_costs spreads them.
+# - trajectories: tools_offered (the list in the agent's prompt, as `tools`) vs tools_used (called).
+# - tasks: multimodal = the task has image files; reason_code = status_reason as a code to group by.
+from mmat.store.reasons import SPEC_CODES, reason_code_sql  # noqa: E402
+
+_SPEC_CODES_SQL = ", ".join(f"'{c}'" for c in SPEC_CODES)
+_M009_ATTRIBUTION = f"""
+ALTER TABLE lm_calls ADD COLUMN seed_idx INTEGER;
+ALTER TABLE lm_calls ADD COLUMN traj_id VARCHAR;
+ALTER TABLE lm_calls ADD COLUMN step_idx INTEGER;
+ALTER TABLE trajectories ADD COLUMN tools_offered VARCHAR[];
+ALTER TABLE trajectories ADD COLUMN tools_used VARCHAR[];
+ALTER TABLE tasks ADD COLUMN multimodal BOOLEAN;
+ALTER TABLE tasks ADD COLUMN reason_code VARCHAR;
+UPDATE trajectories SET tools_offered = tools;
+UPDATE trajectories SET tools_used = coalesce((
+    SELECT list_distinct(flatten(list(list_transform(s.tool_calls, lambda c: c.name) ORDER BY s.idx)))
+    FROM steps s WHERE s.traj_id = trajectories.traj_id), []::VARCHAR[]);
+UPDATE tasks SET multimodal = EXISTS (SELECT 1 FROM files f WHERE f.task_id = tasks.task_id AND f.modality = 'image');
+UPDATE tasks SET reason_code = {reason_code_sql()};
+
+CREATE VIEW tool_calls AS
+SELECT u.traj_id, t.task_id, t.run_id, t.origin, u.step_idx, u.call_idx,
+       u.c.name AS name, u.c.arguments AS arguments, u.c.result AS result, u.c.duration_ms AS duration_ms,
+       u.c.error AS error
+FROM (SELECT traj_id, idx AS step_idx, generate_subscripts(tool_calls, 1) - 1 AS call_idx, unnest(tool_calls) AS c
+      FROM steps) u
+LEFT JOIN trajectories t USING (traj_id);
+
+CREATE VIEW trajectory_costs AS
+SELECT t.traj_id, t.task_id, t.run_id, t.origin, t.verdict, count(c.call_id) AS calls,
+       coalesce(sum(c.prompt_tokens), 0) AS prompt_tokens, coalesce(sum(c.completion_tokens), 0) AS completion_tokens,
+       sum(c.cost) AS cost, coalesce(sum(c.latency_ms), 0) AS latency_ms
+FROM trajectories t LEFT JOIN lm_calls c ON c.traj_id = t.traj_id
+GROUP BY ALL;
+
+CREATE VIEW task_costs AS
+WITH own AS (
+    SELECT task_id, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+           sum(cost) AS cost
+    FROM lm_calls WHERE task_id IS NOT NULL GROUP BY 1),
+seed AS (
+    SELECT run_id, seed_idx, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
+           sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
+    FROM lm_calls WHERE task_id IS NULL AND seed_idx IS NOT NULL GROUP BY 1, 2),
+per_seed AS (SELECT run_id, seed_idx, count(*) AS n FROM tasks GROUP BY 1, 2)
+SELECT k.task_id, k.run_id, k.seed_idx, k.status, k.reason_code,
+       coalesce(o.calls, 0) AS calls, coalesce(o.prompt_tokens, 0) AS prompt_tokens,
+       coalesce(o.completion_tokens, 0) AS completion_tokens, o.cost AS own_cost,
+       s.cost / p.n AS seed_share_cost,                      -- the seed's query generation, split evenly
+       coalesce(s.prompt_tokens, 0) / p.n AS seed_share_prompt_tokens,
+       CASE WHEN o.cost IS NULL AND s.cost IS NULL THEN NULL
+            ELSE coalesce(o.cost, 0) + coalesce(s.cost / p.n, 0) END AS cost
+FROM tasks k
+LEFT JOIN own o USING (task_id)
+LEFT JOIN seed s ON s.run_id = k.run_id AND s.seed_idx = k.seed_idx
+LEFT JOIN per_seed p ON p.run_id = k.run_id AND p.seed_idx = k.seed_idx;
+
+CREATE VIEW stage_funnel AS
+WITH k AS (
+    SELECT run_id, count(*) AS specs,
+           count(*) FILTER (WHERE reason_code IS NULL OR reason_code NOT IN ({_SPEC_CODES_SQL})) AS generated,
+           count(*) FILTER (WHERE reason_code IS NULL OR reason_code NOT IN ({_SPEC_CODES_SQL}, 'files_failed')) AS files_ok,
+           count(*) FILTER (WHERE reason_code IS NULL OR reason_code NOT IN ({_SPEC_CODES_SQL}, 'files_failed', 'rules_rejected'))
+               AS rules_passed,
+           count(*) FILTER (WHERE status IN ('verified', 'solved') OR reason_code = 'no_verified_trajectory') AS verified,
+           count(*) FILTER (WHERE status = 'solved') AS solved
+    FROM tasks GROUP BY 1),
+t AS (
+    SELECT run_id, count(*) AS trajectories, count(*) FILTER (WHERE verdict = 'correct') AS trajectories_correct
+    FROM trajectories GROUP BY 1),
+s AS (SELECT run_id, count(*) AS seeds FROM synth_seeds WHERE status = 'done' GROUP BY 1)
+SELECT r.run_id, r.kind, r.status, coalesce(s.seeds, 0) AS seeds, coalesce(k.specs, 0) AS specs,
+       coalesce(k.generated, 0) AS generated, coalesce(k.files_ok, 0) AS files_ok,
+       coalesce(k.rules_passed, 0) AS rules_passed, coalesce(k.verified, 0) AS verified,
+       coalesce(k.solved, 0) AS solved, coalesce(t.trajectories, 0) AS trajectories,
+       coalesce(t.trajectories_correct, 0) AS trajectories_correct
+FROM runs r LEFT JOIN k USING (run_id) LEFT JOIN t USING (run_id) LEFT JOIN s USING (run_id)
+WHERE k.run_id IS NOT NULL OR t.run_id IS NOT NULL;
+"""
+MIGRATIONS.append(("009_attribution_and_views", _M009_ATTRIBUTION))
