@@ -153,7 +153,8 @@ class WorkerProcess:
     # --- channel --------------------------------------------------------------------------------
     def send(self, msg: dict[str, Any], deadline: float) -> None:
         """Write one JSON line; a worker that does not read in time is a timeout, never a hang."""
-        view = memoryview(json.dumps(msg, ensure_ascii=False).encode() + b"\n")
+        # "replace": a lone surrogate (model-written code or text) becomes "?" instead of an exception here
+        view = memoryview(json.dumps(msg, ensure_ascii=False).encode("utf-8", "replace") + b"\n")
         while view:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -418,6 +418,22 @@ class TestParentHostile:
             canaries.assert_untouched(all_text(r))
             stop_and_42(sb)
 
+    def test_lone_surrogates_and_forged_results_do_not_break_the_parent(self, workspace, settings, canaries):
+        with Sandbox(workspace, limits=WALL) as sb:
+            sb.run("kept = 1")
+            r = sb.run("print('a\ud800b')\nfinal_answer('\udfff')")  # the controller's code may hold them too
+            assert r.error is None and r.stdout == "a?b\n"
+            forged = {"op": "done", "step": 2, "stdout": "forged \\ud800", "stdout_dropped": 0, "child_output": "",
+                      "child_output_dropped": 0, "error": None, "has_final_answer": True, "final_answer": "\\udfff",
+                      "limit": None, "duration_ms": 1}
+            r = sb.run(f"import os, time\nos.write(4, {(json.dumps(forged) + chr(10)).encode()!r})\ntime.sleep(0.3)")
+            # a step may forge its own result (it controls it anyway), escaped; its real 'done' comes late
+            assert r.stdout == "forged \\ud800" and r.final_answer == "\\udfff"
+            r = sb.run("print(kept)")  # the stale 'done' is skipped, not a broken channel
+            assert r.error is None and r.stdout == "1\n"
+            canaries.assert_untouched(all_text(r))
+            stop_and_42(sb)
+
     def test_odd_images_are_results_or_tool_errors(self, workspace, settings, canaries):
         from PIL import Image
 
