@@ -144,9 +144,13 @@ def _json(value: Any) -> Any:
 
 
 def _verdicts(store, kind: str, subject: str) -> list[dict[str, Any]]:
-    rows = store.sql("SELECT * FROM verdicts WHERE subject_kind = ? AND subject_id = ? ORDER BY verifier, created_at", [kind, subject])
+    rows = store.sql("SELECT * FROM verdicts WHERE subject_kind = ? AND subject_id = ? "
+                     "ORDER BY verifier, created_at DESC NULLS LAST, verdict_id DESC", [kind, subject])
+    seen = set()
     for r in rows:
         r["reasons"] = _json(r["reasons"])
+        r["superseded"] = r["verifier"] in seen  # `mmat verify` adds rows: the newest per verifier counts
+        seen.add(r["verifier"])
     return rows
 
 

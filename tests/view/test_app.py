@@ -169,6 +169,8 @@ def test_trajectory_page_shows_files_steps_tool_calls_and_verdicts(client, view_
 
 def test_documents_show_as_markdown_and_tables_as_tables(client):
     html = client.get("/trajectory/traj-doc").text
+    verdicts = cells_of(html.split('Verdicts on this trajectory')[1].split("</table>")[0])
+    assert [(r[0], r[3]) for r in verdicts if r[0].startswith("rules")] == [("rules", "yes"), ("rules (superseded)", "no")]
     assert "<h1>Quarterly note</h1>" in html and "Revenue grew by 12 percent in Q3." in html
     table = html.split("rents.csv")[1]
     assert "<th>city</th><th>rent</th>" in table and "<td>Paris</td><td>1200</td>" in table
