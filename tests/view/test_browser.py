@@ -198,3 +198,20 @@ def test_an_injected_script_does_not_run(server, watched, artifacts, url):
         assert "<script>window.__pwned = 1</script>" in page.inner_text("#query")
         _shot(page, artifacts, "injected_script_as_text" + url.replace("/", "_"))
     assert watched.problems == []
+
+
+def test_the_static_report_opens_from_disk(server, watched, artifacts, tmp_path):
+    from mmat.pipeline.report import build_report
+    from mmat.store import Store
+    from mmat.view import write_report
+
+    _, home = server
+    with Store.open(home / "mmat.duckdb", read_only=True) as store:
+        index = write_report(build_report(store, RUN), tmp_path / "report")
+    page = watched.page
+    page.goto(index.as_uri(), wait_until="load")
+    widths = page.evaluate("[...document.images].map(i => i.naturalWidth)")
+    assert len(widths) == 4 and all(w > 0 for w in widths)
+    assert page.locator("#stages tr").count() > 5
+    _shot(page, artifacts, "static_report")
+    assert watched.problems == []
