@@ -241,8 +241,10 @@ def report(settings, run_id: str | None, out: Path | None, benches) -> None:
     from mmat.pipeline.report import build_report
     from mmat.view.access import read_store
 
-    with read_store(settings) as (store, _source):
+    with read_store(settings) as (store, source):
         run_report = build_report(store, run_id, benches=list(benches))
+    if source.kind != "live":
+        click.echo(f"read from a {source.describe()}", err=True)
     click.echo(run_report.render())
     if out is not None:
         from mmat.view import write_report

@@ -4,8 +4,9 @@
    bundled image pool and sandboxed teacher code, a short agent budget);
 2. finetune: a LoRA text student (SmolLM2-135M, dequantized from the shipped GGUF) on the verified
    trajectories, images rendered to text exactly as at inference;
-3. a summary of what landed in the store — including how many tasks and trajectories the rule checks
-   rejected and which checks — with the SQL to look further.
+3. the tuned student against its base model on a tiny held-out GTA-format set (`mmat eval compare`);
+4. a summary of what landed in the store — including how many tasks and trajectories the rule checks
+   rejected and which checks — with the commands to look further (`mmat view`).
 
 The 135M teacher makes the pipeline run offline; it does not make good data. Quality comes from a
 real teacher: `mmat synth --teacher openai/gpt-4o-mini ...`.
@@ -68,6 +69,8 @@ class DemoSummary(BaseModel):
     lm_calls: list[dict]
     adapter: str | None
     train_line: str
+    eval_text: str = ""
+    home: str = ".mmat"
     seconds: float
 
     def rules_line(self) -> str:
@@ -85,7 +88,10 @@ class DemoSummary(BaseModel):
             self.rules_line(),
             "LM calls:", calls or "  none",
             self.train_line,
+            *([self.eval_text] if self.eval_text else []),
             "look further:",
+            f"  mmat view --home {self.home}   # runs, report, trajectories with their images: http://127.0.0.1:8765/",
+            f"  mmat report --home {self.home}",
             '  mmat sql "select status, count(*) from tasks group by 1"',
             '  mmat sql "select model, module, count(*), sum(completion_tokens) from lm_calls group by all"',
             "  mmat export llamafactory --out out/",
@@ -116,7 +122,7 @@ def run_demo(settings: Settings, *, tasks: int = 2) -> DemoSummary:
         where, what = _student_where(store)
         n_traj = store.sql("SELECT count(*) AS n FROM trajectories")[0]["n"]
 
-    adapter, train_line = None, "finetune: skipped (no trajectory landed; run the demo again to continue)"
+    adapter, train_line, eval_text = None, "finetune: skipped (no trajectory landed; run the demo again to continue)", ""
     if n_traj:
         out = settings.adapters_dir / "demo-student"
         result = run_sft(settings, model=STUDENT, out=out, where=where, command="mmat demo", **TRAIN)
@@ -124,6 +130,7 @@ def run_demo(settings: Settings, *, tasks: int = 2) -> DemoSummary:
         first, last = result.losses[0], result.losses[-1]
         train_line = (f"finetune: LoRA student {STUDENT} on {what}: {result.n_samples} samples, {result.global_step} steps, "
                       f"loss {first:.3f} -> {last:.3f}, adapter {Path(adapter)} (serve it as --controller local/{adapter})")
+        eval_text = _closing_eval(settings, adapter)
 
     with open_store(settings, read_only=True) as store:
         statuses = {r["status"]: r["n"] for r in store.sql(
@@ -133,5 +140,13 @@ def run_demo(settings: Settings, *, tasks: int = 2) -> DemoSummary:
                           "coalesce(sum(completion_tokens), 0) AS completion FROM lm_calls GROUP BY 1 ORDER BY 1")
         rules = rule_counts(store)
     return DemoSummary(synth_line=synth.render(), tasks=statuses, trajectories=n_traj, correct=correct, rules=rules,
-                       lm_calls=calls,
-                       adapter=adapter, train_line=train_line, seconds=time.monotonic() - started)
+                       lm_calls=calls, adapter=adapter, train_line=train_line, eval_text=eval_text,
+                       home=str(settings.home.absolute()), seconds=time.monotonic() - started)
+
+
+def _closing_eval(settings: Settings, adapter: str) -> str:
+    """Base model vs tuned student on a held-out set the demo writes (two items, two agent steps each)."""
+    from mmat.pipeline.heldout import compare_student, write_heldout_gta
+
+    bench = write_heldout_gta(settings.home / "demo_heldout")
+    return compare_student(settings, base=f"local/{STUDENT}", tuned=f"local/{adapter}", bench=bench).render()
