@@ -78,5 +78,6 @@ def compare_student(settings: Settings, *, base: str, tuned: str, bench: Path, m
         result, _ = run_benchmark(eval_settings, EvalRequest(bench=bench, kind="gta"), progress=False)
         runs.append(result.eval_run_id)
     with open_store(settings, read_only=True) as store:
-        deltas = compare_runs(store, runs[0], runs[1])
-    return StudentComparison(base_run=runs[0], tuned_run=runs[1], table=render_compare(deltas, run_a=runs[0][:12], run_b=runs[1][:12]))
+        comparison = compare_runs(store, runs[0], runs[1])
+    return StudentComparison(base_run=runs[0], tuned_run=runs[1],
+                             table=render_compare(comparison, run_a=runs[0][:12], run_b=runs[1][:12]))

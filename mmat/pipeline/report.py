@@ -359,7 +359,9 @@ def _lm_usage(store, run_id: str) -> list[LMUsage]:
     rows = store.sql(
         "SELECT coalesce(module, '?') AS module, coalesce(model, '?') AS model, count(*) AS calls, "
         "count(*) FILTER (WHERE error IS NOT NULL) AS errors, count(*) FILTER (WHERE cache_hit) AS cache_hits, "
-        "coalesce(sum(prompt_tokens), 0) AS prompt_tokens, coalesce(sum(completion_tokens), 0) AS completion_tokens, "
+        # sums cast to BIGINT: DuckDB sums INTEGERs as HUGEINT, which the writer's read socket returns as raw bytes
+        "CAST(coalesce(sum(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, "
+        "CAST(coalesce(sum(completion_tokens), 0) AS BIGINT) AS completion_tokens, "
         "coalesce(sum(cost), 0) AS cost, quantile_cont(latency_ms, 0.5) AS p50, quantile_cont(latency_ms, 0.9) AS p90, "
         "quantile_cont(latency_ms, 0.99) AS p99 FROM lm_calls WHERE run_id = ? GROUP BY ALL ORDER BY 1, 2", [run_id])
     return [LMUsage(module=r["module"], model=r["model"], calls=r["calls"], errors=r["errors"], cache_hits=r["cache_hits"],

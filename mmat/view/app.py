@@ -29,7 +29,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from mmat.config import Settings
-from mmat.errors import MmatError, StoreError
+from mmat.errors import MmatError, StoreError, StoreLockedError
 from mmat.view import queries, render
 from mmat.view.access import blob_file, read_store, write_store
 
@@ -172,10 +172,11 @@ class ViewApp:
         from mmat.eval import compare_runs
 
         a, b = (request.query_params.get(k, "").strip() for k in ("a", "b"))
-        error, deltas = None, []
+        error, comparison = None, None
         with read_store(self.settings) as (store, source):
             try:
-                deltas = compare_runs(store, a, b)
+                comparison = compare_runs(store, a, b)  # also resolves unique prefixes
+                a, b = comparison.a.eval_run_id, comparison.b.eval_run_id
             except (MmatError, ValueError) as e:  # unknown run, or metrics this version cannot read
                 error = str(e)
             items_a, items_b = queries.eval_items(store, a), queries.eval_items(store, b)
@@ -186,7 +187,8 @@ class ViewApp:
         metrics = sorted({k for i in items_a + items_b for k in i["ans_acc"]})
         rows = [{"key": k, **v, "changed": (v.get("a") or {}).get("ans_acc") != (v.get("b") or {}).get("ans_acc")}
                 for k, v in by_key.items()]
-        return self.page(request, "eval_diff.html", source=source, a=a, b=b, deltas=deltas, error=error, rows=rows, metrics=metrics)
+        return self.page(request, "eval_diff.html", source=source, a=a, b=b, comparison=comparison,
+                         deltas=comparison.deltas if comparison else [], error=error, rows=rows, metrics=metrics)
 
     # --- writes and files ---------------------------------------------------------------------------------
     async def label(self, request: Request):
@@ -271,9 +273,7 @@ class ViewApp:
             try:
                 with write_store(self.settings) as store:
                     import_labels(store, sheet)  # the same rows `mmat label import` writes
-            except StoreError as e:
-                if "open in another process" not in str(e):
-                    return False, str(e)
+            except StoreLockedError:
                 pending = self.settings.home / "labels" / "pending.jsonl"
                 pending.parent.mkdir(parents=True, exist_ok=True)
                 with pending.open("a", encoding="utf-8") as f:

@@ -4,12 +4,14 @@ SQL a user types, and it runs as one statement on a read-only connection with ex
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
 from mmat.errors import ConfigError, StoreError
+from mmat.store.dberrors import one_line
 
 __all__ = ["BrowseFilter", "browse", "filter_options", "trajectory_page", "task_page", "pairs_page", "runs_page",
            "eval_runs", "eval_items", "PAGE_SIZE", "sql_literal"]
@@ -91,24 +93,60 @@ class BrowseResult:
 _BROWSE_FROM = "FROM tasks k FULL OUTER JOIN trajectories t ON t.task_id = k.task_id"
 
 
-def _check_where(where: str) -> None:
+_probe_lock = threading.Lock()
+_probes: dict[tuple, duckdb.DuckDBPyConnection] = {}
+
+
+def _schema_probe(store) -> duckdb.DuckDBPyConnection:
+    """An in-memory database with the store's tables, empty, and no file access: filters are bound there first.
+
+    The store may be answered by another process (a job writing it), whose connection this viewer cannot
+    lock down; binding the filter here first refuses file-reading functions wherever the query then runs.
+    """
+    columns = store.sql("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position")
+    key = tuple((c["table_name"], c["column_name"], c["data_type"]) for c in columns)
+    with _probe_lock:
+        probe = _probes.get(key)
+        if probe is None:
+            probe = duckdb.connect(":memory:")
+            tables: dict[str, list[str]] = {}
+            for c in columns:
+                name = c["column_name"].replace('"', '""')
+                tables.setdefault(c["table_name"], []).append(f'"{name}" {c["data_type"]}')
+            for table, cols in tables.items():
+                probe.execute(f'CREATE TABLE "{table}" ({", ".join(cols)})')
+            probe.execute("SET enable_external_access = false")
+            _probes.clear()
+            _probes[key] = probe
+        return probe
+
+
+def _check_where(store, where: str, query: str, params: list[Any]) -> None:
     if not where:
         return
     try:
-        statements = duckdb.extract_statements(f"SELECT 1 {_BROWSE_FROM} WHERE ({where})")
+        statements = duckdb.extract_statements(query)
     except duckdb.Error as e:
         raise ConfigError(f"the WHERE filter does not parse: {str(e).splitlines()[0]}") from None
     if len(statements) != 1:
         raise ConfigError("the WHERE filter must be one SQL expression (no ';')")
+    probe = _schema_probe(store)
+    with _probe_lock:
+        try:
+            probe.execute(query, params).fetchall()
+        except duckdb.Error as e:
+            raise ConfigError(f"the WHERE filter failed: {one_line(e)}") from None
 
 
 def browse(store, f: BrowseFilter) -> BrowseResult:
     """One page of tasks and their trajectories (a task without one shows once); errors come back as text."""
     try:
-        _check_where(f.where)
         clauses, params = f.clauses()
         where = " AND ".join(clauses) or "TRUE"
-        total = store.sql(f"SELECT count(*) AS n {_BROWSE_FROM} WHERE {where}", params)[0]["n"]
+        count_query = f"SELECT count(*) AS n {_BROWSE_FROM} WHERE {where}"
+        _check_where(store, f.where, count_query, params)
+        total = store.sql(count_query, params)[0]["n"]
         rows = store.sql(
             "SELECT k.task_id, coalesce(t.run_id, k.run_id) AS run_id, k.domain, k.status AS task_status, "
             "coalesce(k.query, e.question) AS query, k.intended_tools, t.traj_id, t.status AS traj_status, t.verdict, "

@@ -323,14 +323,18 @@ HOLD = textwrap.dedent("""
 """)
 
 
-def test_pages_and_labels_while_another_process_holds_the_store(fresh_store, client_for):
+def test_pages_filters_and_labels_while_another_process_writes_the_store(fresh_store, client_for):
     settings, _ = fresh_store
     writer = subprocess.Popen([sys.executable, "-c", HOLD, str(settings.db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert writer.stdout.readline().strip() == "holding"
         client = client_for(settings)
         html = client.get("/browse?run=live").text
-        assert "snapshot taken" in html and "fresh row" in html  # the writer's flushed rows are visible
+        assert "answered by the process writing the store" in html and "fresh row" in html  # its committed rows
+        for url in PAGES:
+            assert client.get(url).status_code == 200, url
+        leak = client.get("/browse", params={"where": f"k.query = (SELECT content FROM read_text('{settings.home.parent / 'secret.txt'}'))"})
+        assert 'id="filter-error"' in leak.text and "disabled by configuration" in leak.text and CANARY not in leak.text
         token = re.search(r'name="csrf" value="([^"]+)"', client.get("/task/task-img").text).group(1)
         r = client.post("/label", data={"csrf": token, "subject_kind": "task", "subject_id": "task-img", "label": "correct"},
                         headers={"Accept": "application/json"})
