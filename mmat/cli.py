@@ -663,15 +663,18 @@ PROGRAMS = ("query_generator", "file_generator", "agent", "query_file_verifier",
 @click.option("--trials", type=int, help="A fixed budget instead of --auto (mipro trials, gepa full evaluations).")
 @click.option("--max-demos", type=int, default=4, show_default=True, help="Most bootstrapped demos per predictor.")
 @click.option("--prompt-model", default=None, help="Model that writes instructions (mipro) or reflects (gepa); default: the teacher.")
+@click.option("--require-change", is_flag=True, help="Fail (exit 1, nothing saved) when the compiled program equals the input.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @with_settings("teacher", "controller", "verifier", "api_base")
-def optimize(settings, program, optimizer, trainset, valset, out, auto, trials, max_demos, prompt_model, quiet) -> None:
+def optimize(settings, program, optimizer, trainset, valset, out, auto, trials, max_demos, prompt_model, require_change,
+             quiet) -> None:
     """Compile a synthesis stage with a DSPy optimizer against metrics built from mmat's verifiers and labels."""
     from mmat.optimizers import run_optimize
 
     summary = run_optimize(settings, program=program, optimizer=optimizer, trainset_sql=trainset, valset_sql=valset,
                            out=out, progress=not quiet, auto=auto, trials=trials, max_demos=max_demos,
-                           prompt_model=prompt_model, command=" ".join(["mmat", *sys.argv[1:]]))
+                           prompt_model=prompt_model, command=" ".join(["mmat", *sys.argv[1:]]),
+                           require_change=require_change)
     click.echo(summary.render())
 
 

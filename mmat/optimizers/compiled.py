@@ -12,6 +12,7 @@ A file compiled for one stage loads into that stage wherever it lives: into the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 import mmat
 from mmat.errors import ConfigError
 
-__all__ = ["CompiledHeader", "FORMAT", "save_compiled", "read_header", "load_compiled", "find_stage"]
+__all__ = ["CompiledHeader", "FORMAT", "save_compiled", "read_header", "load_compiled", "find_stage", "state_digest",
+           "describe_loaded"]
 
 FORMAT = "mmat-compiled-program"
 FORMAT_VERSION = 1
 HEADER_KEY = "mmat"
+# `mmat optimize --program NAME` -> the _mmat_name of the module it compiles (the same name unless listed)
+_PROGRAM_MODULE = {"agent": "code_agent"}
 
 
 class CompiledHeader(BaseModel):
@@ -127,7 +131,17 @@ def load_compiled(program_module: Any, path: Path) -> Any:
     """
     path = Path(path)
     header, state = read_header(path)
+    if _PROGRAM_MODULE.get(header.program, header.program) != header.module:
+        raise ConfigError(
+            f"{path}: its header names program {header.program!r} but module {header.module!r}, which do not belong "
+            f"together (the file was edited or damaged): compile it again with `mmat optimize --program {header.program}`"
+        )
     target = find_stage(program_module, header.module)
+    if target is not None and type(target).__name__ != header.module_class:
+        raise ConfigError(
+            f"{path}: its header names {header.module_class} but the {header.module} stage is a "
+            f"{type(target).__name__}: compile it again with `mmat optimize --program {header.program}`"
+        )
     if target is None:
         found = ", ".join(_stage_names(program_module)) or type(program_module).__name__
         raise ConfigError(
@@ -143,3 +157,20 @@ def load_compiled(program_module: Any, path: Path) -> Any:
         )
     target.load_state({k: v for k, v in state.items() if k in expected})
     return target
+
+
+def state_digest(module: Any) -> str:
+    """sha256 of a module's DSPy state (demos, instructions, fields): equal digests, equal programs."""
+    state = module.dump_state()
+    return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def describe_loaded(path: Path, target: Any) -> str:
+    """One line saying what ``load_compiled`` put where (synth prints it)."""
+    header, state = read_header(Path(path))
+    demos = sum(len(v.get("demos") or []) for k, v in state.items() if isinstance(v, dict) and k != HEADER_KEY)
+    figures = ""
+    if header.metric_before is not None and header.metric_after is not None:
+        figures = f", metric {header.metric_before:.3f} -> {header.metric_after:.3f}"
+    return (f"loaded {path}: compiled {header.program} ({header.optimizer or 'unknown optimizer'}{figures}, "
+            f"{demos} demo(s), run {header.opt_run_id or '-'}) into the {target._mmat_name} stage")

@@ -33,8 +33,8 @@ from pydantic import BaseModel
 import mmat
 from mmat.config import Settings
 from mmat.errors import ConfigError
-from mmat.ids import content_id
-from mmat.optimizers.compiled import CompiledHeader, save_compiled
+from mmat.ids import content_id, sha256_file
+from mmat.optimizers.compiled import CompiledHeader, save_compiled, state_digest
 from mmat.optimizers.datasets import Sets, build_sets
 from mmat.optimizers.programs import ProgramEntry, get_program, role_model
 from mmat.optimizers.scoring import Scored, score_program
@@ -65,6 +65,8 @@ class OptimizeSummary(BaseModel):
     val_from_train: bool = False
     skipped: int = 0
     seconds: float = 0.0
+    unchanged: bool = False  # the compiled state equals the input's (no demos, no new instructions)
+    sha256: str | None = None  # of the saved file (also in the run's settings, with its path)
 
     def render(self) -> str:
         delta = self.metric_after - self.metric_before
@@ -75,6 +77,10 @@ class OptimizeSummary(BaseModel):
             line += "\nnote: only one example was selected, so it served as both train and validation set"
         if self.skipped:
             line += f"\nnote: {self.skipped} selected row(s) were skipped (missing, unlabelled or invalid)"
+        if self.unchanged:
+            return line + ("\nthe compiled program equals the input (no demos, no new instructions): it changes nothing. "
+                           "Select more training examples (--trainset) or try --optimizer mipro or gepa; "
+                           "--require-change makes this an error")
         return line + f"\nuse it: mmat synth --program {self.out}"
 
 
@@ -196,8 +202,10 @@ class OptimizeRequest(BaseModel):
 
 
 def _optimize(store: Any, settings: Settings, request: OptimizeRequest, entry: ProgramEntry, sets: Sets,
-              opt_run_id: str, phase: _Phase) -> tuple[Any, Scored, Scored]:
-    """Score, compile, score again, with the role's model and every LM call recorded under the run."""
+              opt_run_id: str, phase: _Phase) -> tuple[Any, Scored, Scored, str]:
+    """Score, compile, score again, with the role's model and every LM call recorded under the run.
+
+    Also returns the digest of the program's state before compiling, to tell an unchanged result."""
     import dspy
 
     from mmat.lm import adapter_for, build_lm
@@ -207,6 +215,7 @@ def _optimize(store: Any, settings: Settings, request: OptimizeRequest, entry: P
     model = role_model(settings, entry.role)
     metric = entry.metric_for(settings, Judge(settings) if entry.needs_judge else None)
     student = entry.target(entry.build(settings, store), settings.workspaces_dir / "optimize" / opt_run_id)
+    initial = state_digest(student.program)
     prompt_lm = build_lm(request.prompt_model or settings.teacher, settings=settings) if request.proposes else None
     threads, name = settings.concurrency, request.program
     with dspy.context(lm=build_lm(model, settings=settings), adapter=adapter_for(model),
@@ -217,7 +226,7 @@ def _optimize(store: Any, settings: Settings, request: OptimizeRequest, entry: P
             compiled = _compile(request.optimizer, entry, student, sets, metric, settings, auto=request.auto,
                                 trials=request.trials, max_demos=request.max_demos, prompt_lm=prompt_lm)
         after = _score(phase, f"{name}: scoring after", compiled, sets.val, metric, threads)
-    return compiled, before, after
+    return compiled, before, after, initial
 
 
 def _run_row(settings: Settings, request: OptimizeRequest, model: str, sets: Sets, summary: OptimizeSummary) -> dict[str, Any]:
@@ -248,13 +257,15 @@ def run_optimize(
     max_demos: int = 4,
     prompt_model: str | None = None,
     command: str = "mmat optimize",
+    require_change: bool = False,
 ) -> OptimizeSummary:
     """Compile ``program`` with ``optimizer`` on examples from the store; save it to ``out`` (JSON).
 
     ``auto`` is DSPy's budget preset for mipro and gepa; ``trials`` replaces it with a fixed budget (mipro:
     that many trials and candidates, gepa: that many full evaluations). ``max_demos`` caps bootstrapped
     demos (bootstrap, mipro). ``prompt_model`` writes new instructions (MIPROv2's prompt model, GEPA's
-    reflection LM); it defaults to the teacher.
+    reflection LM); it defaults to the teacher. ``require_change`` refuses (ConfigError, run failed, nothing
+    saved) a compiled program whose state equals the input's.
     """
     from mmat.lm import check_model, configure_litellm
     from mmat.runtime import open_store
@@ -275,7 +286,14 @@ def run_optimize(
         opt_run_id = content_id("optimize", program, optimizer, model, utcnow().isoformat())
         store.start_run("optimize", settings, command, run_id=opt_run_id)
         try:
-            compiled, before, after = _optimize(store, settings, request, entry, sets, opt_run_id, _Phase(progress))
+            compiled, before, after, initial = _optimize(store, settings, request, entry, sets, opt_run_id,
+                                                         _Phase(progress))
+            unchanged = state_digest(compiled.program) == initial
+            if unchanged and require_change:
+                raise ConfigError(
+                    f"the compiled {program} equals the input program (no demos or instructions changed; metric "
+                    f"{before.mean:.3f} -> {after.mean:.3f}): nothing saved to {request.out}. Select more training "
+                    "examples (--trainset), or try --optimizer mipro or gepa")
             save_compiled(compiled.program, request.out, CompiledHeader(
                 mmat_version=mmat.__version__, program=program, module=compiled.program._mmat_name,
                 module_class=type(compiled.program).__name__, optimizer=optimizer, opt_run_id=opt_run_id,
@@ -285,9 +303,11 @@ def run_optimize(
                 program=program, optimizer=optimizer, n_train=len(sets.train), n_val=len(sets.val),
                 metric_before=before.mean, metric_after=after.mean, out=request.out.resolve(), opt_run_id=opt_run_id,
                 val_from_train=sets.val_from_train, skipped=sets.skipped, seconds=time.monotonic() - started,
+                unchanged=unchanged, sha256=sha256_file(request.out),
             )
             store.writer.put("optimization_runs", [_run_row(settings, request, model, sets, summary)])
-            store.finish_run(opt_run_id, "done", summary.model_dump(mode="json"))
+            store.finish_run(opt_run_id, "done", summary.model_dump(mode="json"),
+                             settings_update={"compiled": {"path": str(summary.out), "sha256": summary.sha256}})
         except KeyboardInterrupt:
             store.finish_run(opt_run_id, "interrupted", {"program": program, "optimizer": optimizer})
             raise

@@ -19,6 +19,7 @@ rerun), records the run as interrupted and raises SynthInterrupted.
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 import time
 from collections import Counter
@@ -202,7 +203,10 @@ def _build_program(settings: Settings, request: SynthRequest, pool, dedup) -> An
     if request.program is not None:
         from mmat.optimizers.compiled import load_compiled
 
-        load_compiled(program, request.program)
+        from mmat.optimizers.compiled import describe_loaded
+
+        target = load_compiled(program, request.program)
+        print(describe_loaded(request.program, target), file=sys.stderr, flush=True)
     return program
 
 
@@ -278,6 +282,11 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
 
     with open_store(settings) as store:
         run_id = resumable_run_id("synth", request.identity(settings), "synth")
+        # the program (and a --program file) first: a refused file must not leave a run marked running
+        pool = load_pool(store)
+        existing = store.sql_arrow("SELECT embedding FROM query_embeddings").column("embedding").to_pylist()
+        dedup = QueryFilter(np.asarray(existing, np.float32) if existing else None, settings.dedup_threshold, exclude)
+        program = _build_program(settings, request, pool, dedup)
         store.start_run("synth", settings.to_record() | {"structured_output_resolved": modes}, command, run_id=run_id)
         stored = _seed_statuses(store, run_id)
         done = {i for i, r in stored.items() if r["status"] == "done"}
@@ -285,11 +294,6 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
         todo, done_before, skipped = seeds_to_run({i: r["status"] for i, r in stored.items()}, [s.index for s in seeds],
                                                   retry_failed=retry_failed)
         pending = [s for s in seeds if s.index in set(todo)]
-
-        pool = load_pool(store)
-        existing = store.sql_arrow("SELECT embedding FROM query_embeddings").column("embedding").to_pylist()
-        dedup = QueryFilter(np.asarray(existing, np.float32) if existing else None, settings.dedup_threshold, exclude)
-        program = _build_program(settings, request, pool, dedup)
         recorder = LMCallRecorder(store, run_id)
         workspace_root = settings.workspaces_dir / run_id
         counts: Counter[str] = Counter()

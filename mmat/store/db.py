@@ -204,9 +204,10 @@ class Store:
         """Record a run as running (a known run_id is resumed); return its run_id."""
         return runs.start_run(self, kind, settings, command, run_id)
 
-    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        """Record how a run ended: status done | failed | interrupted, and a JSON-able summary."""
-        runs.finish_run(self, run_id, status, summary)
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any], *,
+                   settings_update: dict[str, Any] | None = None) -> None:
+        """Record how a run ended: status done | failed | interrupted, a JSON-able summary, settings it adds."""
+        runs.finish_run(self, run_id, status, summary, settings_update=settings_update)
 
     def put_blob(self, data: bytes | Path, suffix: str = "") -> tuple[str, str]:
         """Store bytes or a file under ``blobs/``; return (relative path, sha256). Idempotent."""

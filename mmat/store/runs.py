@@ -81,7 +81,9 @@ def start_run(
     return run_id
 
 
-def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any]) -> None:
+def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any], *,
+               settings_update: dict[str, Any] | None = None) -> None:
+    """Record how a run ended; ``settings_update`` adds what the run made to its settings (a compiled file)."""
     if status not in FINAL_STATUSES:
         raise StoreError(f"run status {status!r} is not a final status: use one of {', '.join(FINAL_STATUSES)}")
     found = store.sql("SELECT * FROM runs WHERE run_id = ?", [run_id])
@@ -89,6 +91,8 @@ def finish_run(store: Store, run_id: str, status: str, summary: dict[str, Any]) 
         raise StoreError(f"run {run_id} is not in the store: start it with store.start_run first")
     row = found[0]
     row["settings"] = json.loads(row["settings"]) if row["settings"] is not None else None
+    if settings_update:
+        row["settings"] = {**(row["settings"] or {}), **settings_record(settings_update)}
     row.update(status=status, summary=summary, finished_at=utcnow())
     store.writer.put("runs", [row])
     store.writer.flush()

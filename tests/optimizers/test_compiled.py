@@ -104,3 +104,23 @@ def test_predictors_that_do_not_match_are_refused_before_loading(tmp_path):
 def test_save_wants_a_json_path(tmp_path):
     with pytest.raises(ConfigError, match="ending in .json"):
         save_compiled(QueryGenerator(), tmp_path / "qg.pkl", header())
+
+
+def test_a_header_whose_program_and_module_disagree_is_refused(tmp_path):
+    qg = QueryGenerator()
+    path = save_compiled(qg, tmp_path / "qg.json", header(program="agent"))
+    with pytest.raises(ConfigError, match="names program 'agent' but module 'query_generator'"):
+        load_compiled(QueryGenerator(), path)
+    path = save_compiled(qg, tmp_path / "qg2.json", header(cls="CodeAgent"))
+    with pytest.raises(ConfigError, match="names CodeAgent but the query_generator stage is a QueryGenerator"):
+        load_compiled(QueryGenerator(), path)
+
+
+def test_describe_loaded_and_state_digest(compiled_query_generator):
+    from mmat.optimizers.compiled import describe_loaded, state_digest
+
+    qg = load_compiled(QueryGenerator(), compiled_query_generator)
+    line = describe_loaded(compiled_query_generator, qg)
+    assert line == (f"loaded {compiled_query_generator}: compiled query_generator (bootstrap, metric 0.500 -> 0.750, "
+                    "1 demo(s), run -) into the query_generator stage")
+    assert state_digest(qg) != state_digest(QueryGenerator()) and state_digest(QueryGenerator()) == state_digest(QueryGenerator())

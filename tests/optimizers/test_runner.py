@@ -193,3 +193,19 @@ def test_bad_requests_fail_before_any_run_is_recorded(settings, scripted_models,
     if settings.db_path.exists():
         with open_store(settings, read_only=True) as store:
             assert store.sql("select count(*) n from runs")[0]["n"] == 0
+
+
+def test_an_unchanged_program_is_said_so_and_refused_with_require_change(settings, scripted_models, labelled, tmp_path):
+    out = tmp_path / "same.json"
+    summary = run_optimize(settings, program="query_file_verifier", optimizer="bootstrap", out=out, progress=False,
+                           max_demos=0)
+    assert summary.unchanged and "equals the input" in summary.render() and "use it:" not in summary.render()
+    with pytest.raises(ConfigError, match="equals the input program .*nothing saved"):
+        run_optimize(settings, program="query_file_verifier", optimizer="bootstrap", out=tmp_path / "no.json",
+                     progress=False, max_demos=0, require_change=True)
+    assert not (tmp_path / "no.json").exists()
+    with open_store(settings, read_only=True) as store:
+        runs = store.sql("select status, settings from runs where kind = 'optimize' order by started_at")
+    assert [r["status"] for r in runs] == ["done", "failed"]
+    compiled = json.loads(runs[0]["settings"])["compiled"]
+    assert compiled == {"path": str(out.resolve()), "sha256": summary.sha256} and len(summary.sha256) == 64

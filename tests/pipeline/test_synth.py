@@ -80,3 +80,25 @@ def test_a_repeated_rejected_query_is_one_row_and_one_count(synth_settings, scri
     assert summary.counts.get("rejected") == 1 and summary.counts.get("generated", 0) == 0
     with open_store(synth_settings, read_only=True) as store:
         assert store.sql("select count(*) n from tasks")[0]["n"] == 1
+
+
+def test_program_files_say_what_they_loaded_and_a_refused_one_leaves_no_run(synth_settings, scripted_models, tmp_path, capsys):
+    import mmat
+    from mmat.errors import ConfigError
+    from mmat.optimizers.compiled import CompiledHeader, save_compiled
+    from mmat.programs import QueryGenerator
+
+    def compiled(name, program):
+        return save_compiled(QueryGenerator(), tmp_path / name, CompiledHeader(
+            mmat_version=mmat.__version__, program=program, module="query_generator", module_class="QueryGenerator",
+            optimizer="bootstrap"))
+
+    import pytest
+
+    with pytest.raises(ConfigError, match="names program 'agent' but module 'query_generator'"):
+        run_synth(synth_settings, SynthRequest(tasks=1, tools=TOOLS, program=compiled("bad.json", "agent")), progress=False)
+    with open_store(synth_settings, read_only=True) as store:
+        assert store.sql("select count(*) n from runs")[0]["n"] == 0
+    good = compiled("good.json", "query_generator")
+    run_synth(synth_settings, SynthRequest(tasks=1, tools=TOOLS, program=good, trajectories_per_task=1), progress=False)
+    assert f"loaded {good}: compiled query_generator (bootstrap, 0 demo(s), run -) into the query_generator stage" in capsys.readouterr().err
