@@ -764,6 +764,8 @@ def eval_(ctx, settings, bench, kind, data_dir, best_of_n, limit, generative_ids
     result, report = run_benchmark(settings, request, progress=not quiet)
     for skipped in report.skipped:
         click.echo(f"skipped item {skipped.key}: {skipped.reason}", err=True)
+    if report.unknown_tools:
+        click.echo(report.summary(), err=True)
     if as_json:
         tables = [t.model_dump(mode="json") for t in paper_tables(result.metrics)]
         click.echo(json.dumps({"eval_run_id": result.eval_run_id, "controller": settings.controller_model,

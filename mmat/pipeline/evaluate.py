@@ -157,8 +157,9 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
         run_settings = settings.model_copy()
         run_id = eval_run_id_for(items, bench=kind, bench_path=bench_path, controller=controller,
                                  best_of_n=request.best_of_n, settings=run_settings)
-        if judge_model:  # another judge is another run
-            run_id = content_id(run_id, "judge", judge_model, sorted(i.key for i in items if i.generative))
+        if kind == "agentx":  # another judge, other image-answer ids or other video frames measure another run
+            run_id = content_id(run_id, "judge", judge_model, sorted(i.key for i in items if i.generative),
+                                list(request.frame_times_s))
         recorder = LMCallRecorder(store, run_id)
         workspaces = settings.workspaces_dir / f"eval_{run_id}"
 

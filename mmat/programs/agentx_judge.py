@@ -1,8 +1,9 @@
 """AgentXJudge: Agent-X's judge metrics as one DSPy module with one typed predictor per metric.
 
 Each predictor (``agentx_judge.G_s`` ... ``agentx_judge.Ts_acc``, the names lm_calls files them under) answers
-a justification and a score. A reply that cannot be read, or a score outside [0, 1], is the judge's failure:
-recorded in the Judgement's ``dropped`` with the reason and left out of that metric's mean — never a crash.
+a justification and a score. A reply that cannot be read, a score outside [0, 1], or a call that failed after its retries (rate limit,
+server error, timeout) is the judge's failure: recorded in the Judgement's ``dropped`` with the reason and
+left out of that metric's mean — never a crash. A request the server refuses (wrong model, bad key) raises.
 G_acc is not asked for image-answer items (the benchmark averages it over text answers only).
 """
 
@@ -12,6 +13,8 @@ import math
 from typing import Any
 
 import dspy
+import dspy.utils.exceptions as dspy_errors
+import litellm
 
 from mmat.errors import ModelOutputError
 from mmat.eval.agentx_metrics import Judgement, judge_view
@@ -21,6 +24,13 @@ from mmat.programs._calls import call_predictor, mark
 from mmat.signatures.agentx import AGENTX_SIGNATURES
 
 __all__ = ["AgentXJudge"]
+
+# failures that retrying later could fix: the reply is missing, not wrong (DSPy's and litellm's classes)
+_TRANSIENT = (
+    dspy_errors.LMRateLimitError, dspy_errors.LMServerError, dspy_errors.LMTimeoutError, dspy_errors.LMTransportError,
+    litellm.exceptions.RateLimitError, litellm.exceptions.APIConnectionError, litellm.exceptions.Timeout,
+    litellm.exceptions.InternalServerError, litellm.exceptions.ServiceUnavailableError,
+)
 
 
 class AgentXJudge(dspy.Module):
@@ -47,6 +57,9 @@ class AgentXJudge(dspy.Module):
                 pred = call_predictor(predictor, f"Agent-X judge {metric}", config={"temperature": 0.0}, **inputs)
             except ModelOutputError as e:
                 judgement.dropped[metric] = f"unreadable reply: {e}"
+                continue
+            except _TRANSIENT as e:
+                judgement.dropped[metric] = f"judge call failed: {type(e).__name__}: {str(e)[:200]}"
                 continue
             score = _score(pred.score)
             if score is None:

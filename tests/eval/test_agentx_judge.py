@@ -152,3 +152,17 @@ def test_a_failed_solve_scores_zero_on_every_judged_metric():
     assert not judge_called and failed.details["judge"]["scores"]["G_s"] == 0.0 and failed.details["toolset_f1"] == 0.0
     m = aggregate("agentx", [_item("0")], [failed], best_of_n=1, judge="j")
     assert m.agentx.metrics["G_acc"].value == 0.0
+
+
+def test_a_judge_call_that_fails_after_retries_is_dropped_not_fatal():
+    import litellm
+
+    def respond(messages, fields):
+        if "grounded" in _system(messages):
+            raise litellm.exceptions.RateLimitError("slow down", llm_provider="dummy", model="judge3")
+        return {"justification": "ok", "score": 0.5}
+
+    DummyLM(respond, name="judge3")
+    with dspy.context(lm=build_lm("dummy/judge3"), adapter=dspy.ChatAdapter()):
+        judgement = AgentXJudge()(_item("0"), _outcome())
+    assert "judge call failed: " in judgement.dropped["G_s"] and "RateLimitError" in judgement.dropped["G_s"] and judgement.scores["T_p"] == 0.5
