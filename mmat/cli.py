@@ -244,7 +244,7 @@ def report(settings, run_id: str | None, out: Path | None, benches) -> None:
     with read_store(settings) as (store, source):
         run_report = build_report(store, run_id, benches=list(benches))
     if source.kind != "live":
-        click.echo(f"read from a {source.describe()}", err=True)
+        click.echo(f"note: {source.describe()}", err=True)
     click.echo(run_report.render())
     if out is not None:
         from mmat.view import write_report

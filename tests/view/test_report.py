@@ -168,3 +168,22 @@ def test_mmat_view_refuses_a_missing_store_with_a_message(tmp_path, monkeypatch)
     monkeypatch.setenv("MMAT_HOME", str(tmp_path / "nothing"))
     result = CliRunner().invoke(cli, ["view", "--port", "8799"])
     assert result.exit_code == 1 and "no store" in result.output
+
+
+def test_mmat_report_while_another_process_writes_the_store(fresh_store):
+    import subprocess
+    import sys
+
+    from mmat.cli import cli
+    from tests.view.test_app import HOLD
+
+    settings, _ = fresh_store
+    writer = subprocess.Popen([sys.executable, "-c", HOLD, str(settings.db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "holding"
+        result = CliRunner().invoke(cli, ["report", "--run", RUN])
+    finally:
+        writer.communicate("\n", timeout=60)
+    assert result.exit_code == 0, result.output
+    assert "note: answered by the process writing the store" in result.stderr
+    assert f"run {RUN} (synth, done, 90s)" in result.stdout
