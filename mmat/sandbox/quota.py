@@ -9,8 +9,9 @@ restarts the worker, as for any limit. On close the workspace is unmounted and i
 mirrored back into the directory underneath, so callers find them where they always were.
 
 While it is mounted the workspace lives in RAM; what the sandbox writes counts toward its memory
-cgroup. If the parent dies without closing the sandbox (SIGKILL), the mounts stay until someone
-unmounts them (``umount <workspace> <staging>``), and the files in them never reach the disk.
+cgroup. If the parent dies without closing the sandbox (even by SIGKILL), a keeper process
+(``_quota_keeper.py``, one per parent, in its own session) sees its pipe close and takes the mounts
+down the same way, files restored to the directory underneath.
 Rootless mode cannot mount on the host: the quota is checked after each step only (documented in
 the README).
 """
@@ -19,9 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from mmat.errors import SandboxError
@@ -52,6 +57,30 @@ def _umount(target: Path) -> None:
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOENT):  # not mounted (any more)
             raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+_KEEPER = Path(__file__).with_name("_quota_keeper.py")
+_keeper_lock = threading.Lock()
+_keeper: subprocess.Popen[bytes] | None = None
+
+
+def _tell_keeper(msg: dict[str, str]) -> None:
+    """Send one line to this process's keeper, starting it on first use (see _quota_keeper.py)."""
+    global _keeper
+    with _keeper_lock:
+        if _keeper is None or _keeper.poll() is not None:
+            try:
+                _keeper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-B", str(_KEEPER)],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd="/", close_fds=True,
+                    start_new_session=True,  # a signal to our process group must not take it down with us
+                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                )  # fmt: skip
+            except OSError as e:
+                raise SandboxError(f"cannot start the workspace quota keeper ({e}): check that {sys.executable} runs.") from None
+        assert _keeper.stdin is not None
+        _keeper.stdin.write(json.dumps(msg).encode() + b"\n")
+        _keeper.stdin.flush()
 
 
 class WorkspaceTmpfs:
@@ -85,10 +114,14 @@ class WorkspaceTmpfs:
                 ) from None
             raise
         try:
+            _tell_keeper({"op": "add", "workspace": str(workspace), "staging": str(staging)})
             _mount(str(staging), workspace, None, MS_BIND)
         except OSError as e:
             quota._drop()
             raise SandboxError(f"cannot mount the workspace quota on {workspace}: {e.strerror}") from None
+        except SandboxError:
+            quota._drop()
+            raise
         return quota
 
     def exhausted(self) -> str | None:
@@ -100,16 +133,22 @@ class WorkspaceTmpfs:
             return "bytes"
         return None
 
-    def release(self) -> None:
-        """Unmount the workspace and mirror its files into the directory underneath (the sandbox is gone)."""
+    def release(self, *, keep: bool = True) -> None:
+        """Unmount the workspace and (keep) mirror its files into the directory underneath; the
+        sandbox is gone. keep=False: the caller deletes the workspace anyway."""
         if self.released:
             return
         self.released = True
         _umount(self.workspace)
         try:
-            wsp.mirror(self.staging, self.workspace)
+            if keep:
+                wsp.mirror(self.staging, self.workspace)
         finally:
             self._drop()
+            try:
+                _tell_keeper({"op": "del", "workspace": str(self.workspace)})
+            except (OSError, SandboxError):
+                pass  # a keeper that is gone has nothing left to take down
 
     def _drop(self) -> None:
         _umount(self.staging)

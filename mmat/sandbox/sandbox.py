@@ -281,7 +281,7 @@ class Sandbox:
             self._finalizer.detach()
             quota, self._quota[0] = self._quota[0], None
             if quota is not None:
-                quota.release()  # the workspace's files go back to the directory underneath
+                quota.release(keep=not self._owns_workspace)  # the files go back to the directory underneath
             self.events.append(self._event("close", steps=self._step))
             if self._owns_workspace:
                 shutil.rmtree(self.workspace, ignore_errors=True)

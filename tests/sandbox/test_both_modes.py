@@ -33,6 +33,7 @@ ROOT_ONLY_HERE = {
     "test_tasks_are_counted_per_sandbox",
     "test_cgroup_v1_freezer",
     "test_inputs_larger_than_the_quota_are_a_clear_error",
+    "test_quota_mounts_are_taken_down_when_mmat_is_killed",
 }
 INNER_TIMEOUT_S = 900
 
