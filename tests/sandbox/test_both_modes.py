@@ -54,7 +54,7 @@ def test_the_sandbox_suite_passes_as_an_unprivileged_user():
                 "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(home),
             }  # fmt: skip
             argv = [
-                sys.executable, "-m", "pytest", "tests/sandbox", "-q", "-p", "no:cacheprovider", "-rs",
+                sys.executable, "-m", "pytest", "tests/sandbox", "-q", "-p", "no:cacheprovider", "-rs", "-W", "ignore", "--tb=short",
                 f"--basetemp={home / 'pytest'}", f"--junitxml={junit}",
             ]  # fmt: skip
             try:
@@ -62,8 +62,9 @@ def test_the_sandbox_suite_passes_as_an_unprivileged_user():
             except RootlessSetupError as e:
                 pytest.skip(f"cannot run the suite from here as another user: {e}")
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=INNER_TIMEOUT_S)
-            tail = (run.stdout + run.stderr)[-6000:]
-            assert run.returncode == 0, f"the sandbox suite failed as uid {uid} (rootless mode):\n{tail}"
+            out = run.stdout + run.stderr
+            failed = "\n".join(line for line in out.splitlines() if line.startswith(("FAILED", "ERROR")))
+            assert run.returncode == 0, f"the sandbox suite failed as uid {uid} (rootless mode):\n{failed}\n{out[-6000:]}"
             outcome: dict[str, str] = {}
             for case in ET.parse(junit).getroot().iter("testcase"):
                 kind = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
