@@ -58,7 +58,9 @@ def test_sigkill_then_rerun_gives_exact_counts(tmp_path):
         assert one("select count(*) n from trajectories") == SEEDS * VERIFIED_PER_SEED
         assert one("select count(*) n from steps") == SEEDS * VERIFIED_PER_SEED * STEPS_PER_TRAJECTORY
         assert one("select count(*) n from files") == SEEDS * (1 + 2 + 1)  # csv; photo + csv; log (rejected task)
-        assert one("select count(*) n from verdicts") == SEEDS * (SPECS_PER_SEED + VERIFIED_PER_SEED)
+        # per seed: an LM verdict and a rules verdict per task and per trajectory, and an expected-answer check per
+        # trajectory (both verified tasks have an expected answer)
+        assert one("select count(*) n from verdicts") == SEEDS * (2 * (SPECS_PER_SEED + VERIFIED_PER_SEED) + VERIFIED_PER_SEED)
         assert one("select count(*) n from query_embeddings") == SEEDS * SPECS_PER_SEED
         statuses = store.sql("select status from runs")
         assert [r["status"] for r in statuses] == ["done"]
