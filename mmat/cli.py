@@ -2,6 +2,17 @@
 
 Errors that a user must fix (``MmatError``) become one line on stderr and exit code 1; anything else
 is a bug in mmat and keeps its traceback.
+
+Conventions every command follows (tests/test_cli.py checks them for every command, new ones too):
+
+- **Examples**: add the command's path and one or more example lines to ``EXAMPLES`` at the bottom of
+  this file; ``_attach_examples`` shows them as the command's help epilog. A command without an entry
+  fails the help test.
+- **Defaults**: the group shows every option's default (``show_default``). An option whose default lives
+  in a settings object (``Settings``, ``TrainConfig``) takes its text from that object
+  (``_setting_default``, ``train_options(Config)``), never a hand-written copy.
+- **Names**: a count is an int option (``--tasks N`` in synth), a SQL filter ends in ``-where``
+  (``--where``, ``--tasks-where``); ``-k`` means trajectories per task (synth) and nothing else.
 """
 
 from __future__ import annotations
@@ -54,20 +65,39 @@ def _valid_api_base(ctx, param, value):
         raise click.BadParameter(str(e).removeprefix("--api-base ")) from None
 
 
+def _help(name: str) -> str:
+    from mmat.config import Settings
+
+    return Settings.model_fields[name].description or name
+
+
+def _setting_default(name: str) -> str:
+    """The default a Settings flag shows: the field's own default, and where else it can be set."""
+    from mmat.config import Settings
+
+    default = Settings.model_fields[name].default
+    shown = "unset (see above)" if default is None else str(default)
+    return f"{shown}; mmat.toml or MMAT_{name.upper()} override it"
+
+
 def settings_options(*names: str):
     """Decorator adding `--NAME` flags for Settings fields; their values override env and mmat.toml."""
     from mmat.config import Settings
 
     flags = {
-        "home": click.option("--home", type=click.Path(path_type=Path), help="MMAT_HOME: where the store, blobs and models live."),
-        "teacher": click.option("--teacher", help=Settings.model_fields["teacher"].description),
-        "controller": click.option("--controller", help=Settings.model_fields["controller"].description),
-        "verifier": click.option("--verifier", help=Settings.model_fields["verifier"].description),
-        "judge": click.option("--judge", help=Settings.model_fields["judge"].description),
-        "api_base": click.option("--api-base", callback=_valid_api_base, help=Settings.model_fields["api_base"].description),
-        "concurrency": click.option("--concurrency", type=int, help=Settings.model_fields["concurrency"].description),
-        "seed": click.option("--seed", type=int, help=Settings.model_fields["seed"].description),
-        "temperature": click.option("--temperature", type=float, help=Settings.model_fields["temperature"].description),
+        "home": click.option("--home", type=click.Path(path_type=Path), help="MMAT_HOME: where the store, blobs and models live.",
+                             show_default=_setting_default("home")),
+        "teacher": click.option("--teacher", help=_help("teacher"), show_default=_setting_default("teacher")),
+        "controller": click.option("--controller", help=_help("controller"), show_default=_setting_default("controller")),
+        "verifier": click.option("--verifier", help=_help("verifier"), show_default=_setting_default("verifier")),
+        "judge": click.option("--judge", help=_help("judge"), show_default=_setting_default("judge")),
+        "api_base": click.option("--api-base", callback=_valid_api_base, help=_help("api_base"),
+                                 show_default=_setting_default("api_base")),
+        "concurrency": click.option("--concurrency", type=int, help=_help("concurrency"),
+                                    show_default=_setting_default("concurrency")),
+        "seed": click.option("--seed", type=int, help=_help("seed"), show_default=_setting_default("seed")),
+        "temperature": click.option("--temperature", type=float, help=_help("temperature"),
+                                    show_default=_setting_default("temperature")),
     }
 
     def decorate(fn):
@@ -119,7 +149,7 @@ output_format = click.option(
 output_csv = click.option("--csv", "fmt", flag_value="csv", help="Print CSV instead of a table.")
 
 
-@click.group(cls=MmatGroup)
+@click.group(cls=MmatGroup, context_settings={"show_default": True})
 @click.version_option(package_name="mmat")
 def cli() -> None:
     """mmat: synthesize verified multimodal tool-use trajectories and tune local VLMs on them."""
@@ -137,6 +167,15 @@ def _quiet_library_progress_bars() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if "transformers" in sys.modules:  # imported before the flag was set (tests, notebooks)
         sys.modules["transformers"].utils.logging.disable_progress_bar()
+    quiet_transformers_deprecations()
+
+
+def quiet_transformers_deprecations() -> None:
+    """transformers' FutureWarnings (e.g. `is_gradient_checkpointing` is deprecated, raised by peft on every
+    adapter load) speak to library authors, not to mmat's users: the CLI drops them."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
 
 
 # --- store ----------------------------------------------------------------------------------------
@@ -347,7 +386,8 @@ def _split_csv(ctx, param, value):
 @click.option("--tasks", type=int, default=10, show_default=True, help="Seeds to run (each writes a few tasks).")
 @click.option("--domains", multiple=True, callback=_split_csv, help="Knowledge domains to draw seeds from (comma-separated; default all).")
 @click.option("--tools", multiple=True, callback=_split_csv, help="Tools the tasks may use (comma-separated; default every available tool).")
-@click.option("--trajectories-per-task", "-k", type=int, help="Trajectories sampled per verified task (M-TRACE style).")
+@click.option("--trajectories-per-task", "-k", type=int, show_default=_setting_default("trajectories_per_task"),
+              help="Trajectories sampled per verified task (M-TRACE style).")
 @click.option("--queries-per-seed", type=int, default=3, show_default=True, help="Task specs the teacher writes per seed.")
 @click.option("--split", type=click.Choice(["train", "eval"]), default="train", show_default=True, help="Mark tasks for training or as mmat's own eval split.")
 @click.option("--program", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A compiled program JSON from `mmat optimize`.")
@@ -422,6 +462,9 @@ def pool_list(settings, fmt: str | None) -> None:
     click.echo(render_rows(rows, fmt or "table"))
 
 
+EXPORT_FORMATS = ("parquet", "hf", "llamafactory", "swift", "openai")
+
+
 # --- exports --------------------------------------------------------------------------------------
 _EXPORT_HELP = """Export trajectories (or preference pairs) for LLaMA-Factory, ms-swift, TRL/HF datasets, OpenAI or Parquet.
 
@@ -441,7 +484,7 @@ Examples:
 
 
 @cli.command(help=_EXPORT_HELP)
-@click.argument("fmt", metavar="FORMAT", type=click.Choice(["parquet", "hf", "llamafactory", "swift", "openai"]))
+@click.argument("fmt", metavar=f"{{{'|'.join(EXPORT_FORMATS)}}}", type=click.Choice(EXPORT_FORMATS))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Directory to write into.")
 @click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks), or p (preference_pairs) with --pairs; "
               "default: verified correct and not labelled incorrect, or labelled correct (what finetune trains on); all pairs with --pairs.")
@@ -514,8 +557,8 @@ def import_(settings, fmt: str, path: Path, root: Path | None) -> None:
 
 # --- preference pairs -----------------------------------------------------------------------------
 @cli.command()
-@click.option("--tasks", "where", default=None, help="SQL filter over t (trajectories) and k (tasks) choosing the tasks to walk; default: tasks with a verified-correct trajectory.")
-@click.option("-k", "k", type=click.IntRange(1, 7), default=3, show_default=True, help="Candidate steps per state: the first greedy, the rest sampled.")
+@click.option("--tasks-where", "where", default=None, help="SQL filter over t (trajectories) and k (tasks) choosing the tasks to walk; default: tasks with a verified-correct trajectory.")
+@click.option("--candidates", "k", type=click.IntRange(1, 7), default=3, show_default=True, help="Candidate steps per state: the first greedy, the rest sampled.")
 @click.option("--sample-temperature", type=click.FloatRange(0.0, 2.0), default=1.0, show_default=True, help="Temperature of the sampled candidates.")
 @click.option("--reference/--no-reference", default=True, show_default=True, help="Offer the task's verified step as one more candidate while the walk follows the verified trajectory.")
 @click.option("--min-margin", type=click.FloatRange(0.0, 1.0), default=0.2, show_default=True, help="Judge-score gap needed to pair two error-free candidates.")
@@ -536,21 +579,33 @@ def prefs(settings, where, k, sample_temperature, reference, min_margin, limit, 
 
 
 # --- finetuning -----------------------------------------------------------------------------------
-def train_options(fn):
-    """LoRA/training flags shared by `finetune sft` and `finetune dpo` (None = the TrainConfig default)."""
+from mmat.finetune.config import DPOTrainConfig, TrainConfig  # noqa: E402 -- pydantic only: cheap to import
+
+
+def train_options(config: type):
+    """LoRA/training flags shared by `finetune sft` and `finetune dpo`; defaults shown from ``config``
+    (TrainConfig or DPOTrainConfig), which applies them (a flag left out is None = the config's default)."""
+
+    def default(name: str) -> str:
+        return str(config.model_fields[name].default)
+
+    return functools.partial(_add_train_options, config=config, default=default)
+
+
+def _add_train_options(fn, *, config: type, default):
     options = [
         click.option("--model", required=True, help="Base model: smollm2-135m (embedded), a local HF model dir, or a cached hub id."),
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Adapter directory to write."),
         click.option("--where", default=None, help="SQL filter over t (trajectories) and k (tasks), p (preference_pairs) "
                      "for dpo; default sft: verified correct and not labelled incorrect, or labelled correct; dpo: all pairs."),
-        click.option("--epochs", type=float, help="Passes over the data."),
-        click.option("--max-steps", type=int, help="Stop after this many optimizer steps."),
-        click.option("--lr", type=float, help="Peak learning rate."),
-        click.option("--rank", type=int, help="LoRA rank."),
-        click.option("--alpha", type=int, help="LoRA alpha."),
-        click.option("--max-length", type=int, help="Longest training sequence in tokens."),
-        click.option("--batch-size", type=int, help="Samples per forward pass."),
-        click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint in --out."),
+        click.option("--epochs", type=float, show_default=default("epochs"), help="Passes over the data."),
+        click.option("--max-steps", type=int, show_default=default("max_steps"), help="Stop after this many optimizer steps."),
+        click.option("--lr", type=float, show_default=default("lr"), help="Peak learning rate."),
+        click.option("--rank", type=int, show_default=default("rank"), help="LoRA rank."),
+        click.option("--alpha", type=int, show_default=default("alpha"), help="LoRA alpha."),
+        click.option("--max-length", type=int, show_default=default("max_length"), help="Longest training sequence in tokens."),
+        click.option("--batch-size", type=int, show_default=default("batch_size"), help="Samples per forward pass."),
+        click.option("--resume", is_flag=True, default=None, show_default=default("resume"), help="Continue from the newest checkpoint in --out."),
         click.option("--num-processes", type=click.IntRange(min=1), default=None,
                      help="Train with N processes (DDP; gloo on CPU, NCCL on GPUs): mmat re-runs this command under "
                           "torchrun. Under torchrun/accelerate launch already, leave it out."),
@@ -594,7 +649,7 @@ def _report_training(result) -> None:
 
 
 @finetune.command("sft")
-@train_options
+@train_options(TrainConfig)
 @with_settings()
 def finetune_sft(settings, model, out, where, num_processes, **train) -> None:
     """LoRA SFT on the assistant turns of selected trajectories (default: verified correct, labels overrule)."""
@@ -606,7 +661,7 @@ def finetune_sft(settings, model, out, where, num_processes, **train) -> None:
 
 
 @finetune.command("dpo")
-@train_options
+@train_options(DPOTrainConfig)
 @click.option("--init-adapter", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Start from this SFT adapter (also the reference policy).")
 @click.option("--beta", type=float, help="DPO beta.")
 @with_settings()
@@ -811,6 +866,68 @@ def demo(settings, tasks: int) -> None:
 
     summary = run_demo(settings, tasks=tasks)
     click.echo(summary.render())
+
+
+# --- examples shown in every command's help (see the module docstring) --------------------------------
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "sql": ('mmat sql "select status, count(*) from tasks group by 1"',
+            'mmat sql "select run_id, settings from runs" --json | jq \'.[0].settings.teacher\'',
+            'mmat sql "select * from task_costs" --csv > costs.csv'),
+    "runs": ("mmat runs", "mmat runs --limit 5 --json"),
+    "show": ("mmat show 3f2a9c", "mmat show 3f2a9c --json | jq '.steps[].code'"),
+    "view": ("mmat view --port 8765",),
+    "report": ("mmat report", "mmat report --out report/ --bench gta/dataset.json"),
+    "models": ("mmat models", "mmat models --api-base http://127.0.0.1:8000/v1 --check"),
+    "tools": ("mmat tools", "mmat tools --json"),
+    "install-embedded": ("mmat install-embedded", "mmat install-embedded --check"),
+    "doctor": ("mmat doctor",),
+    "synth": ("mmat synth --tasks 20 -k 2", "mmat synth --teacher openai/gpt-4o-mini --tasks 200 --concurrency 16",
+              "mmat synth --program qgen.json --tasks 50"),
+    "verify": ('mmat verify --verifier openai/gpt-4o --where "k.domain = \'finance\'"', "mmat verify --rules-only"),
+    "pool": ("mmat pool add ~/photos --captions ~/photos/captions.csv", "mmat pool list"),
+    "pool add": ("mmat pool add ~/photos --captions ~/photos/captions.csv",),
+    "pool list": ("mmat pool list", "mmat pool list --json"),
+    "export": ("mmat export llamafactory --out out/lf", "mmat export swift --out out/dpo --pairs",
+               'mmat export parquet --out out/pq --where "k.domain = \'travel\'"'),
+    "import": ("mmat import mmtraj MM-Traj/train.json --root MM-Traj/", "mmat import mmat out/lf"),
+    "prefs": ("mmat prefs --candidates 4", 'mmat prefs --tasks-where "k.status = \'failed\'" --limit 10'),
+    "finetune": ("mmat finetune sft --model smollm2-135m --out adapters/sft",
+                 "mmat finetune dpo --model smollm2-135m --init-adapter adapters/sft --out adapters/dpo"),
+    "finetune sft": ("mmat finetune sft --model smollm2-135m --out adapters/sft --epochs 2",
+                     'mmat finetune sft --model ./SmolVLM-256M --out adapters/vlm --where "k.domain = \'finance\'"'),
+    "finetune dpo": ("mmat finetune dpo --model smollm2-135m --init-adapter adapters/sft --out adapters/dpo",),
+    "serve": ("mmat serve adapters/sft", "mmat serve adapters/sft --engine local --port 8000 --run"),
+    "optimize": ("mmat optimize --program query_generator --out qgen.json",
+                 "mmat optimize --program agent --optimizer mipro --out agent.json --require-change"),
+    "label": ("mmat label export --kind trajectory --out sheet.csv", "mmat label import sheet.csv"),
+    "label export": ("mmat label export --kind trajectory --out sheet.csv",),
+    "label import": ("mmat label import sheet.csv",),
+    "eval": ("mmat eval --bench gta/dataset.json --controller local/adapters/sft",
+             "mmat eval --controller local/adapters/sft", "mmat eval compare 1f0c2a 9be31d"),
+    "eval compare": ("mmat eval compare 1f0c2a 9be31d", "mmat eval compare 1f0c2a 9be31d --json"),
+    "demo": ("mmat demo", "mmat demo --tasks 1"),
+}
+
+
+def command_paths(group: click.Group = cli, prefix: str = "") -> dict[str, click.Command]:
+    """Every command and group below ``group``, by path without the leading 'mmat'."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        path = f"{prefix}{name}"
+        found[path] = command
+        if isinstance(command, click.Group):
+            found |= command_paths(command, path + " ")
+    return found
+
+
+def _attach_examples() -> None:
+    for path, command in command_paths().items():
+        lines = EXAMPLES.get(path)
+        if lines:
+            command.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+_attach_examples()
 
 
 def main() -> None:

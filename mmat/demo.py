@@ -95,7 +95,7 @@ class DemoSummary(BaseModel):
             '  mmat sql "select status, count(*) from tasks group by 1"',
             '  mmat sql "select model, module, count(*), sum(completion_tokens) from lm_calls group by all"',
             "  mmat export llamafactory --out out/",
-            "  mmat prefs -k 3   # step preference pairs along a judged walk (about a minute per task here)",
+            "  mmat prefs --candidates 3   # step preference pairs along a judged walk (about a minute per task here)",
             f"demo done in {self.seconds:.0f}s (all offline, state in MMAT_HOME)",
         ])
 

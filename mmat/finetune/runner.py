@@ -70,11 +70,11 @@ def prepare_out(out: Path, resume: bool) -> Path | None:
     ckpt = newest_checkpoint(out)
     if resume:
         if ckpt is None:
-            log.warning("resume=True but %s holds no checkpoint-N: starting from scratch", out)
+            log.warning("--resume given but %s holds no checkpoint-N: starting from scratch", out)
         out.mkdir(parents=True, exist_ok=True)
         return ckpt
     if ckpt is not None or (out / "adapter_config.json").exists():
-        raise ConfigError(f"{out} already holds a training run: pass resume=True to continue it, or choose a new "
+        raise ConfigError(f"{out} already holds a training run: pass --resume (resume=True in Python) to continue it, or choose a new "
                           "out directory.")
     out.mkdir(parents=True, exist_ok=True)
     return None

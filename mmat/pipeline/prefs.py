@@ -104,7 +104,7 @@ def _select(store, request: PrefsRequest) -> list[dict]:
         f"WHERE {request.where} "  # one row per task; a synthesis attempt's tool list before a walk's
         "QUALIFY row_number() OVER (PARTITION BY t.task_id ORDER BY t.origin = 'prefs', t.attempt, t.traj_id) = 1 "
         f"ORDER BY t.traj_id{limit}",
-        flag="--tasks selection", columns="t.* (trajectories), k.* (tasks)",
+        flag="--tasks-where selection", columns="t.* (trajectories), k.* (tasks)",
     )
 
 
@@ -126,8 +126,8 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
         rows = _select(store, request)
         if not rows:
             raise ConfigError(
-                f"no task matches --tasks {request.where!r}. The default takes tasks with a verified-correct trajectory; "
-                "with the embedded 135M verifier there may be none: try --tasks \"k.status = 'failed'\" (tasks whose "
+                f"no task matches --tasks-where {request.where!r}. The default takes tasks with a verified-correct trajectory; "
+                "with the embedded 135M verifier there may be none: try --tasks-where \"k.status = 'failed'\" (tasks whose "
                 "trajectories were not verified), or synthesize with a stronger teacher.")
         with run_lifecycle(store, "prefs", settings, command, run_id=run_id) as run:
             summary = _walk_tasks(settings, store, request, run_id, rows, controller, judge, controller_lm, judge_lm,

@@ -110,7 +110,7 @@ def test_resume_continues_from_the_newest_checkpoint(text_lm, two_tasks, tmp_pat
 def test_refuses_to_train_over_an_existing_run(text_lm, two_tasks, tmp_path):
     out = tmp_path / "adapter"
     train_sft(two_tasks, TrainConfig(model=str(text_lm), out=out, max_steps=1, **FAST))
-    with pytest.raises(ConfigError, match="already holds a training run: pass resume=True"):
+    with pytest.raises(ConfigError, match=r"already holds a training run: pass --resume \(resume=True in Python\)"):
         train_sft(two_tasks, TrainConfig(model=str(text_lm), out=out, max_steps=1, **FAST))
 
 

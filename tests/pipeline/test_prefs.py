@@ -114,7 +114,7 @@ def test_a_task_a_kill_left_half_written_is_walked_again_from_scratch(synth_sett
 
 def test_an_empty_selection_says_how_to_widen_it(synth_settings, scripted_models):
     run_synth(synth_settings, SynthRequest(tasks=1, tools=TOOLS, trajectories_per_task=1), progress=False)
-    with pytest.raises(ConfigError, match=r"no task matches --tasks \"k.domain = 'nowhere'\".*k.status = 'failed'"):
+    with pytest.raises(ConfigError, match=r"no task matches --tasks-where \"k.domain = 'nowhere'\".*k.status = 'failed'"):
         run_prefs(synth_settings, PrefsRequest(where="k.domain = 'nowhere'"), progress=False)
     with open_store(synth_settings, read_only=True) as store:
         assert store.sql("select count(*) as n from runs where kind = 'prefs'")[0]["n"] == 0  # no run was started
