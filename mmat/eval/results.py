@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mmat.eval.agentx_metrics import JUDGED_METRICS, Judgement, toolset_f1
-from mmat.eval.ansacc import Similarity, score_answer
+from mmat.eval.ansacc import score_answer
 from mmat.eval.codeexec import code_exec
 from mmat.eval.gta_tools import category_counts, gta_names_of
 from mmat.eval.items import AnswerKind, EvalItem
