@@ -167,6 +167,18 @@ def trl_checks(exports: Path, models: dict[str, Path], cwd: Path) -> dict[str, d
     }
 
 
+def round_trip(folder: Path, home: Path) -> dict:
+    """mmat's own reader: the parquet export imported into an empty store."""
+    from mmat.config import load_settings
+    from mmat.pipeline.importers import run_import
+
+    start = time.monotonic()
+    os.environ["MMAT_HOME"] = str(home)
+    report = run_import(load_settings(), "mmat", folder)
+    return {"rows": report.trajectories, "pairs": report.pairs, "bad": len(report.bad),
+            "seconds": round(time.monotonic() - start, 1)}
+
+
 def build_exports(work: Path) -> tuple[Path, dict[str, Path], dict[str, int]]:
     os.environ["MMAT_HOME"] = str(work / "home")
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -181,7 +193,7 @@ def build_exports(work: Path) -> tuple[Path, dict[str, Path], dict[str, int]]:
     store.close()
     exports = work / "exports"
     counts = {}
-    for fmt in ("llamafactory", "swift", "hf"):
+    for fmt in ("llamafactory", "swift", "hf", "parquet"):
         for pairs in (False, True):
             counts[f"{fmt} {'dpo' if pairs else 'sft'}"] = run_export(load_settings(), fmt, exports / fmt, model=MODEL,
                                                                       pairs=pairs).n_rows
@@ -228,6 +240,7 @@ def main() -> None:
             swift, SWIFT_CHECK, [str(sw_dir), f"mmat_{kind}", str(models["llava"]), "llava1_5_hf"],
             {**offline, "ROOT_IMAGE_DIR": str(sw_dir)}, other_cwd)
     rows.update(trl_checks(exports, models, other_cwd))
+    rows["parquet sft (mmat import mmat)"] = round_trip(exports / "parquet", work / "home2")
 
     def expected(name: str) -> int:
         fmt, kind = name.split()[0], name.split()[1]
@@ -248,9 +261,9 @@ def main() -> None:
     section = f"""
 ## interop — {stamp} (`python bench/interop.py`)
 
-A fresh export (2 multimodal-or-text trajectories + 1 rescued by a label = 3 SFT rows, 1 step pair; images: two per
-task, one made by a step) loaded by the real consumers, each run from a working directory that is not the
-export folder. Versions: {'; '.join(f'{k} {v}' for k, v in versions.items())}. {platform.machine()}, {os.cpu_count()} CPUs,
+A fresh export — 3 SFT rows (one multimodal trajectory with two task images and an image made by a step, two
+text-only ones, one of them kept by a person's label) and 1 step pair — loaded by the real consumers, each run from
+a working directory that is not the export folder, and read back by `mmat import mmat`. Versions: {'; '.join(f'{k} {v}' for k, v in versions.items())}. {platform.machine()}, {os.cpu_count()} CPUs,
 load avg {load:.1f}; total {time.monotonic() - started:.0f} s (venvs reused when present).
 Students are tiny random models (LLaVA for LLaMA-Factory / ms-swift, Idefics3 and a Llama text LM for TRL).
 

@@ -172,13 +172,19 @@ def test_mtrace_sharegpt_with_an_image_produced_by_a_step(tmp_path, monkeypatch,
         {"from": "gpt", "value": "Thought: Crop it.\nCode:\n```py\nprint(image_edit(prompt='crop', image_path='a.png'))\n```<end_action>"},
         {"from": "human", "value": "[OUTPUT OF STEP 0] Observation:\n<image>\ncrop.png"},
         {"from": "gpt", "value": "Thought: It is red.\nCode:\n```py\nfinal_answer('red')\n```<end_action>"}]}
-    (release / "m_trace.json").write_text(json.dumps([row]))
+    no_placeholders = {"images": ["files/b.png"], "conversations": [
+        {"from": "human", "value": "Task: What colour is it?"},
+        {"from": "gpt", "value": "Thought: Blue.\nCode:\n```py\nfinal_answer('blue')\n```<end_action>"}]}
+    (release / "m_trace.json").write_text(json.dumps([row, no_placeholders]))
     report = run_import(settings, "mtrace", release / "m_trace.json")
-    assert report.trajectories == 1 and report.bad == []
+    assert report.trajectories == 2 and report.bad == []
     with Store.for_settings(settings, read_only=True) as store:
-        steps = store.sql("SELECT images, observation FROM steps ORDER BY idx")
+        steps = store.sql("SELECT s.images, s.observation FROM steps s JOIN trajectories t USING (traj_id) "
+                          "WHERE t.n_steps = 2 ORDER BY idx")
         blob = store.blob_path(steps[0]["images"][0])
+        [alone] = store.sql("SELECT f.name FROM files f JOIN tasks k USING (task_id) WHERE k.query = 'What colour is it?'")
     assert steps[0]["observation"] == "crop.png" and Image.open(blob).size == (6, 6) and steps[1]["images"] == []
+    assert alone["name"] == "b.png"  # images without placeholders go with the task
 
 
 def test_prefx_pairs_become_step_pairs_with_their_context(tmp_path, monkeypatch, release):

@@ -141,7 +141,11 @@ def _conversation(row: dict[str, Any], root: Path, tools: ToolNames) -> tuple[Im
     if not turns or turns[0][0] != "user":
         raise BadRow("the conversation does not start with the user's task")
     images = _Images(row, root)
-    files = images.take(turns[0][1])
+    if images.order and not any(_PLACEHOLDER.search(text) for _, text in turns):
+        files = [images.file(ref) for ref in images.order]  # no placeholders at all: the images go with the task
+        images.used = len(images.order)
+    else:
+        files = images.take(turns[0][1])
     offered = _offered(system, tools)
     steps: list[ImportedStep] = []
     for role, text in turns[1:]:
