@@ -393,9 +393,13 @@ def _split_csv(ctx, param, value):
 @click.option("--program", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A compiled program JSON from `mmat optimize`.")
 @click.option("--exclude", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A GTA (.json) or GAIA (.jsonl) benchmark file: drop queries sharing a 13-gram with it.")
 @click.option("--retry-failed/--no-retry-failed", default=True, show_default=True, help="On a rerun, retry the seeds that failed by error (rate limits, timeouts, unreadable replies).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Run seeds in this process's threads, or on Ray workers (pip install 'mmat[ray]'); the store stays with this process.")
+@click.option("--ray-address", default=None, help="Ray cluster to join (HOST:6379 or ray://HOST:10001); default: start a local Ray instance.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray worker processes (default: one per CPU of the cluster); --concurrency is split among them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @with_settings("teacher", "controller", "verifier", "api_base", "concurrency", "seed", "temperature")
-def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_seed, split, program, exclude, retry_failed, quiet) -> None:
+def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_seed, split, program, exclude, retry_failed,
+          executor, ray_address, workers, quiet) -> None:
     """Synthesize tasks, files and verified trajectories into the store (resumable: rerun to continue).
 
     Exit status: 0; 1 when seeds ran and produced no task, or more than max_failed_share of them failed by
@@ -405,7 +409,8 @@ def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_se
     from mmat.pipeline.synth import SynthInterrupted, SynthRequest, run_synth
 
     request = SynthRequest(tasks=tasks, domains=domains, tools=tools, trajectories_per_task=trajectories_per_task,
-                           split=split, program=program, exclude=exclude, queries_per_seed=queries_per_seed)
+                           split=split, program=program, exclude=exclude, queries_per_seed=queries_per_seed,
+                           executor=executor, ray_address=ray_address, workers=workers)
     try:
         summary = run_synth(settings, request, command=_command_line(), progress=not quiet, retry_failed=retry_failed)
     except SynthInterrupted as e:

@@ -131,6 +131,16 @@ class ImagePool:
         self._lock = threading.Lock()
         self.add_images(images)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled to other processes (Ray workers): the images and their vectors travel; the lock and the
+        # embedder (a loaded model) do not — the receiver uses its own process-wide embedder.
+        with self._lock:
+            return {"images": list(self._images.values()), "vectors": dict(self._vectors)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["images"])
+        self._vectors = dict(state["vectors"])
+
     # --- building ------------------------------------------------------------------------------
     @classmethod
     def build_default(cls, *, embedder: Embedder | None = None) -> ImagePool:

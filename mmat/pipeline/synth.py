@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel
@@ -59,6 +59,10 @@ class SynthRequest(BaseModel):
     program: Path | None = None
     exclude: Path | None = None
     queries_per_seed: int = 3
+    # how, not what: not part of the run ID (a run started locally can be continued on Ray and back)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    workers: int | None = None
 
     def identity(self, settings: Settings) -> dict[str, Any]:
         return {
@@ -135,6 +139,13 @@ class QueryFilter:
     def excluded(self) -> int:
         return len(self.contaminated)
 
+    def absorb(self, vectors: dict[str, Any], contaminated: list[str]) -> None:
+        """Take what another process's filter decided (a Ray worker's seed): accepted vectors, contaminated queries."""
+        with self.lock:
+            for query, vec in vectors.items():
+                self.vectors[query] = np.asarray(vec, np.float32)
+            self.contaminated.update(contaminated)
+
     def relabel(self, result) -> None:
         """Synthesis calls every flagged query a near-duplicate; name contamination for what it is."""
         for rejection in result.duplicates:
@@ -193,7 +204,8 @@ def _delete_partial_seeds(store, run_id: str, done: set[int]) -> None:
     store.writer.flush()
 
 
-def _build_program(settings: Settings, request: SynthRequest, pool, dedup) -> Any:
+def build_program(settings: Settings, request: SynthRequest, pool, dedup) -> Any:
+    """The run's Synthesis program (with the compiled program loaded, if any) — one per process."""
     from mmat.programs.synthesis import Synthesis
 
     program = Synthesis(
@@ -208,6 +220,21 @@ def _build_program(settings: Settings, request: SynthRequest, pool, dedup) -> An
         target = load_compiled(program, request.program)
         print(describe_loaded(request.program, target), file=sys.stderr, flush=True)
     return program
+
+
+def run_seed(program: Any, seed: Any, workspace: Path, recorder: Any, redo: int = 0) -> Any:
+    """One seed through ``program`` with its LM calls recorded; the workspace starts clean (a redo too).
+
+    ``redo`` > 0 asks afresh past the LM cache (replies that could not be read would come back from it).
+    The same function runs in the local thread pool and in a Ray worker.
+    """
+    import dspy
+
+    from mmat.lm import fresh_replies
+
+    shutil.rmtree(workspace, ignore_errors=True)
+    with dspy.context(callbacks=[recorder]), fresh_replies(redo):  # pool threads do not inherit the caller's context
+        return program(seed, workspace)
 
 
 def _seeds(settings: Settings, request: SynthRequest, tools: list[str]) -> list:
@@ -286,7 +313,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
         pool = load_pool(store)
         existing = store.sql_arrow("SELECT embedding FROM query_embeddings").column("embedding").to_pylist()
         dedup = QueryFilter(np.asarray(existing, np.float32) if existing else None, settings.dedup_threshold, exclude)
-        program = _build_program(settings, request, pool, dedup)
+        program = build_program(settings, request, pool, dedup)
         store.start_run("synth", settings.to_record() | {"structured_output_resolved": modes}, command, run_id=run_id)
         stored = _seed_statuses(store, run_id)
         done = {i for i, r in stored.items() if r["status"] == "done"}
@@ -300,16 +327,15 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
         outcomes: Counter[str] = Counter()
         failure_codes: Counter[str] = Counter()
 
+        def redo_of(seed) -> int:
+            # replies that could not be read would come back from the cache: a redo asks afresh
+            previous = stored.get(seed.index, {})
+            return previous.get("attempts", 0) if previous.get("error_code") in FRESH_ON_RETRY else 0
+
         def work(seed):
             if stop.requested:
                 return None
-            workspace = workspace_root / f"seed_{seed.index}"
-            shutil.rmtree(workspace, ignore_errors=True)  # a redo starts clean
-            previous = stored.get(seed.index, {})
-            # replies that could not be read would come back from the cache: a redo asks afresh
-            redo = previous.get("attempts", 0) if previous.get("error_code") in FRESH_ON_RETRY else 0
-            with dspy.context(callbacks=[recorder]), fresh_replies(redo):  # pool threads do not inherit the caller's context
-                return program(seed, workspace)
+            return run_seed(program, seed, workspace_root / f"seed_{seed.index}", recorder, redo_of(seed))
 
         def record_done(seed, result) -> None:
             dedup.relabel(result)
@@ -350,9 +376,17 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
 
         seeds_run = 0
         fatal = None
-        executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="synth")
+        if request.executor == "ray":
+            from mmat.pipeline.ray_executor import RayExecutor
+
+            executor = RayExecutor(settings, request, pool=pool, dedup=dedup, store=store, run_id=run_id,
+                                   address=request.ray_address, workers=request.workers)
+            submit = lambda seed: executor.submit(seed, workspace_root / f"seed_{seed.index}", redo_of(seed))  # noqa: E731
+        else:
+            executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="synth")
+            submit = lambda seed: executor.submit(work, seed)  # noqa: E731
         with StopOnInterrupt("synth") as stop, ProgressBar("synth", len(pending), progress) as bar:
-            futures = {executor.submit(work, s): s for s in pending}
+            futures = {submit(s): s for s in pending}
             try:
                 while futures and not stop.requested and fatal is None:
                     finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
