@@ -887,7 +887,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "install-embedded": ("mmat install-embedded", "mmat install-embedded --check"),
     "doctor": ("mmat doctor",),
     "synth": ("mmat synth --tasks 20 -k 2", "mmat synth --teacher openai/gpt-4o-mini --tasks 200 --concurrency 16",
-              "mmat synth --program qgen.json --tasks 50"),
+              "mmat synth --program qgen.json --tasks 50", "mmat synth --executor ray --workers 4 --tasks 200"),
     "verify": ('mmat verify --verifier openai/gpt-4o --where "k.domain = \'finance\'"', "mmat verify --rules-only"),
     "pool": ("mmat pool add ~/photos --captions ~/photos/captions.csv", "mmat pool list"),
     "pool add": ("mmat pool add ~/photos --captions ~/photos/captions.csv",),
