@@ -28,6 +28,8 @@ _AGENTX_NAMES = ("agentx", "agent-x", "agent_x")
 
 
 class EvalRequest(BaseModel):
+    """What `mmat eval` runs: the benchmark file (or mmat's own eval split), the item limit, samples per item and the
+    judge."""
     bench: Path | None = None
     kind: str | None = None  # gta | gaia | agentx | mmat (default: from the file)
     data_dir: Path | None = None
@@ -121,7 +123,8 @@ def _needs_similarity(items) -> bool:
 
 
 def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = True):
-    """Load the benchmark, run the agent on every item (best-of-N), score, store; returns (EvalRunResult, LoadReport)."""
+    """Load the benchmark, run the agent on every item (best-of-N), score, store; returns (EvalRunResult,
+    LoadReport)."""
     import dspy
 
     from mmat.eval import eval_run_id_for, run_eval

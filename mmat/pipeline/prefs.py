@@ -35,6 +35,9 @@ DEFAULT_PREFS_WHERE = "t.verdict = 'correct' AND k.status = 'solved'"
 
 
 class PrefsRequest(BaseModel):
+    """What `mmat prefs` walks (a SQL filter over the stored tasks) and how: candidates per state, temperature,
+    margin, reference steps."""
+
     where: str = DEFAULT_PREFS_WHERE
     k: int = Field(3, ge=1, lt=MAX_CANDIDATES)  # a reference step may make one more
     min_margin: float = Field(0.2, ge=0.0)
@@ -109,6 +112,8 @@ def _select(store, request: PrefsRequest) -> list[dict]:
 
 
 def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat prefs", progress: bool = True) -> PrefsSummary:
+    """Walk every selected task along the judge's winner and store the walks and their step preference pairs
+    (resumable per task)."""
     from mmat.lm import build_lm, check_model, configure_litellm
     from mmat.runtime import open_store
     from mmat.store import resumable_run_id, run_lifecycle
@@ -138,7 +143,8 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
 
 def _walk_tasks(settings: Settings, store, request: PrefsRequest, run_id: str, rows: list[dict[str, Any]],
                 controller: str, judge: str, controller_lm, judge_lm, started: float, progress: bool) -> PrefsSummary:
-    """Walk every selected task that is not done yet; one ``prefs_tasks`` marker per task once its rows are flushed."""
+    """Walk every selected task that is not done yet; one ``prefs_tasks`` marker per task once its rows are
+    flushed."""
     from mmat.pipeline.progress import ProgressBar
     from mmat.store import LMCallRecorder
 

@@ -27,6 +27,8 @@ _COLUMNS = "t.* (trajectories; NULL for a task without trajectories), k.* (tasks
 
 
 class VerifyRequest(BaseModel):
+    """What `mmat verify` re-verifies (a SQL filter over t and k) and how (rules only, or rules then the verifier
+    model)."""
     where: str = DEFAULT_VERIFY_WHERE
     rules_only: bool = False
 
@@ -103,6 +105,8 @@ def _trajectory_run(store, row: dict[str, Any]):
 
 def run_verify(settings: Settings, request: VerifyRequest, *, command: str = "mmat verify",
                progress: bool = True) -> VerifySummary:
+    """Re-run the rule checks (and the verifier model unless rules-only) on stored tasks and trajectories; adds
+    verdict rows, changes no other row."""
     import dspy
 
     from mmat.lm import check_model, configure_litellm

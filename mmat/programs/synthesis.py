@@ -49,6 +49,9 @@ Dedup = Callable[[list[str]], list[bool]]
 
 
 class TrajectoryResult(BaseModel):
+    """One agent attempt at a task: the trajectory, the rule checks, the expected-answer comparison and the LM
+    verifier's verdict."""
+
     model_config = ConfigDict(extra="forbid")
 
     attempt: int
@@ -99,6 +102,9 @@ class TaskResult(BaseModel):
 
 
 class SeedResult(BaseModel):
+    """Everything one seed produced: its specs, the duplicates dropped, each task with its files, verdicts and
+    trajectories; ``error`` when the first stage failed."""
+
     model_config = ConfigDict(extra="forbid")
 
     seed: Seed

@@ -274,6 +274,7 @@ def tool_names(*, include_final: bool = True) -> list[str]:
 
 
 def get_tool(name: str) -> Tool:
+    """The registered tool called ``name``; an unknown name is a ToolArgumentError listing the tools."""
     if name not in REGISTRY:
         raise ToolArgumentError(f"unknown tool {name!r}; the tools are: {', '.join(REGISTRY)}")
     return REGISTRY[name]
