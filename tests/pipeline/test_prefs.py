@@ -87,7 +87,8 @@ def test_walks_pairs_resume_and_exports(synth_settings, scripted_models, tmp_pat
     for fmt, name in [("llamafactory", "mmat_dpo.json"), ("swift", "mmat_dpo.jsonl")]:
         result = CliRunner().invoke(cli, ["export", fmt, "--pairs", "--out", str(tmp_path / fmt)])
         assert result.exit_code == 0, result.output
-        assert result.output.startswith(f"wrote {2 * states} pair(s)")
+        assert result.output.startswith(f"selected {2 * states} preference pair(s)")
+        assert f"wrote {2 * states} row(s)" in result.output
         assert (tmp_path / fmt / name).is_file()
 
 
