@@ -64,6 +64,29 @@ def run_read_query(cursor: duckdb.DuckDBPyConnection, query: str, params: Params
             cursor.execute("ROLLBACK")
     except duckdb.Error as e:
         raise sql_error(e) from None
+    return _plain_integers(table)
+
+
+_WIDE_INTEGERS = {"hugeint": True, "uhugeint": False}  # DuckDB type name -> signed
+
+
+def _plain_integers(table: pa.Table) -> pa.Table:
+    """Lossless conversion (kept for JSON columns) ships HUGEINT — every ``sum()`` of integers — as opaque
+    16-byte values; give them back as the decimal(38, 0) DuckDB's own Arrow export uses, so readers see numbers."""
+    from decimal import Decimal
+
+    for i, field in enumerate(table.schema):
+        name = getattr(field.type, "type_name", None)
+        if name not in _WIDE_INTEGERS:
+            continue
+        storage = table.column(i).combine_chunks()
+        storage = storage.storage if hasattr(storage, "storage") else storage
+        values = [None if v is None else Decimal(int.from_bytes(v, "little", signed=_WIDE_INTEGERS[name]))
+                  for v in storage.to_pylist()]
+        # 38 digits hold every sum a store will see; the extreme HUGEINTs (39 digits) need decimal256
+        wide = any(v is not None and abs(v) >= 10**38 for v in values)
+        kind = pa.decimal256(39, 0) if wide else pa.decimal128(38, 0)
+        table = table.set_column(i, pa.field(field.name, kind), pa.array(values, kind))
     return table
 
 

@@ -152,3 +152,12 @@ def test_read_only_open_store_while_held_reads_through_the_writer(held):
             {"run_id": "held", "settings": '{"teacher": "t", "tags": [1, 2]}'}]  # JSON text, as Store.sql gives it
         with pytest.raises(StoreError, match="being written by another process"):
             store.writer
+
+
+def test_wide_integers_come_back_as_numbers_through_the_socket(held):
+    """sum() of integers is a HUGEINT; through the socket it must read as the number, not 16 raw bytes."""
+    path, _ = held
+    rows = table_rows(read_sql(path, "select sum(x::INTEGER) as s, sum(x::UINTEGER)::UHUGEINT as u, "
+                                     "(-170141183460469231731687303715884105727)::HUGEINT as low from range(5) t(x)"))
+    assert [(int(r["s"]), int(r["u"])) for r in rows] == [(10, 10)]
+    assert int(rows[0]["low"]) == -170141183460469231731687303715884105727  # signed, two's complement
