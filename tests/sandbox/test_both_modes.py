@@ -54,7 +54,7 @@ def test_the_sandbox_suite_passes_as_an_unprivileged_user():
                 "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "TMPDIR": str(home),
             }  # fmt: skip
             argv = [
-                sys.executable, "-m", "pytest", "tests/sandbox", "-q", "-p", "no:cacheprovider", "-rs", "-W", "ignore", "--tb=short",
+                sys.executable, "-m", "pytest", "tests/sandbox", "-q", "-p", "no:cacheprovider", "-rfEs", "-W", "ignore", "--tb=short",
                 f"--basetemp={home / 'pytest'}", f"--junitxml={junit}",
             ]  # fmt: skip
             try:
