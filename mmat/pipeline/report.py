@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from mmat.errors import ConfigError, StoreError
+from mmat.store.columns import from_json_text
 
 __all__ = ["RunReport", "build_report", "default_run_id", "reason_texts", "normalize_reason", "TOP_REASONS"]
 
@@ -193,18 +194,9 @@ def _run_row(store, run_id: str) -> dict[str, Any]:
     raise ConfigError(f"no run {run_id!r} in the store: list the runs with `mmat runs`")
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def reason_texts(reasons: Any) -> list[str]:
     """The reasons of a verdict row as strings, whatever shape the verifier stored them in."""
-    value = _json(reasons)
+    value = from_json_text(reasons)
     if value is None:
         return []
     if isinstance(value, str):
@@ -400,7 +392,7 @@ def build_report(store, run_id: str | None = None, *, benches: Sequence[Path] = 
     """Every figure of one run's report (default: the newest synthesis run)."""
     run_id = run_id or default_run_id(store)
     run = _run_row(store, run_id)
-    settings = _json(run["settings"]) or {}
+    settings = from_json_text(run["settings"]) or {}
     settings = settings if isinstance(settings, dict) else {}
     verdicts = _verdict_rows(store, run_id)
     rules, lm = _rejections(verdicts)

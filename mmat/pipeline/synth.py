@@ -293,9 +293,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
     cannot be read) is stored as ``failed`` with its reason and the run goes on; failed seeds are retried
     on rerun (``retry_failed``). A failure the user must fix (a 4xx, a missing key) stops the run with
     ModelUnavailableError. Ctrl-C stops it with SynthInterrupted (what is complete stays stored)."""
-    import dspy
-
-    from mmat.lm import configure_litellm, fresh_replies
+    from mmat.lm import configure_litellm
     from mmat.runtime import open_store
     from mmat.store import LMCallRecorder, resumable_run_id
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from mmat.errors import StoreError
 
-__all__ = ["TableSpec", "to_json_text"]
+__all__ = ["TableSpec", "to_json_text", "from_json_text"]
 
 Encoder = Callable[[Any], Any]
 
@@ -43,6 +43,17 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     raise TypeError(f"a value of type {type(value).__name__} is not JSON-serializable")
+
+
+def from_json_text(value: Any) -> Any:
+    """A JSON column's value as Python: ``Store.sql`` returns JSON columns as text; text that is not JSON
+    (a plain string column, an old row) is returned as it is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def to_json_text(value: Any) -> str | None:

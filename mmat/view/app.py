@@ -30,6 +30,7 @@ from starlette.templating import Jinja2Templates
 
 from mmat.config import Settings
 from mmat.errors import MmatError, StoreError, StoreLockedError
+from mmat.store.columns import from_json_text
 from mmat.view import queries, render
 from mmat.view.access import blob_file, read_store, write_store
 
@@ -225,7 +226,7 @@ class ViewApp:
                          "AND subject_id = ? ORDER BY created_at DESC LIMIT 1", [kind, subject])
         if not rows:
             return None
-        reasons = queries._json(rows[0]["reasons"]) or []
+        reasons = from_json_text(rows[0]["reasons"]) or []
         return {"label": rows[0]["verdict"], "note": "; ".join(map(str, reasons)), "at": rows[0]["created_at"]}
 
     def _previews(self, files: list[dict[str, Any]]):

@@ -3,7 +3,6 @@ SQL a user types, and it runs as one statement on a read-only connection with ex
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +11,7 @@ import duckdb
 
 from mmat.errors import ConfigError, StoreError
 from mmat.store.dberrors import one_line
+from mmat.store.columns import from_json_text
 
 __all__ = ["BrowseFilter", "browse", "filter_options", "trajectory_page", "task_page", "pairs_page", "runs_page",
            "eval_runs", "eval_items", "PAGE_SIZE", "sql_literal"]
@@ -172,21 +172,12 @@ def filter_options(store) -> dict[str, list[str]]:
     }
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _verdicts(store, kind: str, subject: str) -> list[dict[str, Any]]:
     rows = store.sql("SELECT * FROM verdicts WHERE subject_kind = ? AND subject_id = ? "
                      "ORDER BY verifier, created_at DESC NULLS LAST, verdict_id DESC", [kind, subject])
     seen = set()
     for r in rows:
-        r["reasons"] = _json(r["reasons"])
+        r["reasons"] = from_json_text(r["reasons"])
         r["superseded"] = r["verifier"] in seen  # `mmat verify` adds rows: the newest per verifier counts
         seen.add(r["verifier"])
     return rows
@@ -216,7 +207,7 @@ def trajectory_page(store, traj_id: str) -> dict[str, Any] | None:
     steps = store.sql("SELECT * FROM steps WHERE traj_id = ? ORDER BY idx", [traj_id])
     for s in steps:
         for c in s["tool_calls"] or []:
-            c["arguments"] = _json(c["arguments"])
+            c["arguments"] = from_json_text(c["arguments"])
     item = store.sql("SELECT eval_run_id, item_key, question, gt FROM eval_items WHERE traj_id = ? LIMIT 1", [traj_id])
     return {
         "traj": traj, "task": task[0] if task else None, "files": _files(store, traj["task_id"]), "steps": steps,
@@ -236,7 +227,7 @@ def pairs_page(store, run: str, page: int) -> tuple[list[dict[str, Any]], int]:
         "ORDER BY p.created_at DESC NULLS LAST, p.pair_id LIMIT ? OFFSET ?", [*params, PAGE_SIZE // 5, (page - 1) * (PAGE_SIZE // 5)])
     for p in pairs:
         for key in ("chosen", "rejected", "reasons"):
-            p[key] = _json(p[key])
+            p[key] = from_json_text(p[key])
         p["context"] = store.sql("SELECT idx, thought, code, observation, error FROM steps WHERE traj_id = ? AND idx < ? ORDER BY idx",
                                  [p["traj_id"], p["step_idx"]])
         p["files"] = _files(store, p["task_id"])
@@ -254,7 +245,7 @@ def runs_page(store) -> dict[str, Any]:
         "(SELECT coalesce(sum(cost), 0) FROM lm_calls c WHERE c.run_id = r.run_id) AS cost "
         "FROM runs r ORDER BY r.started_at DESC NULLS LAST")
     for r in runs:
-        r["settings"], r["summary"] = _json(r["settings"]), _json(r["summary"])
+        r["settings"], r["summary"] = from_json_text(r["settings"]), from_json_text(r["summary"])
     return {"runs": runs, "evals": eval_runs(store),
             "optimizations": store.sql("SELECT * FROM optimization_runs ORDER BY created_at DESC NULLS LAST")}
 
@@ -262,7 +253,7 @@ def runs_page(store) -> dict[str, Any]:
 def eval_runs(store) -> list[dict[str, Any]]:
     rows = store.sql("SELECT * FROM eval_runs ORDER BY created_at DESC NULLS LAST")
     for r in rows:
-        r["metrics"], r["settings"] = _json(r["metrics"]), _json(r["settings"])
+        r["metrics"], r["settings"] = from_json_text(r["metrics"]), from_json_text(r["settings"])
     return rows
 
 
@@ -270,5 +261,5 @@ def eval_items(store, eval_run_id: str) -> list[dict[str, Any]]:
     rows = store.sql("SELECT * FROM eval_items WHERE eval_run_id = ? ORDER BY try_cast(item_key AS INTEGER) NULLS LAST, item_key, sample_idx",
                      [eval_run_id])
     for r in rows:
-        r["ans_acc"], r["gt"] = _json(r.get("ans_acc")) or {}, _json(r.get("gt"))
+        r["ans_acc"], r["gt"] = from_json_text(r.get("ans_acc")) or {}, from_json_text(r.get("gt"))
     return rows

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from mmat.errors import ConfigError
 from mmat.ids import content_id
 from mmat.pipeline.importers.items import MAT_TOOL_MAP, BadRow, ImportedFile, ImportedPair, ImportedTrajectory, ToolNames
 from mmat.store.runs import utcnow
+from mmat.store.columns import from_json_text
 
 __all__ = ["IMPORT_FORMATS", "ImportReport", "run_import"]
 
@@ -127,15 +127,6 @@ def _sha(f: ImportedFile) -> str:
     return h.hexdigest()
 
 
-def _arguments(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 def _when(value: Any, default: datetime) -> datetime:
     if isinstance(value, str):
         try:
@@ -205,12 +196,12 @@ class _Writer:
             self._add("steps", {
                 "traj_id": traj_id, "idx": idx, "thought": s.thought, "code": s.code, "observation": s.observation,
                 "error": s.error, "images": [self._blob(i)[0] for i in s.images], "duration_ms": s.duration_ms,
-                "tool_calls": [{**c, "arguments": _arguments(c.get("arguments"))} for c in s.tool_calls]})
+                "tool_calls": [{**c, "arguments": from_json_text(c.get("arguments"))} for c in s.tool_calls]})
         for i, v in enumerate(t.verdicts):
             self._add("verdicts", {
                 "verdict_id": content_id("verdict", "import", traj_id, v["verifier"], i), "subject_kind": "trajectory",
                 "subject_id": traj_id, "verifier": v["verifier"], "model": v.get("model"), "passed": v.get("passed"),
-                "verdict": v.get("verdict"), "score": v.get("score"), "reasons": _arguments(v.get("reasons")),
+                "verdict": v.get("verdict"), "score": v.get("score"), "reasons": from_json_text(v.get("reasons")),
                 "rewritten_query": None, "created_at": _when(v.get("created_at"), now)})
         self.pending += 1
         return task_id, traj_id, True
