@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import dspy
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, ValidationError, create_model
 
 from mmat.programs._calls import call_predictor, mark, stage_signature
 from mmat.signatures.queries import MAX_QUERIES, MAX_TOOLS_PER_QUERY, GenerateQueries, QuerySpec, SeedExample
@@ -50,6 +50,16 @@ def spec_model_for(tools: tuple[str, ...]) -> type[QuerySpec]:
         "QuerySpec", __base__=QuerySpec,
         intended_tools=(list[names], Field(min_length=1, max_length=MAX_TOOLS_PER_QUERY, description=field.description)),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def spec_list_for(tools: tuple[str, ...], n: int) -> type[RootModel]:
+    """A list of ``spec_model_for(tools)`` whose JSON schema says ``maxItems: n`` — as a type of its own,
+    because DSPy builds the response schema from the field's type and drops Field metadata. Only the schema
+    carries the bound (a constrained decoder stops after n specs); parsing keeps any surplus for
+    validate_specs to drop and count."""
+    return type(f"QuerySpecs{n}", (RootModel[list[spec_model_for(tools)]],),
+                {"model_config": ConfigDict(json_schema_extra={"maxItems": n}), "__module__": __name__})
 
 
 def _tool_literal(tools: Sequence[str]) -> TypeAdapter:
@@ -118,8 +128,12 @@ class QueryGenerator(dspy.Module):
             # Schema-constrained models (the JSON adapter is what local models run with) get the tool enum in
             # the schema, so they cannot invent names. Free-text models keep plain strings: one bad name
             # there would fail the whole parse, while validate_specs drops just that name and counts it.
+            # maxItems = the count asked for, in the schema only: a constrained decoder stops after n specs instead
+            # of copying the examples until the token limit (the embedded 135M did); parsing stays lenient and
+            # validate_specs drops any surplus a free model writes.
             offered = tuple(dict.fromkeys(t for t in tools if t != FINAL_ANSWER))
-            extra["signature"] = self.generate.signature.with_updated_fields("queries", type_=list[spec_model_for(offered)])
+            extra["signature"] = self.generate.signature.with_updated_fields(
+                "queries", type_=spec_list_for(offered, self.n_queries))
         pred = call_predictor(
             self.generate,
             "query generation",
@@ -130,5 +144,6 @@ class QueryGenerator(dspy.Module):
             n_queries=self.n_queries,
             config=config or {},
         )
-        specs = [QuerySpec.model_validate(s.model_dump()) for s in pred.queries or []]
+        queries = pred.queries.root if isinstance(pred.queries, RootModel) else pred.queries
+        specs = [QuerySpec.model_validate(s.model_dump()) for s in queries or []]
         return validate_specs(specs, tools, limit=self.n_queries)
