@@ -42,6 +42,14 @@ def make_handler(latency: float, counter: dict):
         def log_message(self, *args):  # quiet
             pass
 
+        def do_GET(self):  # the preflight's model listing (GET /v1/models)
+            data = json.dumps({"object": "list", "data": [{"id": role, "object": "model"} for role in ROLES]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             role = body["model"].split("/")[-1]
