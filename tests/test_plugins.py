@@ -16,6 +16,23 @@ from mmat.plugins import PLUGINS_ENV, load_plugins
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.fixture(autouse=True)
+def _registry_restored():
+    """Plug-ins loaded in this process are forgotten after each test, so later tests see the built-ins only."""
+    import mmat.plugins as plugins
+    from mmat.tools.registry import REGISTRY
+
+    tools, loaded = dict(REGISTRY), dict(plugins._loaded)
+    yield
+    REGISTRY.clear()
+    REGISTRY.update(tools)
+    plugins._loaded.clear()
+    plugins._loaded.update(loaded)
+    plugins._env_seen = None
+    for name in ("custom_tool", "hooked_plugin"):  # so the next test imports (and registers) them again
+        sys.modules.pop(name, None)
+
+
 def _env(**extra: str) -> dict[str, str]:
     path = os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])
     return {**os.environ, "PYTHONPATH": path, **extra}
