@@ -108,13 +108,6 @@ def settings_options(*names: str):
     return decorate
 
 
-def _command_line() -> str:
-    """The command as typed (recorded with the run); its path alone when mmat runs inside another program."""
-    ctx = click.get_current_context()
-    argv = sys.argv[1:]
-    return " ".join(["mmat", *argv]) if ctx.info_name in argv else ctx.command_path
-
-
 def build_settings(**flags):
     from mmat.config import load_settings
 
