@@ -13,7 +13,12 @@ package needs to compose, run, inspect and extend mmat. Names load on first use 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# litellm fetches a price map from GitHub when first imported unless told not to; a notebook that does
+# `import mmat, dspy` imports litellm before any mmat module could say so.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 __version__ = "0.1.0"
 
