@@ -9,7 +9,9 @@ mode as the invoking user, or, when run as root, as a throwaway unprivileged use
   so this is the RPC; target <= 5 ms);
 - freeze and thaw (the parent's round trip to stop / continue every process of the sandbox; each
   step pays one of each);
-- fork cost: ``Sandbox.fork()`` of a sandbox that has run 3 steps (fresh worker + replay + file sync).
+- fork cost: ``Sandbox.fork()`` of a sandbox that has run 3 steps (fresh worker + replay + file sync);
+- agent-visible start with a warm pool (``SandboxPool(2).acquire``: a pre-started worker adopts the
+  workspace) vs a cold ``Sandbox()``, each followed by one step and close, the pool refilled between.
 
     python bench/sandbox_overhead.py                 # appends a dated section to bench/RESULTS.md
     python bench/sandbox_overhead.py --no-results    # print only
@@ -35,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmat.errors import SandboxError  # noqa: E402
-from mmat.sandbox import Limits, Sandbox  # noqa: E402
+from mmat.sandbox import Limits, Sandbox, SandboxPool  # noqa: E402
 from mmat.sandbox.modes import sandbox_mode  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -128,6 +130,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 freezer = sb._holder[0].cgroup.launcher_spec()["freezer"]["kind"]  # type: ignore[union-attr]
                 sb.run("pass")
 
+        pooled = []
+        with SandboxPool(2, places=root) as pool:
+            if not pool.wait_ready(timeout_s=60):
+                raise SystemExit(f"the warm pool did not fill: {pool.last_error}")
+            for i in range(args.starts):
+                (root / f"pooled{i}").mkdir()
+                t0 = time.perf_counter()
+                sb = pool.acquire(root / f"pooled{i}")
+                pooled.append((time.perf_counter() - t0) * 1000)
+                sb.run("pass")
+                sb.close()
+                pool.wait_ready(timeout_s=60)
+            if pool.stats["cold"]:
+                raise SystemExit(f"the pool started {pool.stats['cold']} sandboxes cold: {pool.last_error}")
+
         tools = BenchTools(root / "ws")
         (root / "ws").mkdir()
         with Sandbox(root / "ws", tools=tools, limits=Limits(wall_s=30)) as sb:
@@ -157,6 +174,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rows": {
             "worker start": worker_starts,
             "Sandbox() (cgroups, quota, worker)": starts,
+            "pool.acquire() of a warm worker": pooled,
             "trivial step, sandbox": sb_trivial,
             "trivial step, in-process exec": ex_trivial,
             "3-tool step, sandbox": sb_tools,
@@ -213,6 +231,8 @@ def report(figures: dict[str, Any]) -> tuple[str, list[str]]:
         "tool-call round trip": (p50["3-tool step, sandbox"] - p50["trivial step, sandbox"]) / 3,
     }
     verdicts = [f"{name} p50 {value:.2f} ms (target <= {TARGETS_MS[name]:g} ms: {'met' if value <= TARGETS_MS[name] else 'MISSED'})" for name, value in derived.items()]
+    cold, warm = p50["Sandbox() (cgroups, quota, worker)"], p50["pool.acquire() of a warm worker"]
+    verdicts.append(f"agent-visible start p50: warm pool {warm:.2f} ms vs cold Sandbox() {cold:.2f} ms ({cold / warm:.1f}x faster)")
     verdicts.append(f"freeze + thaw {p50['freeze after a step'] + p50['thaw before a step']:.2f} ms per step (p50, included in the step figures)")
     return "\n".join(lines), verdicts
 

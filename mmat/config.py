@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     # sandbox
     step_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for one sandboxed step.")
     sandbox_memory_mb: int = Field(2048, ge=128, description="Address-space limit of a sandbox worker, in MiB.")
+    sandbox_pool: int = Field(2, ge=0, le=64, description="Sandbox workers kept started ahead of need, so an agent's "
+                              "sandbox starts at once (a warm pool, never shared between trajectories); 0 turns it off.")
 
     # tools
     search_backend: str = Field("auto", description="ask_search_agent backend: auto, bm25, simulated or web.")

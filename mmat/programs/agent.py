@@ -116,12 +116,18 @@ class CodeAgent(dspy.Module):
                         caption_lookup=lambda p: captions.get(Path(p).name))
 
     def open_sandbox(self, workspace: Path, files: Sequence[GeneratedFile], tools: Sequence[str] | None = None) -> Any:
-        """A sandbox on ``workspace`` (which holds ``files``) with the tools."""
+        """A sandbox on ``workspace`` (which holds ``files``) with the tools: a warm one from the
+        process's pool (``sandbox_pool`` setting; never shared between trajectories) when it has one."""
         from mmat.sandbox import Sandbox
         from mmat.sandbox.limits import Limits
+        from mmat.sandbox.pool import shared_pool
 
         limits = self.limits or Limits.from_settings(self.settings)
-        return Sandbox(workspace, tools=self.tool_host(workspace, files, tools), limits=limits, inputs=[])
+        host = self.tool_host(workspace, files, tools)
+        pool = shared_pool(self.settings, limits)
+        if pool is not None:
+            return pool.acquire(workspace, tools=host, limits=limits)
+        return Sandbox(workspace, tools=host, limits=limits, inputs=[])
 
     def propose(self, task: str, files: Sequence[GeneratedFile], steps: Sequence[AgentStep], *, tools: Sequence[str],
                 multimodal: bool, config: dict[str, Any] | None = None) -> tuple[str, str]:

@@ -1,7 +1,15 @@
-"""Builds one sandbox and supervises its worker. Started by the parent as
-``python -I -S -B _launcher.py`` with a JSON config on stdin; standard library only. Runs as root
-(mode "root") or as the calling user, who becomes privileged only inside a new user namespace
-(mode "rootless"; see mmat.sandbox.modes).
+"""Builds one sandbox and supervises its worker; standard library only. Runs as root (mode "root")
+or as the calling user, who becomes privileged only inside a new user namespace (mode "rootless";
+see mmat.sandbox.modes).
+
+How it starts: the parent runs one **zygote** per process (``python -I -S -B -c <bootstrap>``; the
+code of this file arrives on stdin, so no host path shows in any /proc/*/cmdline), which compiles
+the worker's code, imports the worker's modules and then serves launch requests on a socketpair:
+each request (a JSON config plus five fds: the launcher's stdin/stdout/stderr and the worker's
+channel) gets a fork of the zygote that becomes that sandbox's launcher, and the parent gets a
+pidfd for it. Without a zygote (no pidfd support) the launcher is started the same way on its
+own, with its config after its code on stdin. Either way no interpreter starts per sandbox twice:
+the worker is a fork of the launcher, not an exec.
 
 Steps (see mmat.sandbox.sandbox for the isolation this buys):
  1. open the cgroup files and the mount sources (fds) while the host filesystem is still visible;
@@ -14,23 +22,27 @@ Steps (see mmat.sandbox.sandbox for the isolation this buys):
     is no cgroup freezer; takes every sandbox process down with it when the launcher goes away);
  5. remount the root read-only, pivot_root into it and detach the old root;
  6. fork the worker: join the sandbox's cgroups, rlimits, empty bounding set, setgroups([]) (root
-    mode) + setresgid/setresuid to the sandbox's own uid, no_new_privs, seccomp, exec
-    ``python -I -S -B /.mmat/worker.py``;
+    mode) + setresgid/setresuid to the sandbox's own uid, every capability set emptied (no execve
+    clears them here), no_new_privs, the sandbox's own environment, seccomp; then run the worker's
+    pre-compiled code (``/.mmat/worker.py``) as ``__main__``;
  7. report ``started`` (host pids) on stdout, then serve stdin: ``freeze``/``thaw`` -> stop or
     continue every process of the sandbox and report ``frozen``/``thawed``; EOF or ``kill`` -> kill
     the sandbox; worker exit -> report its status and CPU time, kill the sandbox, exit.
 """
 
+import builtins
 import ctypes
 import errno
 import fcntl
 import json
 import os
+import resource
 import select
 import signal
 import struct
 import sys
 import time
+import types
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -38,6 +50,10 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 24, 38, 22
 SECCOMP_MODE_FILTER = 2
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+WORKER_PATH = "/.mmat/worker.py"
+WORKER_CODE = WORKER_SOURCE = None  # the worker's (compiled) source: run by the forked worker, see worker_start
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 NEW_ROOT = "/tmp"  # any existing directory: sources are reached through fds, so shadowing it is harmless
 DEV_NODES = ("null", "zero", "full", "random", "urandom")
@@ -233,13 +249,22 @@ def init_main(ctl_r, reply_w):
             os.write(reply_w, b"c")
 
 
-def worker_exec(cfg, chan_in, chan_out, seccomp_prog, join_fds):
-    """In the worker child: join the sandbox's cgroups, drop everything, then exec the worker. Never returns."""
+def drop_capabilities():
+    """Empty every capability set of this process (effective, permitted, inheritable, ambient). The
+    worker is forked, not exec'd, so no execve() clears them: in rootless mode the launcher holds
+    full capabilities in its user namespace and a same-uid setresuid() would keep them."""
+    header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    data = ctypes.create_string_buffer(struct.calcsize("III") * 2)  # two zeroed __user_cap_data_struct
+    _check(libc.capset(ctypes.c_char_p(header), data), "capset")
+    _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clearing ambient capabilities")
+
+
+def worker_start(cfg, chan_in, chan_out, seccomp_prog, join_fds):
+    """In the worker child: join the sandbox's cgroups, drop everything, then run the worker's code
+    (already compiled and its modules imported by the launcher: no second interpreter start). Never returns."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     for fd in join_fds:
         os.write(fd, b"0")  # "0": the writing process itself; its children inherit the cgroup
-    import resource
-
     for name, (soft, hard) in cfg["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
     # fds: 0 /dev/null, 1 /dev/null, 2 launcher stderr (start-up errors), 3 channel in, 4 channel out
@@ -259,14 +284,32 @@ def worker_exec(cfg, chan_in, chan_out, seccomp_prog, join_fds):
         os.setgroups([])  # in a user namespace setgroups is denied (and the host's groups are unmapped)
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    drop_capabilities()
+    prctl(PR_SET_DUMPABLE, 1)  # as after an execve(): the uid change made it non-dumpable
     os.chdir("/workspace")
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+    # the environment is the sandbox's own (sandbox_env), nothing of the launcher's
+    os.environ.clear()
+    os.environ.update(cfg["env"])
+    sys.argv[:] = [WORKER_PATH]
+    sys.orig_argv[:] = [cfg["python"], "-I", "-S", "-B", WORKER_PATH]
+    module = types.ModuleType("__main__")
+    module.__file__ = WORKER_PATH
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    code = WORKER_CODE
+    cfg.clear()
     if seccomp_prog is not None:
         buf = ctypes.create_string_buffer(seccomp_prog)
         prog = struct.pack("HxxxxxxQ", len(seccomp_prog) // 8, ctypes.addressof(buf))
         prog_buf = ctypes.create_string_buffer(prog)
         _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog_buf), 0, 0), "seccomp")
-    os.execve(cfg["python"], cfg["argv"], cfg["env"])
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - the worker's own source (mmat/sandbox/_worker.py), never model code
+    except SystemExit as e:
+        sys.stdout.flush()
+        os._exit(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+    os._exit(0)
 
 
 def report(event):
@@ -374,8 +417,17 @@ def supervise(init_pid, worker_pid, freezer):
     )
 
 
-def main():
-    cfg = json.loads(sys.stdin.buffer.readline())
+def prepare_worker(source, imports):
+    """The worker runs in a fork of this process: its code is compiled and its modules imported
+    before any namespace exists (once per zygote, or once per launcher without one)."""
+    global WORKER_CODE, WORKER_SOURCE
+    WORKER_CODE, WORKER_SOURCE = compile(source, WORKER_PATH, "exec"), source
+    for name in imports:
+        __import__(name)
+
+
+def launch(cfg):
+    """Steps 1-7 for one sandbox; returns when the sandbox is gone."""
     chan_in, chan_out = cfg["chan_fds"]
     seccomp_prog = bytes.fromhex(cfg["seccomp_hex"]) if cfg.get("seccomp_hex") else None
     cgroups = cfg.get("cgroups") or {"join": [], "freezer": {"kind": "signal"}}
@@ -402,7 +454,7 @@ def main():
         try:
             os.close(ctl_w)
             os.close(reply_r)
-            worker_exec(cfg, chan_in, chan_out, seccomp_prog, join_fds)
+            worker_start(cfg, chan_in, chan_out, seccomp_prog, join_fds)
         except BaseException:  # noqa: BLE001 - report why the worker could not start, then die
             import traceback
 
@@ -416,13 +468,106 @@ def main():
     supervise(init_pid, worker_pid, freezer)
 
 
+def report_failure(e):
+    import traceback
+
+    report({"event": "error", "message": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+
+
+# --- zygote: one per parent process, forks a ready launcher per sandbox --------------------------
+ZYGOTE_MAX_REQUEST = 1 << 20
+# a request's fds: the launcher's stdin, stdout, stderr, then the worker channel (in, out)
+ZYGOTE_REQUEST_FDS = 5
+
+
+def zygote_child(sock_fd, request, fds):
+    """In a fresh fork of the zygote: become the launcher of one sandbox, as if started by the parent."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the launcher waits for its own children
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    os.setsid()  # signals to the zygote's (or the parent's) process group do not reach sandboxes
+    os.close(sock_fd)
+    for target, fd in zip((0, 1, 2), fds[:3]):
+        os.dup2(fd, target)
+    for fd in fds[:3]:
+        if fd > 2:
+            os.close(fd)
+    try:
+        cfg = json.loads(request)
+        cfg["chan_fds"] = list(fds[3:5])  # this process's numbers for the channel, not the parent's
+        cfg["worker_source"] = WORKER_SOURCE
+        launch(cfg)
+    except BaseException as e:  # noqa: BLE001 - the parent turns this into a SandboxError
+        if not isinstance(e, SystemExit):
+            report_failure(e)
+            os._exit(1)
+    os._exit(0)
+
+
+def _reap(*_):
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def zygote_main(setup):
+    """Serve launch requests until the parent closes the socket. Each request (a launcher config as
+    JSON, with its 5 fds) gets a fork of this pre-imported process; the answer is the child's pid
+    and a pidfd for it, through which the parent waits for and kills its launcher. SIGCHLD is
+    blocked from fork() until the pidfd exists, so the child cannot be reaped (and its pid reused)
+    before that."""
+    import socket
+
+    prepare_worker(setup["worker_source"], setup["worker_imports"])
+    sock_fd = setup["sock_fd"]
+    sock = socket.socket(fileno=sock_fd)
+    signal.signal(signal.SIGCHLD, _reap)
+    os.write(1, b"ready\n")
+    while True:
+        request, fds, _, _ = socket.recv_fds(sock, ZYGOTE_MAX_REQUEST, ZYGOTE_REQUEST_FDS)
+        if not request:
+            os._exit(0)  # the parent is gone
+        if len(fds) != ZYGOTE_REQUEST_FDS:
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"error: expected 5 fds")
+            continue
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    zygote_child(sock_fd, request, fds)
+                finally:
+                    os._exit(1)
+            for fd in fds:
+                os.close(fd)
+            pidfd = os.pidfd_open(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        try:
+            socket.send_fds(sock, [b"%d" % pid], [pidfd])
+        finally:
+            os.close(pidfd)
+
+
+def main():
+    cfg = json.loads(sys.stdin.buffer.readline())
+    if cfg.get("zygote"):
+        zygote_main(cfg)
+        return
+    prepare_worker(cfg["worker_source"], cfg["worker_imports"])
+    launch(cfg)
+
+
 if __name__ == "__main__":
     try:
         main()
     except BaseException as e:  # noqa: BLE001 - the parent turns this into a SandboxError
         if not isinstance(e, SystemExit):
-            import traceback
-
-            report({"event": "error", "message": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+            report_failure(e)
             sys.exit(1)
         raise

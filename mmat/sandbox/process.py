@@ -7,12 +7,16 @@ launcher (root, outside the sandbox's PID namespace) reports how the worker ende
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
 import select
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +26,12 @@ from mmat.errors import SandboxError
 from mmat.sandbox.cgroups import SandboxCgroup
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.protocol import MAX_LINE_BYTES, ProtocolViolation, ReadyMsg, parse_worker_message
-from mmat.sandbox.runtime import launcher_config
+from mmat.sandbox.runtime import PYTHON_FLAGS, launcher_config, launcher_source, worker_imports, worker_source
 
 __all__ = ["WorkerProcess", "WorkerGone", "ChannelTimeout", "ExitInfo", "allocate_uid"]
 
-_LAUNCHER = Path(__file__).with_name("_launcher.py")
+# The launcher is started with -c: it reads its own code (length-prefixed) from stdin, then its config.
+_BOOTSTRAP = "import sys;n=int(sys.stdin.buffer.readline());exec(compile(sys.stdin.buffer.read(n),'mmat-sandbox-launcher','exec'))"
 # uids for sandboxes: a random one per worker from a range no distribution hands out to users, so
 # RLIMIT_NPROC (counted per uid) is private to the sandbox and two sandboxes never share an owner.
 UID_RANGE = (1_000_000_000, 2_000_000_000)
@@ -66,11 +71,217 @@ class ExitInfo:
     maxrss_kb: int = 0
 
 
+_LAUNCHER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class Launcher:
+    """The launcher process of one sandbox, as the parent holds it: its stdin (commands), stdout
+    (status lines) and stderr as pipes, and a way to poll, wait for and kill it. Forked by the
+    zygote (a pidfd stands for it) or, where there is none, started with subprocess."""
+
+    def __init__(self, stdin: int, stdout: int, stderr: int, *, pidfd: int | None = None, popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.stdin = os.fdopen(stdin, "wb", buffering=0)
+        self.stdout = os.fdopen(stdout, "rb", buffering=0)
+        self.stderr = os.fdopen(stderr, "rb", buffering=0)
+        for f in (self.stdout, self.stderr):
+            os.set_blocking(f.fileno(), False)
+        self._pidfd = pidfd
+        self._popen = popen
+        self._exited = False
+
+    def poll(self) -> int | None:
+        """None while the launcher runs; else its exit status (0 when the zygote reaped it)."""
+        if self._popen is not None:
+            return self._popen.poll()
+        if not self._exited and self._pidfd is not None and _wait_fd(self._pidfd, select.POLLIN, 0):
+            self._exited = True
+        return 0 if self._exited or self._pidfd is None else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._popen is not None:
+            try:
+                return self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(f"the sandbox launcher did not exit within {timeout} s") from None
+        if self._pidfd is not None and not self._exited:
+            if not _wait_fd(self._pidfd, select.POLLIN, 1e9 if timeout is None else timeout):
+                raise TimeoutError(f"the sandbox launcher did not exit within {timeout} s")
+            self._exited = True
+        return 0
+
+    def kill(self) -> None:
+        if self._popen is not None:
+            self._popen.kill()
+        elif self._pidfd is not None and not self._exited:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        for f in (self.stdin, self.stdout, self.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self._pidfd is not None:
+            if not self._exited:
+                self.poll()
+            if self._exited:  # a pidfd of a live launcher stays: kill() and wait() still need it
+                os.close(self._pidfd)
+                self._pidfd = None
+                self._exited = True
+
+    def __del__(self) -> None:
+        if getattr(self, "_pidfd", None) is not None:
+            try:
+                os.close(self._pidfd)  # type: ignore[arg-type]
+            except OSError:
+                pass
+
+
+class _Zygote:
+    """One pre-imported launcher process per parent (mmat.sandbox._launcher.zygote_main): a new
+    sandbox is a fork of it, not a fresh interpreter that imports everything again."""
+
+    _lock = threading.Lock()
+    _current: _Zygote | None = None
+    _broken: str | None = None  # why no zygote can run here (the subprocess path is used instead)
+
+    def __init__(self) -> None:
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        child_fd = child_end.fileno()  # pass_fds keeps the number in the child
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, *PYTHON_FLAGS, "-c", _BOOTSTRAP],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, pass_fds=(child_fd,),
+                env=_LAUNCHER_ENV, cwd="/", close_fds=True, start_new_session=True,
+            )  # fmt: skip
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        self.sock = parent_end
+        self.owner = os.getpid()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        code = launcher_source()
+        setup = {"zygote": True, "sock_fd": child_fd, "worker_source": worker_source(), "worker_imports": list(worker_imports())}
+        try:
+            self.proc.stdin.write(b"%d\n" % len(code) + code + json.dumps(setup).encode() + b"\n")
+            self.proc.stdin.flush()
+            ready = self.proc.stdout.readline() == b"ready\n"
+        except OSError:
+            ready = False
+        if not ready:
+            self.close()
+            raise OSError("the sandbox zygote did not start")
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def spawn(self, cfg: dict[str, Any], fds: list[int]) -> tuple[int, int]:
+        """Fork a launcher for cfg with fds (stdin, stdout, stderr, channel in, channel out): (pid, pidfd)."""
+        request = json.dumps({k: v for k, v in cfg.items() if k != "worker_source"}).encode()
+        socket.send_fds(self.sock, [request], fds)
+        answer, got, _, _ = socket.recv_fds(self.sock, 256, 1)
+        if not got:
+            raise OSError(f"the sandbox zygote refused to start a launcher: {answer[:200]!r}")
+        return int(answer), got[0]
+
+    def close(self) -> None:
+        self.sock.close()  # the zygote exits on EOF; launchers it forked keep running until told
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    @classmethod
+    def spawn_launcher(cls, cfg: dict[str, Any], fds: list[int]) -> tuple[int, int] | None:
+        """(pid, pidfd) of a launcher forked by this process's zygote; None where no zygote works."""
+        with cls._lock:
+            if cls._broken is not None:
+                return None
+            if cls._current is None or not cls._current.alive():
+                try:
+                    cls._current = cls()
+                except OSError as e:
+                    cls._broken = str(e)
+                    return None
+                if not cls._registered:
+                    atexit.register(cls.shutdown)
+                    cls._registered = True
+            try:
+                return cls._current.spawn(cfg, fds)
+            except OSError:  # the zygote died under us: one fresh one, then give up
+                cls._current.close()
+                cls._current = cls()
+                return cls._current.spawn(cfg, fds)
+
+    _registered = False
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        """A forked child of the parent gets its own zygote when it needs one, never the parent's."""
+        cls._lock = threading.Lock()
+        if cls._current is not None:
+            cls._current.sock.close()
+        cls._current = None
+
+    @classmethod
+    def shutdown(cls) -> None:
+        with cls._lock:
+            if cls._current is not None and cls._current.owner == os.getpid():
+                cls._current.close()
+            cls._current = None
+
+
+os.register_at_fork(after_in_child=_Zygote._after_fork_in_child)
+
+
+def _spawn_launcher(cfg: dict[str, Any]) -> Launcher:
+    """The launcher for cfg: forked by the zygote, or started with subprocess where there is none.
+    Its first input is its config (subprocess: its code, then the config)."""
+    pipes = [os.pipe() for _ in range(3)]  # (r, w) for stdin, stdout, stderr
+    keep = {"stdin": pipes[0][1], "stdout": pipes[1][0], "stderr": pipes[2][0]}
+    theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+    try:
+        spawned = _Zygote.spawn_launcher(cfg, [*theirs, *cfg["chan_fds"]])
+        if spawned is not None:
+            pid, pidfd = spawned
+            return Launcher(keep["stdin"], keep["stdout"], keep["stderr"], pidfd=pidfd)
+        popen = subprocess.Popen(
+            [sys.executable, *PYTHON_FLAGS, "-c", _BOOTSTRAP],
+            stdin=theirs[0], stdout=theirs[1], stderr=theirs[2], pass_fds=tuple(cfg["chan_fds"]),
+            env=_LAUNCHER_ENV, cwd="/", close_fds=True,
+            start_new_session=True,  # signals to the parent's process group do not reach sandboxes
+        )  # fmt: skip
+        launcher = Launcher(keep["stdin"], keep["stdout"], keep["stderr"], popen=popen)
+        code = launcher_source()
+        try:
+            launcher.stdin.write(b"%d\n" % len(code) + code + json.dumps(cfg).encode() + b"\n")
+        except BrokenPipeError:
+            pass  # the launcher died at once; its stdout says why
+        return launcher
+    except BaseException:
+        for fd in keep.values():
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+
+
 @dataclass
 class WorkerProcess:
     """A running launcher + worker pair. Create with WorkerProcess.start()."""
 
-    proc: subprocess.Popen[bytes]
+    proc: Launcher
     to_worker: int
     from_worker: int
     uid: int
@@ -91,22 +302,22 @@ class WorkerProcess:
     def start(cls, workspace: Path, limits: Limits, init: dict[str, Any], *, uid: int, rootless: bool = False) -> WorkerProcess:
         """Start a launcher + worker. rootless: build the sandbox in a new user namespace (mmat.sandbox.modes)."""
         t0 = time.perf_counter()
+        wp = cls.launch(workspace, limits, uid=uid, rootless=rootless)
+        wp.handshake(init, time.monotonic() + limits.start_timeout_s)
+        wp.start_ms = (time.perf_counter() - t0) * 1000
+        return wp
+
+    @classmethod
+    def launch(cls, workspace: Path, limits: Limits, *, uid: int, rootless: bool = False) -> WorkerProcess:
+        """Build the sandbox up to a running worker that waits for its ``init`` (handshake()); a warm
+        pool (mmat.sandbox.pool) keeps workers in this state."""
+        t0 = time.perf_counter()
         cgroup = SandboxCgroup.create(memory_bytes=limits.memory_bytes, max_tasks=limits.max_processes, tag=str(uid))
         p2w_r, p2w_w = os.pipe()
         w2p_r, w2p_w = os.pipe()
         cfg = launcher_config(workspace, limits, uid=uid, chan_fds=(p2w_r, w2p_w), rootless=rootless, cgroups=cgroup.launcher_spec())
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", str(_LAUNCHER)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(p2w_r, w2p_w),
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                cwd="/",
-                close_fds=True,
-                start_new_session=True,  # signals to the parent's process group do not reach sandboxes
-            )
+            proc = _spawn_launcher(cfg)
         except OSError as e:
             for fd in (p2w_r, p2w_w, w2p_r, w2p_w):
                 os.close(fd)
@@ -116,15 +327,7 @@ class WorkerProcess:
         os.close(w2p_w)
         os.set_blocking(p2w_w, False)
         os.set_blocking(w2p_r, False)
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        os.set_blocking(proc.stderr.fileno(), False)
         deadline = time.monotonic() + limits.start_timeout_s
-        try:
-            proc.stdin.write(json.dumps(cfg).encode() + b"\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the launcher died at once; its stdout says why
         wp = cls(proc, p2w_w, w2p_r, uid, worker_pid=0, init_pid=0, python="", start_ms=0.0, cgroup=cgroup)
         started = wp._read_status(deadline)
         if started.get("event") != "started":
@@ -136,19 +339,23 @@ class WorkerProcess:
                 "supports and what to change."
             )
         wp.worker_pid, wp.init_pid = int(started["worker_pid"]), int(started["init_pid"])
-        try:
-            wp.send(init, deadline)
-            msg = wp.recv(deadline)
-        except (WorkerGone, ChannelTimeout, ProtocolViolation) as e:
-            tail = wp._stderr_tail()
-            wp.kill()
-            raise SandboxError(f"the sandbox worker did not start ({type(e).__name__}: {e}). {tail}".strip()) from None
-        if not isinstance(msg, ReadyMsg):
-            wp.kill()
-            raise SandboxError(f"the sandbox worker sent {msg.op!r} instead of 'ready' at start.")
-        wp.python = msg.python
         wp.start_ms = (time.perf_counter() - t0) * 1000
         return wp
+
+    def handshake(self, init: dict[str, Any], deadline: float) -> None:
+        """Send the worker its ``init`` (tools, seed, limits) and wait for ``ready``; SandboxError
+        (the sandbox taken down) when it does not answer properly."""
+        try:
+            self.send(init, deadline)
+            msg = self.recv(deadline)
+        except (WorkerGone, ChannelTimeout, ProtocolViolation) as e:
+            tail = self._stderr_tail()
+            self.kill()
+            raise SandboxError(f"the sandbox worker did not start ({type(e).__name__}: {e}). {tail}".strip()) from None
+        if not isinstance(msg, ReadyMsg):
+            self.kill()
+            raise SandboxError(f"the sandbox worker sent {msg.op!r} instead of 'ready' at start.")
+        self.python = msg.python
 
     # --- channel --------------------------------------------------------------------------------
     def send(self, msg: dict[str, Any], deadline: float) -> None:
@@ -324,7 +531,7 @@ class WorkerProcess:
             info = self.wait_exit() if self.worker_pid else ExitInfo()
             try:
                 self.proc.wait(timeout=KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 self.proc.kill()  # init and worker have PDEATHSIG=SIGKILL: the namespace dies with it
                 self.proc.wait()
         else:
@@ -341,9 +548,4 @@ class WorkerProcess:
             except OSError:
                 pass
         self.to_worker = self.from_worker = -1
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        self.proc.close()

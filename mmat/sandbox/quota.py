@@ -93,18 +93,35 @@ class WorkspaceTmpfs:
 
     @classmethod
     def mount(cls, workspace: Path, limits: Limits, *, uid: int, gid: int) -> WorkspaceTmpfs:
+        quota = cls.create(limits, uid=uid, gid=gid)
+        quota.attach(workspace, limits)
+        return quota
+
+    @classmethod
+    def create(cls, limits: Limits, *, uid: int, gid: int) -> WorkspaceTmpfs:
+        """The tmpfs alone, on its staging directory, not yet over any workspace (a warm pool's
+        sandboxes start on it; attach() puts it over the workspace a trajectory gets)."""
         staging = Path(tempfile.mkdtemp(prefix="mmat-workspace-"))
         opts = f"size={limits.workspace_bytes},nr_inodes={limits.workspace_inodes + 1},mode=0700,uid={uid},gid={gid}"
         try:
             _mount("mmat-workspace", staging, "tmpfs", MS_NOSUID | MS_NODEV, opts)
         except OSError as e:
             staging.rmdir()
-            raise SandboxError(f"cannot mount the workspace quota (a tmpfs) for {workspace}: {e.strerror}") from None
-        quota = cls(workspace, staging)
+            raise SandboxError(f"cannot mount a workspace quota (a tmpfs): {e.strerror}") from None
+        quota = cls(staging, staging)
         try:
-            wsp.copy_tree(workspace, staging)
-        except OSError as e:
+            _tell_keeper({"op": "add", "workspace": str(staging), "staging": str(staging)})
+        except (OSError, SandboxError):
             quota._drop()
+            raise
+        return quota
+
+    def attach(self, workspace: Path, limits: Limits) -> None:
+        """Copy the workspace's files into the tmpfs, then mount the tmpfs over the workspace."""
+        try:
+            wsp.copy_tree(workspace, self.staging)
+        except OSError as e:
+            self._drop()
             if e.errno == errno.ENOSPC:
                 have = wsp.scan(workspace)
                 raise SandboxError(
@@ -114,15 +131,16 @@ class WorkspaceTmpfs:
                 ) from None
             raise
         try:
-            _tell_keeper({"op": "add", "workspace": str(workspace), "staging": str(staging)})
-            _mount(str(staging), workspace, None, MS_BIND)
+            _tell_keeper({"op": "add", "workspace": str(workspace), "staging": str(self.staging)})
+            _tell_keeper({"op": "del", "workspace": str(self.staging)})
+            _mount(str(self.staging), workspace, None, MS_BIND)
         except OSError as e:
-            quota._drop()
+            self._drop()
             raise SandboxError(f"cannot mount the workspace quota on {workspace}: {e.strerror}") from None
         except SandboxError:
-            quota._drop()
+            self._drop()
             raise
-        return quota
+        self.workspace = workspace
 
     def exhausted(self) -> str | None:
         """"bytes" or "inodes" when the tmpfs is (nearly) full, else None."""
@@ -139,9 +157,10 @@ class WorkspaceTmpfs:
         if self.released:
             return
         self.released = True
-        _umount(self.workspace)
+        if self.workspace != self.staging:
+            _umount(self.workspace)
         try:
-            if keep:
+            if keep and self.workspace != self.staging:
                 wsp.mirror(self.staging, self.workspace)
         finally:
             self._drop()

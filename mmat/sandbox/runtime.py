@@ -10,6 +10,7 @@ to the interpreter, no repository, no MMAT_HOME, no host /tmp, no /sys.
 
 from __future__ import annotations
 
+import ast
 import os
 import resource
 import site
@@ -21,15 +22,17 @@ from typing import Any
 from mmat.sandbox.limits import Limits
 from mmat.sandbox.seccomp import seccomp_program
 
-__all__ = ["launcher_config", "runtime_binds", "sandbox_env", "site_paths", "WORKSPACE_MOUNT", "WORKER_ARGV_FLAGS"]
+__all__ = ["launcher_config", "runtime_binds", "sandbox_env", "site_paths", "WORKSPACE_MOUNT", "PYTHON_FLAGS", "launcher_source", "worker_imports", "worker_source"]
 
 WORKSPACE_MOUNT = "/workspace"
 WORKER_PATH = "/.mmat/worker.py"
-# -I: ignore PYTHON* variables and the user site; -S: skip site.py (the venv's .pth files would add
-# the repository to sys.path and cost ~70 ms); -B: the runtime is read-only, do not try to write .pyc.
-WORKER_ARGV_FLAGS = ("-I", "-S", "-B")
+# The launcher (and so the worker, a fork of it) runs with these. -I: ignore PYTHON* variables and the
+# user site; -S: skip site.py (the venv's .pth files would add the repository to sys.path and cost
+# ~70 ms); -B: the runtime is read-only, do not try to write .pyc.
+PYTHON_FLAGS = ("-I", "-S", "-B")
 _TOP_LEVEL_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _WORKER_SOURCE = Path(__file__).with_name("_worker.py")
+_LAUNCHER_SOURCE = Path(__file__).with_name("_launcher.py")
 # The only other host paths inside: the dynamic loader's cache, fontconfig's configuration and its
 # font cache (without them every new worker rebuilds the cache). Public, no users, no secrets.
 _PUBLIC_HOST_PATHS = ("/etc/ld.so.cache", "/etc/fonts", "/var/cache/fontconfig")
@@ -117,8 +120,28 @@ def _rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
 
 
 @lru_cache(maxsize=1)
-def _worker_source() -> str:
+def launcher_source() -> bytes:
+    """The launcher's code, sent on its stdin (it is started with ``-c``, so no host path shows in
+    the sandbox's /proc/*/cmdline)."""
+    return _LAUNCHER_SOURCE.read_bytes()
+
+
+@lru_cache(maxsize=1)
+def worker_source() -> str:
     return _WORKER_SOURCE.read_text()
+
+
+@lru_cache(maxsize=1)
+def worker_imports() -> tuple[str, ...]:
+    """The standard-library modules the worker imports at its top level: the launcher imports them
+    before it forks the worker, so the worker starts without loading anything."""
+    names: list[str] = []
+    for node in ast.parse(worker_source()).body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return tuple(dict.fromkeys(names))
 
 
 def launcher_config(
@@ -145,9 +168,9 @@ def launcher_config(
         "binds": [*binds, {"src": str(workspace.resolve()), "dst": WORKSPACE_MOUNT, "kind": "dir", "rw": True}],
         "symlinks": list(links),
         "tmp_bytes": limits.tmp_bytes,
-        "worker_source": _worker_source(),
+        "worker_source": worker_source(),
         "python": python,
-        "argv": [python, *WORKER_ARGV_FLAGS, WORKER_PATH],
+        "worker_imports": list(worker_imports()),
         "env": sandbox_env(),
         "uid": uid,
         "gid": uid,

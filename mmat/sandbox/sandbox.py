@@ -83,6 +83,7 @@ from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerPro
 from mmat.sandbox.escape import escape_text, escape_value, nesting_depth, scrub_surrogates
 from mmat.sandbox.protocol import MAX_TOOL_ARGS_BYTES, MAX_TOOL_ARGS_DEPTH, DoneMsg, ProtocolViolation, ToolHost, ToolMsg
 from mmat.sandbox.quota import WorkspaceTmpfs
+from mmat.sandbox.warm import WarmWorker
 from mmat.sandbox.results import StepError, StepResult, ToolCall
 from mmat.sandbox.runtime import site_paths
 
@@ -175,7 +176,9 @@ class Sandbox:
         limits: Limits = Limits(),
         inputs: Iterable[Path | str] = (),
         seed: int = 0,
+        _warm: WarmWorker | None = None,
     ) -> None:
+        """``_warm``: a pre-started worker of a SandboxPool (mmat.sandbox.pool), used up by this sandbox."""
         self.mode = sandbox_mode()  # "root" or "rootless"; SandboxError saying what to do when neither works
         if tools is not None and not (callable(getattr(tools, "names", None)) and callable(getattr(tools, "call", None))):
             raise ConfigError(f"tools={tools!r} is not a tool host: it needs names() and call(name, kwargs) methods.")
@@ -185,7 +188,9 @@ class Sandbox:
         self.limits = limits
         self.seed = seed
         self.events: list[dict[str, Any]] = []
-        self.uid = allocate_uid()  # the worker's uid as it sees it; on the host too in root mode
+        if _warm is not None and (_warm.mode != self.mode.name or _warm.limits != limits):
+            raise ConfigError("a warm sandbox worker was started for another mode or other limits.")
+        self.uid = _warm.uid if _warm is not None else allocate_uid()  # the worker's uid as it sees it; on the host too in root mode
         # who owns the workspace while the worker runs: rootless, the caller's uid is the worker's on the host
         self.host_uid, self.host_gid = (self.uid, self.uid) if self.mode.name == "root" else (os.getuid(), os.getgid())
         self.inputs = wsp.copy_inputs(self.workspace, [Path(p) for p in inputs])
@@ -199,11 +204,13 @@ class Sandbox:
         self._holder: list[WorkerProcess | None] = [None]
         # root mode: the quota holds during each step (a tmpfs over the workspace; see quota.py)
         self._quota: list[WorkspaceTmpfs | None] = [None]
-        if self.mode.name == "root":
+        if _warm is not None:
+            self._quota[0] = _warm.adopt(self.workspace)  # the warm worker's /workspace becomes this one
+        elif self.mode.name == "root":
             self._quota[0] = WorkspaceTmpfs.mount(self.workspace, limits, uid=self.host_uid, gid=self.host_gid)
         self._finalizer = weakref.finalize(self, _shutdown, self._holder, self.workspace, self._quota)
         try:
-            self._start("start")
+            self._start("start", _warm)
         except BaseException:
             self._finalizer()
             raise
@@ -306,7 +313,7 @@ class Sandbox:
         return worker.worker_pid if worker is not None else None
 
     # --- worker lifecycle -----------------------------------------------------------------------
-    def _start(self, reason: str) -> None:
+    def _start(self, reason: str, warm: WarmWorker | None = None) -> None:
         self._sanitize()
         wsp.chown_tree(self.workspace, self.host_uid, self.host_gid)
         init = {
@@ -317,15 +324,26 @@ class Sandbox:
             "max_output_chars": self.limits.max_output_chars,
             "cpu_s": self.limits.cpu_s,
         }
+        t0 = time.perf_counter()
         try:
-            worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid, rootless=self.mode.name == "rootless")
+            if warm is not None:
+                worker = warm.worker
+                self._holder[0] = worker  # taken down by close() and the finalizer from here on
+                worker.handshake(init, time.monotonic() + self.limits.start_timeout_s)
+            else:
+                worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid, rootless=self.mode.name == "rootless")
         except SandboxError:
+            self._holder[0] = None
             wsp.chown_tree(self.workspace, os.geteuid(), os.getegid())
             raise
         self._holder[0] = worker
         self._history = []
-        self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, mode=self.mode.name, ms=worker.start_ms, python=worker.python))
-        self._freeze()  # between steps the sandbox is stopped
+        # ms: what this start cost the caller (a warm worker: the handshake only; warm_ms: its own start, earlier)
+        extra = {"pooled": True, "warm_ms": worker.start_ms} if warm is not None else {}
+        ms = (time.perf_counter() - t0) * 1000 if warm is not None else worker.start_ms
+        self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, mode=self.mode.name, ms=ms, python=worker.python, **extra))
+        # Not stopped yet: a fresh worker has run no model code, so nothing in it can change anything
+        # before its first step; it is frozen when that step ends (and after every later one).
 
     def _restart(self, why: str) -> ExitInfo:
         worker, self._holder[0] = self._holder[0], None
