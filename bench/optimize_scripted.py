@@ -69,7 +69,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="mmat_bench_opt_"))
     os.environ["MMAT_HOME"] = str(home)
     from mmat.config import load_settings
-    from mmat.optimizers import run_optimize
+    from mmat.pipeline.optimize import run_optimize
     from mmat.pipeline.synth import SynthRequest, run_synth
     from mmat.runtime import open_store
     from mmat.testing import DummyLM, scripted

@@ -9,9 +9,10 @@ import dspy
 
 from mmat.ids import content_id
 from mmat.lm import build_lm
-from mmat.pipeline.rows import SeedRows, trajectory_rows
 from mmat.programs import CodeAgent, QueryGenerator, TrajectoryResult
 from mmat.runtime import open_store
+from mmat.store import run_lifecycle
+from mmat.store.rows import RowBatch, trajectory_rows, write_batch
 from mmat.store.runs import utcnow
 
 
@@ -31,9 +32,9 @@ class AskThenSolve(dspy.Module):
 def run(settings, domain: str = "home cooking", tools=("inspect_file_as_text",)) -> str:
     """Run the program once and store its tasks and trajectories; returns the run id."""
     results = AskThenSolve(tools, settings)(domain, settings.workspaces_dir / "two_stage")
-    with open_store(settings) as store:
-        run_id = store.start_run("two_stage", settings, "examples/two_stage.py")
-        rows = SeedRows(put_blob=lambda p: store.put_blob(p))
+    with open_store(settings) as store, run_lifecycle(store, "two_stage", settings, "examples/two_stage.py") as run:
+        run_id = run.run_id
+        rows = RowBatch(put_blob=lambda p: store.put_blob(p))
         for i, (spec, trajectory) in enumerate(results):
             task_id = content_id("task", run_id, i)
             rows.add("tasks", {"task_id": task_id, "run_id": run_id, "seed_idx": 0, "split": "train", "domain": domain,
@@ -41,7 +42,6 @@ def run(settings, domain: str = "home cooking", tools=("inspect_file_as_text",))
                                "status": "generated", "created_at": utcnow()})
             attempt = TrajectoryResult(attempt=0, controller=settings.controller_model, trajectory=trajectory)
             trajectory_rows(rows, run_id, task_id, attempt, settings.workspaces_dir, verifier=None)
-        for table, table_rows in rows.tables.items():
-            store.writer.put(table, table_rows)
-        store.finish_run(run_id, "done", dict(rows.counts))
+        write_batch(store, rows)
+        run.summary = dict(rows.counts)
     return run_id

@@ -55,7 +55,7 @@ _API: dict[str, str] = {
     "run_benchmark": "mmat.pipeline.evaluate", "EvalRequest": "mmat.pipeline.evaluate",
     "run_sft": "mmat.pipeline.finetune", "run_dpo": "mmat.pipeline.finetune",
     "run_export": "mmat.pipeline.exports", "run_import": "mmat.pipeline.importers",
-    "build_report": "mmat.pipeline.report", "run_optimize": "mmat.optimizers",
+    "build_report": "mmat.pipeline.report", "run_optimize": "mmat.pipeline.optimize",
     # training from Python
     "train_sft": "mmat.finetune", "train_dpo": "mmat.finetune", "TrainConfig": "mmat.finetune",
     "DPOTrainConfig": "mmat.finetune", "load_student": "mmat.finetune",

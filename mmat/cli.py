@@ -213,17 +213,23 @@ def _require_store(settings) -> None:
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Show at most this many runs, newest first.")
 @with_settings()
 def runs(settings, fmt: str | None, full: bool, max_width: int, limit: int) -> None:
-    """List runs (synth, demo, finetune, eval, ...) with their status and summary, also while one runs."""
+    """List runs of every kind (synth, prefs, eval, finetune, optimize, import, verify, demo) with their status
+    (running, done, failed, interrupted) and summary, also while one runs. A run whose process was killed
+    shows failed.
+
+    Example: mmat runs --limit 5 --json
+    """
     from mmat.cli_output import render_arrow
     from mmat.store import read_sql
+    from mmat.store.runs import list_runs
 
     _require_store(settings)
-    table = read_sql(
+    table = list_runs(read_sql(
         settings,
-        "select run_id, kind, status, started_at, finished_at, summary from runs order by started_at desc limit ?",
+        "select run_id, kind, status, started_at, finished_at, summary, owner from runs order by started_at desc limit ?",
         [limit],
-    )
-    click.echo(render_arrow(table, fmt or "table", full=full, max_width=max_width))
+    ))
+    click.echo(render_arrow(table.drop_columns(["owner"]), fmt or "table", full=full, max_width=max_width))
 
 
 @cli.command()
@@ -425,7 +431,7 @@ def verify(settings, where, rules_only, quiet) -> None:
     from mmat.pipeline.verify import DEFAULT_VERIFY_WHERE, VerifyRequest, run_verify
 
     request = VerifyRequest(where=where or DEFAULT_VERIFY_WHERE, rules_only=rules_only)
-    click.echo(run_verify(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet).render())
+    click.echo(run_verify(settings, request, command=_command_line(), progress=not quiet).render())
 
 
 @cli.group()
@@ -439,7 +445,7 @@ def pool() -> None:
 @with_settings()
 def pool_add(settings, folder: Path, captions: Path | None) -> None:
     """Index a folder of images (with a sidecar captions file) into the pool."""
-    from mmat.pipeline.pool_store import add_pool_folder
+    from mmat.store.pool_images import add_pool_folder
     from mmat.runtime import open_store
 
     with open_store(settings) as store:
@@ -536,7 +542,7 @@ Examples:
 def import_(settings, fmt: str, path: Path, root: Path | None) -> None:
     from mmat.pipeline.importers import MAX_LISTED, run_import
 
-    report = run_import(settings, fmt, path, root=root)
+    report = run_import(settings, fmt, path, root=root, command=_command_line())
     click.echo(f"imported {report.trajectories} trajectories, {report.pairs} pair(s) from {report.n_rows} row(s) "
                f"({report.already} already in the store, {len(report.bad)} bad, {report.files} file(s) into blobs)")
     for index, reason in report.bad[:MAX_LISTED]:
@@ -573,7 +579,7 @@ def prefs(settings, where, k, sample_temperature, reference, min_margin, limit, 
 
     request = PrefsRequest(where=where or DEFAULT_PREFS_WHERE, k=k, temperature=sample_temperature, reference=reference,
                            min_margin=min_margin, limit=limit)
-    click.echo(run_prefs(settings, request, command=" ".join(["mmat", *sys.argv[1:]]), progress=not quiet).render())
+    click.echo(run_prefs(settings, request, command=_command_line(), progress=not quiet).render())
 
 
 # --- finetuning -----------------------------------------------------------------------------------
@@ -722,11 +728,11 @@ PROGRAMS = ("query_generator", "file_generator", "agent", "query_file_verifier",
 def optimize(settings, program, optimizer, trainset, valset, out, auto, trials, max_demos, prompt_model, require_change,
              quiet) -> None:
     """Compile a synthesis stage with a DSPy optimizer against metrics built from mmat's verifiers and labels."""
-    from mmat.optimizers import run_optimize
+    from mmat.pipeline.optimize import run_optimize
 
     summary = run_optimize(settings, program=program, optimizer=optimizer, trainset_sql=trainset, valset_sql=valset,
                            out=out, progress=not quiet, auto=auto, trials=trials, max_demos=max_demos,
-                           prompt_model=prompt_model, command=" ".join(["mmat", *sys.argv[1:]]),
+                           prompt_model=prompt_model, command=_command_line(),
                            require_change=require_change)
     click.echo(summary.render())
 
@@ -813,7 +819,7 @@ def eval_(ctx, settings, bench, kind, data_dir, best_of_n, limit, generative_ids
 
     request = EvalRequest(bench=bench, kind=kind, data_dir=data_dir, best_of_n=best_of_n, limit=limit,
                           judge=settings.judge, generative_ids=generative_ids, frame_times_s=frame_times,
-                          action_grammar=action_grammar, command=" ".join(["mmat", *sys.argv[1:]]))
+                          action_grammar=action_grammar, command=_command_line())
     result, report = run_benchmark(settings, request, progress=not quiet)
     for skipped in report.skipped:
         click.echo(f"skipped item {skipped.key}: {skipped.reason}", err=True)

@@ -1,7 +1,7 @@
 """The demo's summary says how many tasks and trajectories the rule checks rejected, and which checks."""
 
 from mmat.demo import DemoSummary, rule_counts
-from mmat.pipeline.rows import rules_row
+from mmat.store.rows import rules_row
 from mmat.programs.rules import RuleFailure, RuleVerdict
 from mmat.runtime import open_store
 

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmat.config import Settings
 from mmat.errors import ConfigError, ModelOutputError, SandboxError
@@ -105,40 +103,35 @@ def run_eval(
 
     ``scoring`` brings the embedding similarity (GTA subjective items) and the judge (Agent-X); their names
     (``embedding_model``, ``judge_model``) are recorded in the metrics."""
-    from mmat.store.runs import finish_run, settings_record, start_run
+    from mmat.store.runs import run_lifecycle, settings_record
 
     _check_args(items, best_of_n, concurrency)
     run_id = eval_run_id or eval_run_id_for(
         items, bench=bench, bench_path=bench_path, controller=controller, best_of_n=best_of_n, settings=settings
     )
     record = settings_record(settings) if settings else {}
-    start_run(store, "eval", {**record, "bench": bench, "bench_path": str(bench_path), "controller": controller,
-                              "best_of_n": best_of_n, "judge": judge_model, "embedding_model": embedding_model},
-              command or f"mmat eval --bench {bench_path}", run_id=run_id)
-    run_row = {
-        "eval_run_id": run_id, "run_id": run_id, "bench": bench, "bench_path": str(bench_path), "controller": controller,
-        "best_of_n": best_of_n, "settings": record or None, "n_items": len(items),
-        "metrics": None, "created_at": _created_at(store, run_id),
-    }
-    store.writer.put("eval_runs", [run_row])
-    try:
+    run_settings = {**record, "bench": bench, "bench_path": str(bench_path), "controller": controller,
+                    "best_of_n": best_of_n, "judge": judge_model, "embedding_model": embedding_model}
+    with run_lifecycle(store, "eval", run_settings, command or f"mmat eval --bench {bench_path}", run_id=run_id,
+                       progress=progress) as run:
+        run_row = {
+            "eval_run_id": run_id, "run_id": run_id, "bench": bench, "bench_path": str(bench_path),
+            "controller": controller, "best_of_n": best_of_n, "settings": record or None, "n_items": len(items),
+            "metrics": None, "created_at": _created_at(store, run_id),
+        }
+        store.writer.put("eval_runs", [run_row])
         by_key = {item.key: item for item in items}
         done = _stored_results(store, run_id, by_key, best_of_n) if resume else {}
         todo = [(item, s) for item in items for s in range(best_of_n) if (item.key, s) not in done]
-        fresh = _solve_all(todo, solve, store, run_id, bench, concurrency, progress, scoring or Scoring())
+        run.summary = {"n_items": len(items), "resumed": len(done)}
+        fresh = _solve_all(todo, solve, store, run, bench, concurrency, scoring or Scoring())
         order = {item.key: i for i, item in enumerate(items)}
         results = sorted([*done.values(), *fresh], key=lambda r: (order[r.item_key], r.sample_idx))
         metrics = aggregate(bench, items, results, best_of_n, embedding_model=embedding_model, judge=judge_model)
-    except KeyboardInterrupt:
-        finish_run(store, run_id, "interrupted", {"reason": "interrupted: rerun the same eval to resume"})
-        raise
-    except BaseException as e:
-        finish_run(store, run_id, "failed", {"reason": f"{type(e).__name__}: {e}"[:500]})
-        raise
-    store.writer.put("eval_runs", [{**run_row, "metrics": metrics.model_dump(mode="json")}])
-    store.writer.flush()
-    finish_run(store, run_id, "done", {"summary": summary_line(metrics), "n_items": len(items),
-                                       "errors": metrics.greedy.n_errors, "resumed": len(done)})
+        store.writer.put("eval_runs", [{**run_row, "metrics": metrics.model_dump(mode="json")}])
+        store.writer.flush()
+        run.summary = {"summary": summary_line(metrics), "n_items": len(items), "errors": metrics.greedy.n_errors,
+                       "resumed": len(done)}
     return EvalRunResult(
         eval_run_id=run_id, bench=bench, n_items=len(items), best_of_n=best_of_n, metrics=metrics,
         results=results, resumed=len(done), summary=summary_line(metrics),
@@ -192,24 +185,22 @@ def _attempt(solve: Solver, run_id: str, item: EvalItem, sample_idx: int, scorin
 
 
 def _solve_all(
-    todo: list[tuple[EvalItem, int]], solve: Solver, store: _StoreLike, run_id: str, bench: str,
-    concurrency: int, progress: bool, scoring: Scoring,
+    todo: list[tuple[EvalItem, int]], solve: Solver, store: _StoreLike, run: Any, bench: str, concurrency: int,
+    scoring: Scoring,
 ) -> list[ItemResult]:
+    """Solve and score every (item, sample) on a thread pool; each result row is written as it lands, so an
+    interrupted run resumes from what finished. Progress goes to the run's display (stderr)."""
     results: list[ItemResult] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    # on stderr, so a caller printing results (or --json) on stdout gets clean output
-    bar = Progress(*columns, console=Console(stderr=True), disable=not progress)
-    with bar, ThreadPoolExecutor(max_workers=concurrency) as pool:
-        task = bar.add_task(f"eval {bench}", total=len(todo))
-        futures: list[Future[ItemResult]] = [pool.submit(_attempt, solve, run_id, item, s, scoring) for item, s in todo]
+    with run.progress(f"eval {bench}", len(todo)) as bar, ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures: list[Future[ItemResult]] = [pool.submit(_attempt, solve, run.run_id, item, s, scoring)
+                                             for item, s in todo]
         try:
             for future in as_completed(futures):
                 result = future.result()
                 store.writer.put("eval_items", [result.to_row()])
                 results.append(result)
                 errors = sum(bool(r.error_kind) or r.solve_failed for r in results)
-                label = f"eval {bench} ({errors} errors)" if errors else f"eval {bench}"
-                bar.update(task, advance=1, description=label)
+                bar.advance(f"{errors} errors" if errors else "")
         except BaseException:
             for f in futures:
                 f.cancel()

@@ -1,9 +1,10 @@
 """Prompt compilation: optimize mmat's DSPy programs against metrics built from mmat's own verifiers.
 
-``run_optimize`` compiles one program (query_generator, file_generator, agent, query_file_verifier,
-trajectory_verifier) with BootstrapFewShot, MIPROv2 or GEPA on examples selected from the store, and
-saves it as DSPy JSON with an mmat header; ``load_compiled`` loads it back into the module or into the
-matching stage of ``Synthesis``. ``import_labels`` / ``export_label_sheet`` move human labels, the
+The pieces an optimization is made of: the programs that can be compiled (query_generator,
+file_generator, agent, query_file_verifier, trajectory_verifier), their train/val sets from the store,
+the metrics, and compiled files (DSPy JSON with an mmat header; ``load_compiled`` loads one back into
+the module or into the matching stage of ``Synthesis``). The run itself (score, compile with
+BootstrapFewShot, MIPROv2 or GEPA, score again, save, record) is ``mmat.pipeline.optimize.run_optimize``. ``import_labels`` / ``export_label_sheet`` move human labels, the
 ground truth of the verifier metrics, in and out of the store.
 """
 
@@ -19,14 +20,10 @@ from mmat.optimizers.metrics import (
     verifier_agreement,
 )
 from mmat.optimizers.programs import PROGRAM_NAMES, PROGRAMS, get_program
-from mmat.optimizers.runner import OPTIMIZERS, OptimizeSummary, run_optimize
 from mmat.optimizers.scoring import Scored, score_program
 
 __all__ = [
-    # running an optimization
-    "run_optimize",
-    "OptimizeSummary",
-    "OPTIMIZERS",
+    # what can be optimized
     "PROGRAMS",
     "PROGRAM_NAMES",
     "get_program",

@@ -62,7 +62,7 @@ def _query_generator(settings: Settings, store: Any) -> Any:
 
 
 def _file_generator(settings: Settings, store: Any) -> Any:
-    from mmat.pipeline.pool_store import load_pool
+    from mmat.store.pool_images import load_pool
     from mmat.programs.file_generator import FileGenerator
 
     return FileGenerator(load_pool(store), max_retries=settings.file_retries)

@@ -131,13 +131,13 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
     from mmat.eval.results import Scoring
     from mmat.eval.runner import eval_task_id
     from mmat.lm import adapter_for, build_lm, check_model, configure_litellm
-    from mmat.pipeline.rows import SeedRows, trajectory_rows
     from mmat.programs import CodeAgent
     from mmat.programs.files import GeneratedFile
     from mmat.programs.synthesis import TrajectoryResult
     from mmat.runtime import open_store
     from mmat.store import LMCallRecorder, recording_task
     from mmat.store.blobs import safe_suffix
+    from mmat.store.rows import RowBatch, trajectory_rows, write_batch
     from mmat.tools import available_tools
 
     if request.action_grammar is not None:
@@ -195,12 +195,11 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
             with recording_task(task_id), \
                     dspy.context(lm=lm, adapter=adapter_for(controller), callbacks=[recorder]):
                 trajectory = agent(item.question, files, workspace, config=config)
-            rows = SeedRows(lambda p: store.put_blob(p, safe_suffix(p)))
+            rows = RowBatch(lambda p: store.put_blob(p, safe_suffix(p)))
             traj_id = trajectory_rows(rows, run_id, task_id,
                                       TrajectoryResult(attempt=sample_idx, controller=controller, trajectory=trajectory),
                                       workspace, None, origin="eval")
-            for table, table_rows in rows.tables.items():
-                store.writer.put(table, table_rows)
+            write_batch(store, rows, flush=False)  # the runner flushes with the sample's eval_items row
             return _outcome(trajectory, traj_id)
 
         result = run_eval(

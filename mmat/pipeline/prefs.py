@@ -87,16 +87,6 @@ def _pair_rows(run_id: str, task_id: str, traj_id: str, judge: str, walk) -> lis
     return rows
 
 
-def _delete_unfinished(store, run_id: str) -> None:
-    """This run's walks and pairs of tasks a kill (or a failure) left without the done mark."""
-    unfinished = "task_id NOT IN (SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done')"
-    walks = f"SELECT traj_id FROM trajectories WHERE run_id = ? AND origin = 'prefs' AND {unfinished}"
-    store.writer.execute(f"DELETE FROM preference_pairs WHERE run_id = ? AND {unfinished}", [run_id, run_id])
-    store.writer.execute(f"DELETE FROM steps WHERE traj_id IN ({walks})", [run_id, run_id])
-    store.writer.execute(f"DELETE FROM trajectories WHERE traj_id IN ({walks})", [run_id, run_id])
-    store.writer.flush()
-
-
 def _select(store, request: PrefsRequest) -> list[dict]:
     from mmat.pipeline.conversations import user_selection
 
@@ -134,28 +124,29 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
                 f"no task matches --tasks-where {request.where!r}. The default takes tasks with a verified-correct trajectory; "
                 "with the embedded 135M verifier there may be none: try --tasks-where \"k.status = 'failed'\" (tasks whose "
                 "trajectories were not verified), or synthesize with a stronger teacher.")
-        with run_lifecycle(store, "prefs", settings, command, run_id=run_id) as run:
-            summary = _walk_tasks(settings, store, request, run_id, rows, controller, judge, controller_lm, judge_lm,
-                                  started, progress)
+        with run_lifecycle(store, "prefs", settings, command, run_id=run_id, progress=progress) as run:
+            summary = _walk_tasks(settings, store, request, run, rows, controller, judge, controller_lm, judge_lm,
+                                  started)
             run.summary = summary.model_dump(mode="json")
     return summary
 
 
-def _walk_tasks(settings: Settings, store, request: PrefsRequest, run_id: str, rows: list[dict[str, Any]],
-                controller: str, judge: str, controller_lm, judge_lm, started: float, progress: bool) -> PrefsSummary:
+def _walk_tasks(settings: Settings, store, request: PrefsRequest, run, rows: list[dict[str, Any]],
+                controller: str, judge: str, controller_lm, judge_lm, started: float) -> PrefsSummary:
     """Walk every selected task that is not done yet; one ``prefs_tasks`` marker per task once its rows are
     flushed."""
-    from mmat.pipeline.progress import ProgressBar
     from mmat.store import LMCallRecorder
+    from mmat.store.rows import delete_unfinished_walks
 
+    run_id = run.run_id
     done = {r["task_id"] for r in store.sql(
         "SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done'", [run_id])}
-    _delete_unfinished(store, run_id)  # failed tasks are retried from scratch
+    delete_unfinished_walks(store, run_id)  # failed tasks are retried from scratch
     todo = [r for r in rows if r["task_id"] not in done]
     recorder = LMCallRecorder(store, run_id)
     pairs_by_rule: Counter[str] = Counter()
     states = answered = failed = 0
-    with ProgressBar("prefs", len(todo), progress) as bar:
+    with run.progress("prefs", len(todo)) as bar:
         for row in todo:
             reason, result, pair_rows = _walk_one(settings, store, request, run_id, row, controller, judge, controller_lm,
                                                   judge_lm, recorder)
@@ -181,10 +172,10 @@ def _walk_one(settings: Settings, store, request: PrefsRequest, run_id: str, row
 
     from mmat.lm import adapter_for
     from mmat.pipeline.conversations import load_files, load_steps
-    from mmat.pipeline.rows import SeedRows, trajectory_rows
     from mmat.programs import CodeAgent, PreferenceWalk, TrajectoryResult
     from mmat.store import attributed
     from mmat.store.blobs import safe_suffix
+    from mmat.store.rows import RowBatch, trajectory_rows, write_batch
 
     task_id, tools = row["task_id"], list(row["tools"] or [])
     traj_id = content_id("traj", task_id, "prefs", run_id)
@@ -201,13 +192,10 @@ def _walk_one(settings: Settings, store, request: PrefsRequest, run_id: str, row
             result = walk(row["query"], load_files(store, task_id), workspace, tools=tools, reference=reference)
     except (ModelOutputError, SandboxError) as e:  # the model's (or one sandbox's) failure: recorded, run goes on
         return f"{type(e).__name__}: {e}", None, []
-    written = SeedRows(lambda path: store.put_blob(path, safe_suffix(path)))
+    written = RowBatch(lambda path: store.put_blob(path, safe_suffix(path)))
     trajectory_rows(written, run_id, task_id, TrajectoryResult(attempt=0, controller=controller, trajectory=result.trajectory),
                     workspace, None, traj_id=traj_id, origin="prefs")
     pair_rows = _pair_rows(run_id, task_id, traj_id, judge, result)
-    for table, table_rows in [*written.tables.items(), ("preference_pairs", pair_rows)]:
-        if table_rows:
-            store.writer.put(table, table_rows)
-    store.writer.flush()
+    write_batch(store, {**written.tables, "preference_pairs": pair_rows})
     shutil.rmtree(workspace, ignore_errors=True)  # step images are blobs now
     return None, result, pair_rows

@@ -39,11 +39,12 @@ from mmat.pipeline.failures import (
     unparsable_failure,
 )
 from mmat.pipeline.interrupt import StopOnInterrupt
-from mmat.pipeline.pool_store import load_pool
+from mmat.store.pool_images import load_pool
 from mmat.pipeline.progress import ProgressBar
-from mmat.pipeline.rows import SEED_TABLES, seed_rows
+from mmat.store.rows import attribute_seed_calls, delete_partial_seeds, seed_rows
 from mmat.store.blobs import safe_suffix
 from mmat.store.runs import utcnow
+from mmat.store.schema import EMBED_DIM
 
 __all__ = ["SynthRequest", "SynthSummary", "SynthInterrupted", "run_synth", "preflight"]
 
@@ -131,7 +132,7 @@ class QueryFilter:
         self.threshold = threshold
         self.exclude = exclude
         self.lock = threading.Lock()
-        self.matrix = existing if existing is not None and len(existing) else np.zeros((0, 384), np.float32)
+        self.matrix = existing if existing is not None and len(existing) else np.zeros((0, EMBED_DIM), np.float32)
         self.vectors: dict[str, np.ndarray] = {}
         self.contaminated: set[str] = set()
 
@@ -183,25 +184,7 @@ def _benchmark_index(path: Path | None) -> NgramIndex | None:
 
 def _delete_partial_seeds(store, run_id: str, done: set[int]) -> None:
     """Rows of seeds that started but never got their 'done' marker (a kill mid-seed)."""
-    partial = [r["seed_idx"] for r in store.sql(
-        "SELECT DISTINCT seed_idx FROM tasks WHERE run_id = ?", [run_id]) if r["seed_idx"] not in done]
-    if not partial:
-        return
-    tasks = "SELECT task_id FROM tasks WHERE run_id = ? AND seed_idx = ?"
-    trajs = f"SELECT traj_id FROM trajectories WHERE task_id IN ({tasks})"
-    where = {
-        "steps": f"traj_id IN ({trajs})",
-        "verdicts": f"subject_id IN ({trajs}) OR subject_id IN ({tasks})",
-        "files": f"task_id IN ({tasks})",
-        "trajectories": f"task_id IN ({tasks})",
-        "query_embeddings": f"task_id IN ({tasks})",
-        "tasks": "run_id = ? AND seed_idx = ?",
-    }
-    for seed_idx in partial:
-        for table in SEED_TABLES:
-            pairs_of_params = where[table].count("?") // 2  # every nested select takes (run_id, seed_idx)
-            store.writer.execute(f"DELETE FROM {table} WHERE {where[table]}", [run_id, seed_idx] * pairs_of_params)
-    store.writer.flush()
+    delete_partial_seeds(store, run_id, done)
 
 
 def build_program(settings: Settings, request: SynthRequest, pool, dedup) -> Any:
@@ -341,6 +324,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
                              put_blob=lambda p: store.put_blob(p, safe_suffix(p)), verifier=settings.verifier_model)
             for table, table_rows in rows.tables.items():
                 store.writer.put(table, table_rows)
+            attribute_seed_calls(store, run_id, seed.index)  # query generation's calls name the seed's first task
             store.writer.flush()
             seed_outcomes = Counter(o for o in map(task_outcome, rows.tables.get("tasks", [])) if o)
             seed_outcomes["generated"] += rows.counts["generated"]

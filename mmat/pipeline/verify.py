@@ -110,11 +110,10 @@ def run_verify(settings: Settings, request: VerifyRequest, *, command: str = "mm
     import dspy
 
     from mmat.lm import check_model, configure_litellm
-    from mmat.pipeline.progress import ProgressBar
-    from mmat.pipeline.rows import task_verdict_rows, trajectory_verdict_rows
     from mmat.programs.synthesis import Synthesis
     from mmat.runtime import open_store
-    from mmat.store import LMCallRecorder
+    from mmat.store import LMCallRecorder, run_lifecycle
+    from mmat.store.rows import task_verdict_rows, trajectory_verdict_rows
     from mmat.tools.registry import REGISTRY
 
     started = time.monotonic()
@@ -131,40 +130,42 @@ def run_verify(settings: Settings, request: VerifyRequest, *, command: str = "mm
         groups: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault(row["task_id"], []).append(row)
-        run_id = store.start_run("verify", settings, command)
-        recorder = LMCallRecorder(store, run_id)
-        counts: Counter[str] = Counter()
-        failures: Counter[str] = Counter()
+        with run_lifecycle(store, "verify", settings, command, progress=progress) as run:
+            run_id = run.run_id
+            recorder = LMCallRecorder(store, run_id)
+            counts: Counter[str] = Counter()
+            failures: Counter[str] = Counter()
 
-        def verify(task_rows: list[dict[str, Any]]):
-            task = _task(store, task_rows[0])
-            # the task's run offered its agent these tools: every registered one, and any its trajectories list
-            tools = sorted({*REGISTRY, *(t for r in task_rows for t in (r["tools"] or []))})
-            with dspy.context(callbacks=[recorder]):
-                program.verify_task(task, tools, use_lm=model is not None)
-                runs = [(r["traj_id"], program.verify_trajectory(task, _trajectory_run(store, r), None, use_lm=model is not None))
-                        for r in task_rows if r["traj_id"] is not None]
-            return task_rows[0]["task_id"], task, runs
+            def verify(task_rows: list[dict[str, Any]]):
+                task = _task(store, task_rows[0])
+                # the task's run offered its agent these tools: every registered one, and any its trajectories list
+                tools = sorted({*REGISTRY, *(t for r in task_rows for t in (r["tools"] or []))})
+                with dspy.context(callbacks=[recorder]):
+                    program.verify_task(task, tools, use_lm=model is not None)
+                    runs = [(r["traj_id"], program.verify_trajectory(task, _trajectory_run(store, r), None, use_lm=model is not None))
+                            for r in task_rows if r["traj_id"] is not None]
+                return task_rows[0]["task_id"], task, runs
 
-        n_traj = sum(1 for r in rows if r["traj_id"] is not None)
-        with ProgressBar("verify", len(groups), progress) as bar, ThreadPoolExecutor(settings.concurrency) as pool:
-            for task_id, task, runs in pool.map(verify, groups.values()):
-                out = task_verdict_rows(task_id, task, model, salt=run_id)
-                counts["tasks_rejected_by_rules"] += int(not task.rules.passed)
-                counts["tasks_rejected_by_verifier"] += int(task.query_verdict is not None and not task.query_verdict.passed)
-                failures.update(f.check for f in task.rules.failures)
-                for traj_id, run in runs:
-                    out += trajectory_verdict_rows(traj_id, run, model, salt=run_id)
-                    counts["trajectories_rejected_by_rules"] += int(run.rejected_by_rules)
-                    counts["trajectories_correct"] += int(run.correct)
-                    counts["trajectories_rejected_by_verifier"] += int(run.verdict is not None and not run.verdict.passed)
-                    counts["unreadable"] += int(run.verdict_error is not None)
-                    failures.update(f.check for f in run.rules.failures)
-                store.writer.put("verdicts", out)
-                store.writer.flush()
-                bar.advance(f"rules rejected {counts['tasks_rejected_by_rules'] + counts['trajectories_rejected_by_rules']}")
+            n_traj = sum(1 for r in rows if r["traj_id"] is not None)
+            with run.progress("verify", len(groups)) as bar, ThreadPoolExecutor(settings.concurrency) as pool:
+                for task_id, task, runs in pool.map(verify, groups.values()):
+                    out = task_verdict_rows(task_id, task, model, salt=run_id)
+                    counts["tasks_rejected_by_rules"] += int(not task.rules.passed)
+                    counts["tasks_rejected_by_verifier"] += int(task.query_verdict is not None and not task.query_verdict.passed)
+                    failures.update(f.check for f in task.rules.failures)
+                    for traj_id, attempt in runs:
+                        out += trajectory_verdict_rows(traj_id, attempt, model, salt=run_id)
+                        counts["trajectories_rejected_by_rules"] += int(attempt.rejected_by_rules)
+                        counts["trajectories_correct"] += int(attempt.correct)
+                        counts["trajectories_rejected_by_verifier"] += int(attempt.verdict is not None
+                                                                           and not attempt.verdict.passed)
+                        counts["unreadable"] += int(attempt.verdict_error is not None)
+                        failures.update(f.check for f in attempt.rules.failures)
+                    store.writer.put("verdicts", out)
+                    store.writer.flush()
+                    bar.advance(f"rules rejected {counts['tasks_rejected_by_rules'] + counts['trajectories_rejected_by_rules']}")
 
-        summary = VerifySummary(run_id=run_id, verifier=model, tasks=len(groups), trajectories=n_traj, counts=dict(counts),
-                                rule_failures=dict(failures), seconds=time.monotonic() - started)
-        store.finish_run(run_id, "done", summary.model_dump(mode="json"))
+            summary = VerifySummary(run_id=run_id, verifier=model, tasks=len(groups), trajectories=n_traj, counts=dict(counts),
+                                    rule_failures=dict(failures), seconds=time.monotonic() - started)
+            run.summary = summary.model_dump(mode="json")
     return summary

@@ -187,6 +187,9 @@ class LMCallRecorder(BaseCallback):
             "error": _error_text(exception),
             "task_id": task_id,
             "seed_idx": p.attribution.seed_idx,
+            # made for the whole seed (query generation): the seed's first task takes it when the seed is
+            # written (mmat.store.rows.attribute_seed_calls); task_costs shares it over the seed's tasks
+            "seed_call": task_id is None and p.attribution.seed_idx is not None,
             "traj_id": traj_id,
             "step_idx": p.attribution.step_idx,
             "messages": p.messages,

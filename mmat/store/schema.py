@@ -344,3 +344,41 @@ FROM runs r LEFT JOIN k USING (run_id) LEFT JOIN t USING (run_id) LEFT JOIN s US
 WHERE k.run_id IS NOT NULL OR t.run_id IS NOT NULL;
 """
 MIGRATIONS.append(("009_attribution_and_views", _M009_ATTRIBUTION))
+
+# - runs.owner: "host pid start-ticks" of the process running it, so a row a killed process left `running`
+#   is marked failed by the next run (mmat.store.runs.mark_abandoned_runs) and shown failed by `mmat runs`.
+# - lm_calls.seed_call: a call made for a whole synth seed (query generation), before any task id existed.
+#   When the seed's rows are written its seed calls get the task_id of the seed's first task (the smallest
+#   task_id: a stable choice), so every stored synth call names a task; task_costs still shares their cost
+#   evenly over the seed's tasks. Calls of a seed that failed before making any task keep task_id NULL.
+_M010_OWNER_AND_SEED_CALLS = """
+ALTER TABLE runs ADD COLUMN owner VARCHAR;
+ALTER TABLE lm_calls ADD COLUMN seed_call BOOLEAN;
+UPDATE lm_calls SET seed_call = (task_id IS NULL AND seed_idx IS NOT NULL);
+UPDATE lm_calls SET task_id = (SELECT min(k.task_id) FROM tasks k
+                               WHERE k.run_id = lm_calls.run_id AND k.seed_idx = lm_calls.seed_idx)
+WHERE seed_call AND task_id IS NULL;
+
+CREATE OR REPLACE VIEW task_costs AS
+WITH own AS (
+    SELECT task_id, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+           sum(cost) AS cost
+    FROM lm_calls WHERE task_id IS NOT NULL AND NOT coalesce(seed_call, false) GROUP BY 1),
+seed AS (
+    SELECT run_id, seed_idx, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
+           sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
+    FROM lm_calls WHERE coalesce(seed_call, false) AND seed_idx IS NOT NULL GROUP BY 1, 2),
+per_seed AS (SELECT run_id, seed_idx, count(*) AS n FROM tasks GROUP BY 1, 2)
+SELECT k.task_id, k.run_id, k.seed_idx, k.status, k.reason_code,
+       coalesce(o.calls, 0) AS calls, coalesce(o.prompt_tokens, 0) AS prompt_tokens,
+       coalesce(o.completion_tokens, 0) AS completion_tokens, o.cost AS own_cost,
+       s.cost / p.n AS seed_share_cost,                      -- the seed's query generation, split evenly
+       coalesce(s.prompt_tokens, 0) / p.n AS seed_share_prompt_tokens,
+       CASE WHEN o.cost IS NULL AND s.cost IS NULL THEN NULL
+            ELSE coalesce(o.cost, 0) + coalesce(s.cost / p.n, 0) END AS cost
+FROM tasks k
+LEFT JOIN own o USING (task_id)
+LEFT JOIN seed s ON s.run_id = k.run_id AND s.seed_idx = k.seed_idx
+LEFT JOIN per_seed p ON p.run_id = k.run_id AND p.seed_idx = k.seed_idx;
+"""
+MIGRATIONS.append(("010_run_owner_and_seed_calls", _M010_OWNER_AND_SEED_CALLS))

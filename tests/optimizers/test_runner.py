@@ -7,7 +7,8 @@ import pytest
 
 from mmat.errors import ConfigError
 from mmat.lm import build_lm
-from mmat.optimizers import load_compiled, read_header, run_optimize
+from mmat.optimizers import load_compiled, read_header
+from mmat.pipeline.optimize import run_optimize
 from mmat.optimizers.compiled import CompiledHeader, save_compiled
 from mmat.optimizers.datasets import load_examples
 from mmat.optimizers.metrics import verifier_agreement

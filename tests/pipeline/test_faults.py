@@ -27,7 +27,7 @@ TOOLS = "inspect_file_as_text,visualizer"
 @pytest.fixture(scope="module")
 def pool_home(tmp_path_factory):
     """A home whose store already holds the builtin pool's caption embeddings (copied per test: fast)."""
-    from mmat.pipeline.pool_store import load_pool
+    from mmat.store.pool_images import load_pool
 
     home = tmp_path_factory.mktemp("pool_home")
     with open_store(load_settings(home=home)) as store:

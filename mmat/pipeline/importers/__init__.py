@@ -229,9 +229,14 @@ class _Writer:
         self.rows, self.pending = {}, 0
 
 
-def run_import(settings: Settings, fmt: str, path: Path, *, root: Path | None = None) -> ImportReport:
-    """Import ``path`` (a file, or an export folder for ``mmat``) in ``fmt``; returns what was imported and skipped."""
+def run_import(settings: Settings, fmt: str, path: Path, *, root: Path | None = None,
+               command: str | None = None) -> ImportReport:
+    """Import ``path`` (a file, or an export folder for ``mmat``) in ``fmt``; returns what was imported and skipped.
+
+    Recorded as an ``import`` run (one per format and source: importing again resumes it); a failure or
+    Ctrl-C midway is recorded with what was imported so far (flushed batches stay; a rerun skips them)."""
     from mmat.runtime import open_store
+    from mmat.store import run_lifecycle
 
     if fmt not in IMPORT_FORMATS:
         raise ConfigError(f"unknown import format '{fmt}': choose one of {', '.join(IMPORT_FORMATS)}.")
@@ -244,38 +249,37 @@ def run_import(settings: Settings, fmt: str, path: Path, *, root: Path | None = 
 
     mapping = {k: v for k, v in GTA_TOOL_MAP.items() if v} if fmt == "gta" else ({} if fmt == "mmat" else MAT_TOOL_MAP)
     tools = ToolNames(mapping)
-    with open_store(settings) as store:
-        run_id = store.start_run("import", {"format": fmt, "source": source}, f"mmat import {fmt} {path}",
-                                 run_id=content_id("run", "import", fmt, source))
-        report = ImportReport(fmt=fmt, source=source, run_id=run_id)
-        writer = _Writer(store, run_id, source, report)
-        try:
-            for index, item in _items(fmt, path, root, tools):
-                report.n_rows += 1
-                if isinstance(item, BadRow):
-                    report.bad.append((index, str(item)))
-                    continue
-                try:
-                    traj = item.trajectory if isinstance(item, ImportedPair) else item
-                    if fmt != "mmat":
-                        tools.count_unknown(set(traj.tools) | {c["name"] for s in traj.steps for c in s.tool_calls})
-                    if isinstance(item, ImportedPair):
-                        new = writer.pair(item)
-                        report.pairs += int(new)
-                    else:
-                        new = writer.trajectory(item)[2]
-                        report.trajectories += int(new)
-                except (OSError, ConfigError) as e:
-                    report.bad.append((index, str(e)))
-                    continue
-                report.already += int(not new)
-                if writer.pending >= FLUSH_EVERY:
-                    writer.flush()
+    with open_store(settings) as store, run_lifecycle(
+            store, "import", {"format": fmt, "source": source}, command or f"mmat import {fmt} {path}",
+            run_id=content_id("run", "import", fmt, source)) as run:
+        report = ImportReport(fmt=fmt, source=source, run_id=run.run_id)
+        writer = _Writer(store, run.run_id, source, report)
+
+        def flush() -> None:
             writer.flush()
-        except BaseException:
             report.unknown_tools, report.renamed_tools = dict(tools.unknown), dict(tools.renamed)
-            store.finish_run(run_id, "interrupted", report.summary())
-            raise
-        report.unknown_tools, report.renamed_tools = dict(tools.unknown), dict(tools.renamed)
-        store.finish_run(run_id, "done", report.summary())
+            run.summary = report.summary()  # what is stored so far: kept if the run fails later
+
+        for index, item in _items(fmt, path, root, tools):
+            report.n_rows += 1
+            if isinstance(item, BadRow):
+                report.bad.append((index, str(item)))
+                continue
+            try:
+                traj = item.trajectory if isinstance(item, ImportedPair) else item
+                if fmt != "mmat":
+                    tools.count_unknown(set(traj.tools) | {c["name"] for s in traj.steps for c in s.tool_calls})
+                if isinstance(item, ImportedPair):
+                    new = writer.pair(item)
+                    report.pairs += int(new)
+                else:
+                    new = writer.trajectory(item)[2]
+                    report.trajectories += int(new)
+            except (OSError, ConfigError) as e:
+                report.bad.append((index, str(e)))
+                continue
+            report.already += int(not new)
+            if writer.pending >= FLUSH_EVERY:
+                flush()
+        flush()
     return report

@@ -1,8 +1,9 @@
 """`mmat optimize`: compile one mmat program with a DSPy optimizer against a verifier-based metric.
 
 Steps: build the train/val sets from the store, score the program on val, compile it, score it again,
-save it (DSPy's JSON plus an mmat header), and record the run (``runs``, ``optimization_runs``; every
-LM call lands in ``lm_calls`` under the run). The function prints nothing: it returns an
+save it (DSPy's JSON plus an mmat header), and record the run (one ``runs`` row through the run
+lifecycle, an ``optimization_runs`` row; every LM call lands in ``lm_calls`` under the run). The pieces
+(programs, sets, metrics, compiled files) are in ``mmat.optimizers``; this module orchestrates them. The function prints nothing: it returns an
 ``OptimizeSummary`` for the CLI to print. DSPy's optimizers print their own progress; it goes to stderr
 with ``progress=True`` and nowhere otherwise, so stdout stays clean for scripting.
 
@@ -38,7 +39,7 @@ from mmat.optimizers.compiled import CompiledHeader, save_compiled, state_digest
 from mmat.optimizers.datasets import Sets, build_sets
 from mmat.optimizers.programs import ProgramEntry, get_program, role_model
 from mmat.optimizers.scoring import Scored, score_program
-from mmat.store.runs import settings_record, utcnow
+from mmat.store.runs import run_lifecycle, settings_record, utcnow
 
 __all__ = ["OptimizeSummary", "OptimizeRequest", "run_optimize", "OPTIMIZERS", "Optimizer", "Budget"]
 
@@ -108,23 +109,19 @@ def _dspy_output(progress: bool) -> Iterator[None]:
 
 
 class _Phase:
-    """One line of progress per phase on stderr (a rich bar while scoring)."""
+    """One line of progress per phase on stderr (the run's progress bar while scoring)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, run: Any):
+        self.run = run
+        self.enabled = run.show_progress
 
     @contextlib.contextmanager
     def scoring(self, label: str, total: int) -> Iterator[Any]:
         if not self.enabled:
             yield None
             return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True)) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda: bar.advance(task)
+        with self.run.progress(label, total) as bar:
+            yield bar.advance
 
     def say(self, text: str) -> None:
         if self.enabled:
@@ -284,37 +281,38 @@ def run_optimize(
     with open_store(settings) as store:
         sets = build_sets(store, program, settings=settings, trainset_sql=trainset_sql, valset_sql=valset_sql)
         opt_run_id = content_id("optimize", program, optimizer, model, utcnow().isoformat())
-        store.start_run("optimize", settings, command, run_id=opt_run_id)
         try:
-            compiled, before, after, initial = _optimize(store, settings, request, entry, sets, opt_run_id,
-                                                         _Phase(progress))
-            unchanged = state_digest(compiled.program) == initial
-            if unchanged and require_change:
-                raise ConfigError(
-                    f"the compiled {program} equals the input program (no demos or instructions changed; metric "
-                    f"{before.mean:.3f} -> {after.mean:.3f}): nothing saved to {request.out}. Select more training "
-                    "examples (--trainset), or try --optimizer mipro or gepa")
-            save_compiled(compiled.program, request.out, CompiledHeader(
-                mmat_version=mmat.__version__, program=program, module=compiled.program._mmat_name,
-                module_class=type(compiled.program).__name__, optimizer=optimizer, opt_run_id=opt_run_id,
-                metric_before=before.mean, metric_after=after.mean,
-            ))
-            summary = OptimizeSummary(
-                program=program, optimizer=optimizer, n_train=len(sets.train), n_val=len(sets.val),
-                metric_before=before.mean, metric_after=after.mean, out=request.out.resolve(), opt_run_id=opt_run_id,
-                val_from_train=sets.val_from_train, skipped=sets.skipped, seconds=time.monotonic() - started,
-                unchanged=unchanged, sha256=sha256_file(request.out),
-            )
-            store.writer.put("optimization_runs", [_run_row(settings, request, model, sets, summary)])
-            store.finish_run(opt_run_id, "done", summary.model_dump(mode="json"),
-                             settings_update={"compiled": {"path": str(summary.out), "sha256": summary.sha256}})
-        except KeyboardInterrupt:
-            store.finish_run(opt_run_id, "interrupted", {"program": program, "optimizer": optimizer})
-            raise
-        except BaseException as e:
-            store.finish_run(opt_run_id, "failed", {"program": program, "optimizer": optimizer,
-                                                    "error": f"{type(e).__name__}: {e}"[:2000]})
-            raise
+            with run_lifecycle(store, "optimize", settings, command, run_id=opt_run_id, progress=progress) as run:
+                run.summary = {"program": program, "optimizer": optimizer}
+                summary = _compile_and_save(store, settings, request, entry, sets, run, model, started, require_change)
+                run.summary = summary.model_dump(mode="json")
+                run.settings_update = {"compiled": {"path": str(summary.out), "sha256": summary.sha256}}
         finally:
             shutil.rmtree(settings.workspaces_dir / "optimize" / opt_run_id, ignore_errors=True)
+    return summary
+
+
+def _compile_and_save(store: Any, settings: Settings, request: OptimizeRequest, entry: ProgramEntry, sets: Sets, run: Any,
+                      model: str, started: float, require_change: bool) -> OptimizeSummary:
+    """Compile, refuse an unchanged result if asked, save the file and its ``optimization_runs`` row."""
+    program, optimizer, opt_run_id = request.program, request.optimizer, run.run_id
+    compiled, before, after, initial = _optimize(store, settings, request, entry, sets, opt_run_id, _Phase(run))
+    unchanged = state_digest(compiled.program) == initial
+    if unchanged and require_change:
+        raise ConfigError(
+            f"the compiled {program} equals the input program (no demos or instructions changed; metric "
+            f"{before.mean:.3f} -> {after.mean:.3f}): nothing saved to {request.out}. Select more training "
+            "examples (--trainset), or try --optimizer mipro or gepa")
+    save_compiled(compiled.program, request.out, CompiledHeader(
+        mmat_version=mmat.__version__, program=program, module=compiled.program._mmat_name,
+        module_class=type(compiled.program).__name__, optimizer=optimizer, opt_run_id=opt_run_id,
+        metric_before=before.mean, metric_after=after.mean,
+    ))
+    summary = OptimizeSummary(
+        program=program, optimizer=optimizer, n_train=len(sets.train), n_val=len(sets.val),
+        metric_before=before.mean, metric_after=after.mean, out=request.out.resolve(), opt_run_id=opt_run_id,
+        val_from_train=sets.val_from_train, skipped=sets.skipped, seconds=time.monotonic() - started,
+        unchanged=unchanged, sha256=sha256_file(request.out),
+    )
+    store.writer.put("optimization_runs", [_run_row(settings, request, model, sets, summary)])
     return summary

@@ -1,30 +1,54 @@
-"""Turn one seed's ``SeedResult`` into store rows (tasks, files, verdicts, trajectories, steps).
+"""Object <-> row mapping of what runs produce, and the cleanups that keep resume exact.
 
-IDs are content hashes of what made the row (run, seed, spec position, attempt), so redoing a seed
-after an interruption rewrites the same keys instead of adding new ones.
+- **Rows**: one seed's ``SeedResult`` (tasks, files, verdicts, trajectories, steps), one trajectory of
+  an eval sample or a preference walk, and verdict rows, collected in a :class:`RowBatch` and written
+  with :func:`write_batch`. IDs are content hashes of what made the row (run, seed, spec position,
+  attempt), so redoing a seed after an interruption rewrites the same keys instead of adding new ones.
+- **Per-seed tables** (:data:`SEED_TABLES`) and the cleanups a rerun does first:
+  :func:`delete_partial_seeds` (synth seeds without their done marker) and :func:`delete_unfinished_walks`
+  (prefs walks and pairs of tasks without theirs).
+- **Seed-level LM calls** (query generation, made before any task id exists) get the seed's first task
+  when the seed is written (:func:`attribute_seed_calls`).
+
+The program result types are read, never imported at run time: the store sits below the programs.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable
 
 from mmat.ids import content_id, task_id_for, traj_id_for
-from mmat.programs.rules import ExpectedAnswerCheck, RuleVerdict
-from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
 from mmat.store.reasons import reason_code
 from mmat.store.runs import utcnow
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mmat.programs.rules import ExpectedAnswerCheck, RuleVerdict
+    from mmat.programs.synthesis import SeedResult, TaskResult, TrajectoryResult
+    from mmat.store.db import Store
+
 __all__ = [
     "seed_rows", "trajectory_rows", "task_verdict_rows", "trajectory_verdict_rows", "rules_row", "expected_answer_row",
-    "task_id_for", "SeedRows", "SEED_TABLES",
+    "task_id_for", "RowBatch", "write_batch", "SEED_TABLES", "delete_partial_seeds", "delete_unfinished_walks",
+    "attribute_seed_calls",
 ]
 
-# Tables a seed writes, children first: deleting a half-written seed goes in this order.
-SEED_TABLES = ("steps", "verdicts", "files", "trajectories", "query_embeddings", "tasks")
+# Tables a seed writes, children first: deleting a half-written seed goes in this order. Each entry says
+# which of the seed's rows it holds; every nested select takes (run_id, seed_idx).
+_SEED_TASKS = "SELECT task_id FROM tasks WHERE run_id = ? AND seed_idx = ?"
+_SEED_TRAJS = f"SELECT traj_id FROM trajectories WHERE task_id IN ({_SEED_TASKS})"
+_SEED_ROWS = {
+    "steps": f"traj_id IN ({_SEED_TRAJS})",
+    "verdicts": f"subject_id IN ({_SEED_TRAJS}) OR subject_id IN ({_SEED_TASKS})",
+    "files": f"task_id IN ({_SEED_TASKS})",
+    "trajectories": f"task_id IN ({_SEED_TASKS})",
+    "query_embeddings": f"task_id IN ({_SEED_TASKS})",
+    "tasks": "run_id = ? AND seed_idx = ?",
+}
+SEED_TABLES = tuple(_SEED_ROWS)
 
 
 def _task_row(run_id: str, result: SeedResult, task_id: str, split: str, **fields: Any) -> dict[str, Any]:
@@ -50,8 +74,9 @@ def _rejected_spec_rows(run_id: str, result: SeedResult, split: str) -> list[dic
     ]
 
 
-class SeedRows:
-    """Accumulates rows per table; blobs are stored as they are met (idempotent, content-addressed)."""
+class RowBatch:
+    """Rows per table that are written together (a seed, an eval sample, a walk); blobs are stored as they
+    are met (idempotent, content-addressed)."""
 
     def __init__(self, put_blob: Callable[[Path], tuple[str, str]]):
         self.tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -62,7 +87,7 @@ class SeedRows:
         self.tables[table].append(row)
 
 
-def _file_rows(rows: SeedRows, task_id: str, task: TaskResult) -> None:
+def _file_rows(rows: RowBatch, task_id: str, task: TaskResult) -> None:
     for i, f in enumerate(task.files.files):
         rel, sha = rows.put_blob(Path(f.path))
         rows.add("files", {
@@ -132,7 +157,7 @@ def trajectory_verdict_rows(traj_id: str, run: TrajectoryResult, model: str | No
 
 
 def trajectory_rows(
-    rows: SeedRows, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str | None, *,
+    rows: RowBatch, run_id: str, task_id: str, run: TrajectoryResult, workspace: Path, verifier: str | None, *,
     traj_id: str | None = None, origin: str = "synth",
 ) -> str:
     """Rows of one trajectory (its steps, step images as blobs, its verdict); returns the traj_id.
@@ -178,11 +203,11 @@ def seed_rows(
     *,
     split: str,
     put_blob: Callable[[Path], tuple[str, str]],
-    embeddings: dict[str, np.ndarray],
+    embeddings: dict[str, "np.ndarray"],
     verifier: str,
-) -> SeedRows:
+) -> RowBatch:
     """All rows one seed produced. ``embeddings`` maps an accepted query to its vector (dedup index)."""
-    rows = SeedRows(put_blob)
+    rows = RowBatch(put_blob)
     for row in _rejected_spec_rows(run_id, result, split):
         rows.add("tasks", row)
     for task in result.tasks:
@@ -211,3 +236,46 @@ def seed_rows(
     rows.tables["tasks"] = list(unique.values())
     rows.counts.update(row["status"] for row in unique.values())
     return rows
+
+
+def write_batch(store: Store, batch: RowBatch | dict[str, list[dict[str, Any]]], *, flush: bool = True) -> None:
+    """Hand every table of ``batch`` to the store's writer (and flush: the rows are committed on return)."""
+    tables = batch.tables if isinstance(batch, RowBatch) else batch
+    for table, table_rows in tables.items():
+        if table_rows:
+            store.writer.put(table, table_rows)
+    if flush:
+        store.writer.flush()
+
+
+def delete_partial_seeds(store: Store, run_id: str, done: set[int]) -> list[int]:
+    """Delete the rows of this run's seeds that started but never got their 'done' marker (a kill mid-seed);
+    returns their indexes. Their LM calls stay: they were made and paid for."""
+    partial = [r["seed_idx"] for r in store.sql(
+        "SELECT DISTINCT seed_idx FROM tasks WHERE run_id = ?", [run_id]) if r["seed_idx"] not in done]
+    for seed_idx in partial:
+        for table, where in _SEED_ROWS.items():
+            store.writer.execute(f"DELETE FROM {table} WHERE {where}", [run_id, seed_idx] * (where.count("?") // 2))
+    if partial:
+        store.writer.flush()
+    return partial
+
+
+def delete_unfinished_walks(store: Store, run_id: str) -> None:
+    """Delete this prefs run's walks (trajectories, steps) and pairs of tasks a kill or a failure left without
+    their done mark in ``prefs_tasks``."""
+    unfinished = "task_id NOT IN (SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done')"
+    walks = f"SELECT traj_id FROM trajectories WHERE run_id = ? AND origin = 'prefs' AND {unfinished}"
+    store.writer.execute(f"DELETE FROM preference_pairs WHERE run_id = ? AND {unfinished}", [run_id, run_id])
+    store.writer.execute(f"DELETE FROM steps WHERE traj_id IN ({walks})", [run_id, run_id])
+    store.writer.execute(f"DELETE FROM trajectories WHERE traj_id IN ({walks})", [run_id, run_id])
+    store.writer.flush()
+
+
+def attribute_seed_calls(store: Store, run_id: str, seed_idx: int) -> None:
+    """Give the seed's seed-level LM calls (``seed_call``: query generation) still without a task the task_id
+    of the seed's first task (the smallest task_id, a stable choice); queued after the seed's rows, so it runs
+    once they are written. A seed that stored no task keeps its calls' task_id NULL."""
+    store.writer.execute(
+        "UPDATE lm_calls SET task_id = (SELECT min(task_id) FROM tasks WHERE run_id = ? AND seed_idx = ?) "
+        "WHERE run_id = ? AND seed_idx = ? AND seed_call AND task_id IS NULL", [run_id, seed_idx, run_id, seed_idx])
