@@ -247,13 +247,32 @@ def fresh_replies(round_no: int):
 
 def _lm_class():
     import dspy
+    from dspy.utils.callback import with_callbacks
+
+    from mmat.lm_gate import active_gate
 
     global _LMClass
     if _LMClass is None:
-        class MmatLM(dspy.LM):
-            """dspy.LM that honours ``fresh_replies`` (everything else is DSPy's)."""
+        # DSPy's call without its callback wrapper: through a gate the wrapper goes around all attempts (one
+        # lm_calls row per call, as without a gate) and this runs once per attempt.
+        send_once = dspy.BaseLM.__call__.__wrapped__
+        asend_once = dspy.BaseLM.acall.__wrapped__
 
-            def __call__(self, prompt=None, *, messages=None, **kwargs):
+        class MmatLM(dspy.LM):
+            """dspy.LM that honours ``fresh_replies`` and sends each request through the active LM gate
+            (``mmat.lm_gate.use_gate``): every attempt takes a slot, the gate retries (honouring
+            Retry-After), cached replies pass without one. Without a gate everything is DSPy's."""
+
+            @property
+            def num_retries(self) -> int:
+                # DSPy's retry loop reads this; inside a gated attempt the gate retries, so DSPy must not.
+                return 0 if _gated_attempt.get() else self.__dict__.get("_mmat_num_retries", 0)
+
+            @num_retries.setter
+            def num_retries(self, value: int) -> None:
+                self.__dict__["_mmat_num_retries"] = value
+
+            def _fresh(self, kwargs: dict[str, Any]) -> dict[str, Any]:
                 round_no = _fresh_round.get()
                 if round_no:
                     temperature = kwargs.get("temperature", self.kwargs.get("temperature"))
@@ -262,10 +281,76 @@ def _lm_class():
                         kwargs["rollout_id"] = base + round_no * _ROUND_STRIDE
                     else:
                         kwargs["cache"] = False
-                return super().__call__(prompt, messages=messages, **kwargs)
+                return kwargs
+
+            def __call__(self, prompt=None, *, messages=None, **kwargs):
+                kwargs = self._fresh(kwargs)
+                gate = active_gate()
+                if gate is None or _served_from_cache(self, prompt, messages, kwargs, asynchronous=False):
+                    return super().__call__(prompt, messages=messages, **kwargs)
+                first = gate.acquire()  # BudgetExhausted here: nothing sent, nothing recorded
+                token = _first_slot.set(first)
+                try:
+                    return self._through_gate(prompt, messages=messages, **kwargs)
+                finally:
+                    _first_slot.reset(token)
+                    first.refund()  # a no-op once the attempt ran
+
+            @with_callbacks
+            def _through_gate(self, prompt=None, *, messages=None, **kwargs):
+                first = _first_slot.get()
+                token = _gated_attempt.set(True)
+                try:
+                    return first.gate.attempts(lambda: send_once(self, prompt, messages=messages, **kwargs),
+                                               retries=self.__dict__.get("_mmat_num_retries", 0), first=first)
+                finally:
+                    _gated_attempt.reset(token)
+
+            async def acall(self, prompt=None, *, messages=None, **kwargs):
+                import asyncio
+
+                kwargs = self._fresh(kwargs)
+                gate = active_gate()
+                if gate is None or await asyncio.to_thread(_served_from_cache, self, prompt, messages, kwargs,
+                                                           asynchronous=True):
+                    return await super().acall(prompt, messages=messages, **kwargs)
+                first = await gate.aacquire()
+                token = _first_slot.set(first)
+                try:
+                    return await self._athrough_gate(prompt, messages=messages, **kwargs)
+                finally:
+                    _first_slot.reset(token)
+                    first.refund()
+
+            @with_callbacks
+            async def _athrough_gate(self, prompt=None, *, messages=None, **kwargs):
+                first = _first_slot.get()
+                token = _gated_attempt.set(True)
+                try:
+                    return await first.gate.aattempts(lambda: asend_once(self, prompt, messages=messages, **kwargs),
+                                                      retries=self.__dict__.get("_mmat_num_retries", 0), first=first)
+                finally:
+                    _gated_attempt.reset(token)
 
         _LMClass = MmatLM
     return _LMClass
+
+
+# Set while the gate runs a call's attempts (DSPy then makes one attempt each), and the slot the first takes.
+_gated_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar("mmat_gated_attempt", default=False)
+_first_slot: contextvars.ContextVar[Any] = contextvars.ContextVar("mmat_first_slot", default=None)
+
+
+def _served_from_cache(lm: Any, prompt: Any, messages: Any, kwargs: dict[str, Any], *, asynchronous: bool) -> bool:
+    """Would DSPy answer this call from its response cache (then nothing is sent and no slot is taken)?
+    Asked through DSPy's own request preparation and cache lookup, so the key is exactly the one the call uses."""
+    from dspy.clients.execution import _cached, prepare
+
+    try:
+        call = prepare(lm, prompt, messages, dict(kwargs), asynchronous=asynchronous)
+    except Exception:  # the call itself raises the same error; it sends nothing either way
+        return False
+    return _cached(lm, call, asynchronous) is not None
 
 
 _LMClass = None

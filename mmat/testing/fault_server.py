@@ -9,11 +9,15 @@ scripted role functions; a *plan* decides, per request, whether to answer or fai
 
 Faults: an HTTP status with the server's own error body (and an optional ``Retry-After``), a reply that
 arrives after ``delay_s`` (a timeout for a short client timeout), a body that is not JSON, a reply with
-an empty ``choices`` list, and a reply whose text fits no requested field. Errors use the OpenAI envelope
+an empty ``choices`` list, and a reply whose text fits no requested field. A rate limiter, as a hosted API
+or a loaded vLLM has one: with ``max_concurrent=N`` a chat request arriving while N are being answered gets
+429 with ``Retry-After: throttle_retry_after`` (seconds or an HTTP-date string). Latency is a number of
+seconds or a function drawing one per request. Errors use the OpenAI envelope
 (``{"error": {"message": ...}}``, as current vLLM answers). Requests for a model the server does not
 serve get a 404 naming the served ids, paths outside ``/v1`` a 404
 ``Not Found`` (as FastAPI answers). Every request is kept in ``server.requests`` (headers included, so a
-test can check which key was sent).
+test can check which key was sent), and every chat request's arrival, answer and status in
+``server.events`` (monotonic clock), with the most answered at once in ``server.peak_active``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any, Literal
 from mmat.testing import scripted
 from mmat.testing.dummy import format_chat, format_json, output_fields
 
-__all__ = ["Fault", "FaultServer", "Plan", "always", "fail_first", "fail_from", "fail_models", "SCRIPTED_ROLES"]
+__all__ = ["Fault", "FaultServer", "Plan", "always", "fail_first", "fail_from", "fail_models", "fail_numbers",
+           "SCRIPTED_ROLES"]
 
 Responder = Callable[[list[dict[str, Any]], list[str]], Mapping[str, Any]]
 SCRIPTED_ROLES: dict[str, Responder] = {"teacher": scripted.teacher, "verifier": scripted.verifier, "agent": scripted.agent}
@@ -42,11 +47,11 @@ class Fault:
     kind: Literal["status", "delay", "malformed", "empty_choices", "unparsable"]
     status: int = 500
     message: str = "internal server error"
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # seconds, or an HTTP-date string sent as it is
     delay_s: float = 0.0
 
     @classmethod
-    def status_code(cls, status: int, message: str | None = None, retry_after: float | None = None) -> Fault:
+    def status_code(cls, status: int, message: str | None = None, retry_after: float | str | None = None) -> Fault:
         default = {429: "rate limit exceeded: slow down", 500: "internal server error", 503: "server overloaded"}
         return cls("status", status=status, message=message or default.get(status, f"error {status}"), retry_after=retry_after)
 
@@ -87,15 +92,31 @@ def fail_models(models: set[str], fault: Fault) -> Plan:
     return always(fault, models)
 
 
+def fail_numbers(numbers: set[int], fault: Fault) -> Plan:
+    """A script: exactly the chat requests numbered in ``numbers`` (1-based) get ``fault``."""
+    return lambda n, model: fault if n in numbers else None
+
+
+def _retry_after_header(value: float | str | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    return {"Retry-After": value if isinstance(value, str) else f"{value:g}"}
+
+
 @dataclass
 class _State:
     served: list[str]
     responders: Mapping[str, Responder]
     plan: Plan | None
     structured_output: bool
-    latency_s: float
+    latency_s: float | Callable[[], float]
+    max_concurrent: int | None = None
+    throttle_retry_after: float | str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     chat_calls: int = 0
+    active: int = 0
+    peak_active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -161,23 +182,46 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("response_format") and not self.state.structured_output:
             self._error(400, "response_format is not supported by this server")
             return
-        with self.state.lock:
-            self.state.chat_calls += 1
-            number = self.state.chat_calls
+        state = self.state
+        with state.lock:
+            state.chat_calls += 1
+            number = state.chat_calls
+            event = {"n": number, "model": model, "arrived": time.monotonic(), "finished": None, "status": None}
+            state.events.append(event)
+            over = state.max_concurrent is not None and state.active >= state.max_concurrent
+            if not over:
+                state.active += 1
+                state.peak_active = max(state.peak_active, state.active)
+        if over:
+            event["status"] = 429
+            self._error(429, f"rate limit: at most {state.max_concurrent} concurrent requests",
+                        _retry_after_header(state.throttle_retry_after))
+            event["finished"] = time.monotonic()
+            return
+        try:
+            event["status"] = self._answer(body, model, number)
+        finally:
+            with state.lock:
+                state.active -= 1
+            event["finished"] = time.monotonic()
+
+    def _answer(self, body: dict[str, Any], model: str, number: int) -> int:
+        """Answer one admitted chat request (as the plan says); returns the HTTP status sent."""
         fault = self.state.plan(number, model) if self.state.plan else None
         if fault is not None and fault.kind == "status":
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            self._error(fault.status, fault.message, headers)
-            return
+            self._error(fault.status, fault.message, _retry_after_header(fault.retry_after))
+            return fault.status
+        latency = self.state.latency_s() if callable(self.state.latency_s) else self.state.latency_s
         if fault is not None and fault.kind == "delay":
             if self.state.stopping.wait(fault.delay_s):
-                return
-        elif self.state.latency_s and self.state.stopping.wait(self.state.latency_s):
-            return
+                return 0
+        elif latency and self.state.stopping.wait(latency):
+            return 0
         if fault is not None and fault.kind == "malformed":
             self._send(200, b"<html>this is not JSON", content_type="text/html")
-            return
+            return 200
         self._json(200, self._completion(body, model, fault))
+        return 200
 
     def _completion(self, body: dict[str, Any], model: str, fault: Fault | None) -> dict[str, Any]:
         reply = {"id": f"chatcmpl-{self.state.chat_calls}", "object": "chat.completion", "created": int(time.time()),
@@ -225,11 +269,16 @@ class FaultServer:
         responders: Mapping[str, Responder] | None = None,
         plan: Plan | None = None,
         structured_output: bool = True,
-        latency_s: float = 0.0,
+        latency_s: float | Callable[[], float] = 0.0,
+        max_concurrent: int | None = None,
+        throttle_retry_after: float | str | None = None,
     ):
         responders = dict(responders or SCRIPTED_ROLES)
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
         self.state = _State(served=list(served or responders), responders=responders, plan=plan,
-                            structured_output=structured_output, latency_s=latency_s)
+                            structured_output=structured_output, latency_s=latency_s, max_concurrent=max_concurrent,
+                            throttle_retry_after=throttle_retry_after)
         handler = type("FaultHandler", (_Handler,), {"state": self.state})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -256,11 +305,24 @@ class FaultServer:
     def chat_calls(self) -> int:
         return self.state.chat_calls
 
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Each chat request: n, model, arrived, finished (monotonic seconds), status (0: abandoned at stop)."""
+        with self.state.lock:
+            return [dict(e) for e in self.state.events]
+
+    @property
+    def peak_active(self) -> int:
+        """The most chat requests this server was answering at once (throttled ones not counted)."""
+        return self.state.peak_active
+
     def set_plan(self, plan: Plan | None) -> None:
         """Change the plan (e.g. heal the server before a rerun); the call counter starts again."""
         with self.state.lock:
             self.state.plan = plan
             self.state.chat_calls = 0
+            self.state.events = []
+            self.state.peak_active = self.state.active
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-server", daemon=True)
