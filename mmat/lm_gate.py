@@ -390,7 +390,7 @@ class LMGate:
         if seq <= self._cut_seq or self._limit >= self.concurrency:
             return
         self._good += 1
-        probing = self._ceiling is not None and self._limit + 1 >= self._ceiling
+        probing = self._ceiling is not None and self._limit + 1 == self._ceiling  # the step back to the throttled level
         if self._good < self._limit * (self._probe_windows if probing else 1):
             return
         self._good = 0

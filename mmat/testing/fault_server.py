@@ -130,6 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- replies -------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, content_type: str = "application/json", headers: Mapping[str, str] = {}) -> None:
+        self.replied_at = time.monotonic()  # before any byte goes out: the earliest the client can know
+        self._leave()  # a request is no longer being answered once its reply starts (the client may send the next)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -196,14 +198,20 @@ class _Handler(BaseHTTPRequestHandler):
             event["status"] = 429
             self._error(429, f"rate limit: at most {state.max_concurrent} concurrent requests",
                         _retry_after_header(state.throttle_retry_after))
-            event["finished"] = time.monotonic()
+            event["finished"] = self.replied_at
             return
+        self.replied_at, self._active = None, True
         try:
             event["status"] = self._answer(body, model, number)
         finally:
-            with state.lock:
-                state.active -= 1
-            event["finished"] = time.monotonic()
+            self._leave()
+            event["finished"] = self.replied_at or time.monotonic()
+
+    def _leave(self) -> None:
+        if getattr(self, "_active", False):
+            self._active = False
+            with self.state.lock:
+                self.state.active -= 1
 
     def _answer(self, body: dict[str, Any], model: str, number: int) -> int:
         """Answer one admitted chat request (as the plan says); returns the HTTP status sent."""
@@ -307,7 +315,8 @@ class FaultServer:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        """Each chat request: n, model, arrived, finished (monotonic seconds), status (0: abandoned at stop)."""
+        """Each chat request: n, model, arrived, finished (when its reply started; monotonic seconds), status
+        (0: abandoned at stop)."""
         with self.state.lock:
             return [dict(e) for e in self.state.events]
 
