@@ -265,7 +265,9 @@ class SandboxCgroup:
             return 0
         name = "memory.events" if self.memory_kind == "cgroup2" else "memory.oom_control"
         try:
-            for line in Path(self.memory_dir, name).read_text().splitlines():
+            if name not in self._fds:  # kept open: read twice per step
+                self._fds[name] = os.open(f"{self.memory_dir}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            for line in os.pread(self._fds[name], 4096, 0).decode().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value)

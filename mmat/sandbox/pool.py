@@ -12,6 +12,8 @@ warm.py) and hands one to each ``acquire(workspace, tools=...)``, which returns 
   one; acquire() never waits for it: with none ready (or other limits than the pool's) the
   sandbox is started cold, exactly as ``Sandbox(...)`` would.
 * **Thread-safe.** Any number of threads may acquire at once.
+* **Forks too.** ``Sandbox.fork()`` of a pooled sandbox (preference pairs) takes its fresh worker
+  from the same pool.
 * **No leaks.** close() (also at interpreter exit, Ctrl-C included) kills every warm worker and
   removes its cgroups, mounts and directories; a sandbox already handed out is its owner's to close.
   If the process is killed outright, the launchers kill their sandboxes when their pipes close and
@@ -103,10 +105,12 @@ class SandboxPool:
             else:
                 with self._cond:
                     self.stats["warm"] += 1
+                sandbox.pool = self
                 return sandbox
         sandbox = Sandbox(workspace, tools=tools, limits=limits, seed=seed)
         with self._cond:
             self.stats["cold"] += 1
+        sandbox.pool = self
         return sandbox
 
     def ready(self) -> int:

@@ -72,6 +72,8 @@ class ExitInfo:
 
 
 _LAUNCHER_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+# How long the parent waits for the zygote to fork a launcher (it takes milliseconds).
+_ZYGOTE_ANSWER_S = 30.0
 
 
 class Launcher:
@@ -104,7 +106,9 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 raise TimeoutError(f"the sandbox launcher did not exit within {timeout} s") from None
         if self._pidfd is not None and not self._exited:
-            if not _wait_fd(self._pidfd, select.POLLIN, 1e9 if timeout is None else timeout):
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            if not poller.poll(None if timeout is None else max(0.0, timeout) * 1000):  # readable: it exited
                 raise TimeoutError(f"the sandbox launcher did not exit within {timeout} s")
             self._exited = True
         return 0
@@ -130,7 +134,6 @@ class Launcher:
             if self._exited:  # a pidfd of a live launcher stays: kill() and wait() still need it
                 os.close(self._pidfd)
                 self._pidfd = None
-                self._exited = True
 
     def __del__(self) -> None:
         if getattr(self, "_pidfd", None) is not None:
@@ -163,6 +166,7 @@ class _Zygote:
         finally:
             child_end.close()
         self.sock = parent_end
+        self.sock.settimeout(_ZYGOTE_ANSWER_S)  # a zygote that stops answering is replaced, never waited on forever
         self.owner = os.getpid()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         code = launcher_source()

@@ -4,8 +4,8 @@ Isolation, exactly (Linux; built from namespaces, cgroups, rlimits and seccomp, 
 ("root mode") or, for any other user, inside a new user namespace ("rootless mode"); the README's
 sandbox section says what differs between the two (mmat.sandbox.modes picks one):
 
-* **Process and namespaces.** The parent starts ``_launcher.py`` (root), which unshares mount,
-  network, IPC, UTS and PID namespaces. The sandbox's PID 1 is a tiny init; the worker is PID 2 and
+* **Process and namespaces.** A launcher (``_launcher.py``, forked by the parent's pre-imported
+  zygote) unshares mount, network, IPC, UTS and PID namespaces. The sandbox's PID 1 is a tiny init; the worker is PID 2 and
   sees only the processes of its own sandbox (``/proc`` mounted with ``hidepid=2``).
 * **No network.** A fresh network namespace has only ``lo``, and it is down: no route to the host's
   127.0.0.1 or anywhere else. ``/proc/net/*`` shows only ``lo``; ``/sys`` is not mounted. seccomp
@@ -18,8 +18,11 @@ sandbox section says what differs between the two (mmat.sandbox.modes picks one)
   ``/dev/{null,zero,full,random,urandom}``; ``/proc`` of its own PID namespace. The host root is detached after ``pivot_root``. Host ``/etc``, ``/root``,
   the repository, ``MMAT_HOME`` and the host ``/tmp`` do not exist inside. All binds are
   nosuid,nodev. Input files are copied into the workspace.
-* **Identity.** The worker runs as its own random uid/gid (no supplementary groups), with an empty
-  capability bounding set and no_new_privs, so it cannot regain root through setuid binaries.
+* **Identity.** The worker runs as its own random uid/gid (no supplementary groups), with every
+  capability set empty (bounding, permitted, effective, inheritable, ambient) and no_new_privs, so
+  it cannot regain root through setuid binaries. It is a fork of the launcher, not an exec: the
+  launcher has already imported what the worker needs, and the worker's code runs from its pristine
+  source as ``__main__``.
 * **Environment.** Built from scratch (``runtime.sandbox_env``): PATH, HOME=/workspace, LANG,
   TZ, cache dirs in /tmp, one thread per math library. Nothing is inherited from the parent.
   Python starts with ``-I -S -B``; mmat itself is not importable inside.
@@ -201,6 +204,7 @@ class Sandbox:
         self._lock = threading.RLock()
         self._closed = False
         self._owns_workspace = False
+        self.pool: Any = None  # the SandboxPool this sandbox came from (fork() takes its workers from it too)
         self._holder: list[WorkerProcess | None] = [None]
         # root mode: the quota holds during each step (a tmpfs over the workspace; see quota.py)
         self._quota: list[WorkspaceTmpfs | None] = [None]
@@ -257,7 +261,11 @@ class Sandbox:
             dst.mkdir(parents=True, exist_ok=True)
             wsp.copy_tree(self.workspace, dst)  # through fds: a live worker may be swapping entries
             try:
-                child = Sandbox(dst, tools=fork_tools, limits=self.limits, seed=self.seed)
+                pool = self.pool
+                if pool is not None and not pool.closed:  # a warm worker for the fork too, when one is ready
+                    child = pool.acquire(dst, tools=fork_tools, seed=self.seed, limits=self.limits)
+                else:
+                    child = Sandbox(dst, tools=fork_tools, limits=self.limits, seed=self.seed)
             except BaseException:
                 if own:
                     shutil.rmtree(dst, ignore_errors=True)

@@ -15,10 +15,16 @@ warning made an error, and zip containers (zip, docx, xlsx, pptx, nested ones to
 member count, total uncompressed size and compression ratio from their central directories --
 Python's zipfile, which every converter here uses, never inflates a member past its declared size.
 
-The child runs as the parent's user (root under the root sandbox): dropping to another uid would
-stop lazily loaded parts of the libraries (pdfminer's CMaps, magika's model) from reading their
-package files, which live under root's 0700 home on this machine. What bounds it is the process
-boundary, the limits and the fact that it is handed bytes only.
+The child keeps the parent's uid (root under the root sandbox): dropping to another uid would stop
+lazily loaded parts of the libraries (pdfminer's CMaps, magika's model) from reading their package
+files, which live under root's 0700 home on this machine. What it does drop, before it looks at a
+byte (``_confine``): every capability (a root child keeps only an owner's access to root's own
+files: no DAC override, chown, kill of other users, mount, ptrace...), privileges for good
+(no_new_privs), the network (the sandbox's seccomp filter: sockets other than AF_UNIX fail, and
+mount, ptrace, bpf, io_uring, keyctl... too), and the parent's environment (the forkserver keeps
+only PATH, HOME, TMPDIR, TZ and the locale, so no API key reaches a decoder's ``os.environ``).
+What still holds it otherwise is the process boundary, the limits and the fact that it is handed
+bytes only: it can read what the parent's user can read.
 """
 
 from __future__ import annotations
@@ -85,8 +91,41 @@ def _vm_size() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+# What of the parent's environment the forkserver (and so every decoder) keeps.
+_ENV_KEPT = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "LC_CTYPE")
+_seccomp_prog: bytes | None = None  # the sandbox's filter, compiled in the forkserver (see _preload)
+
+
+def _confine() -> None:
+    """In the child, before any decoding: no capabilities, no new privileges, no network (seccomp)."""
+    import ctypes
+    import struct
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+    def check(ret: int, what: str) -> None:
+        if ret != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    pr_capbset_drop, pr_set_no_new_privs, pr_set_seccomp, pr_cap_ambient = 24, 38, 22, 47
+    for cap in range(64):  # needs CAP_SETPCAP (root); an unprivileged parent has nothing to drop
+        if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+            break
+    libc.prctl(pr_cap_ambient, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    check(libc.capset(ctypes.c_char_p(header), ctypes.create_string_buffer(24)), "capset")
+    check(libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "no_new_privs")
+    if _seccomp_prog is not None:
+        buf = ctypes.create_string_buffer(_seccomp_prog)
+        prog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", len(_seccomp_prog) // 8, ctypes.addressof(buf)))
+        check(libc.prctl(pr_set_seccomp, 2, ctypes.addressof(prog), 0, 0), "seccomp")
+
+
 def _child(conn: Any, job: str, args: tuple[Any, ...], memory_mb: int, cpu_s: int) -> None:
     try:
+        _confine()
         budget = _vm_size() + memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
@@ -177,17 +216,48 @@ def _audio_job(data: bytes, suffix: str) -> tuple[Any, int]:
     return samples.mean(axis=1), rate
 
 
-_JOBS = {"image": _image_job, "document": _document_job, "audio": _audio_job}
+def _probe_job() -> dict[str, Any]:
+    """What a decoder child is left with (for tests and diagnostics): capability sets, no_new_privs,
+    seccomp mode, environment names, and whether an AF_INET socket can be created (no traffic)."""
+    import socket
+
+    status = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.startswith("Cap") or key in ("NoNewPrivs", "Seccomp", "Uid"):
+                status[key] = value.strip()
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        inet = "created"
+    except OSError as e:
+        inet = errno_name(e.errno)
+    return {"status": status, "env": sorted(os.environ), "inet_socket": inet}
+
+
+def errno_name(number: int | None) -> str:
+    import errno
+
+    return errno.errorcode.get(number or 0, str(number))
+
+
+_JOBS = {"image": _image_job, "document": _document_job, "audio": _audio_job, "probe": _probe_job}
 
 
 def _preload() -> None:
-    """Run in the forkserver once: import the decoders so each child starts warm."""
-    global _markitdown
+    """Run in the forkserver once: import the decoders so each child starts warm, compile the
+    seccomp filter the children install, and keep only the harmless part of the environment."""
+    global _markitdown, _seccomp_prog
     from markitdown import MarkItDown
     from PIL import Image
 
+    from mmat.sandbox.seccomp import seccomp_program
+
     Image.init()
     _markitdown = MarkItDown(enable_plugins=False)
+    _seccomp_prog = seccomp_program()
+    for key in [k for k in os.environ if k not in _ENV_KEPT]:
+        del os.environ[key]
 
 
 # --- archive bounds -------------------------------------------------------------------------------

@@ -313,6 +313,30 @@ class TestHostileCode:
         assert r.stdout == "True\n"
         alive(sandbox)
 
+    def test_no_capability_survives_the_fork_of_the_worker(self, sandbox):
+        """The worker is forked from its (privileged) launcher, not exec'd: every capability set must
+        still be empty, in both modes, in the worker and in what it starts."""
+        code = (
+            "import subprocess\n"
+            "caps = [l for l in open('/proc/self/status') if l.startswith('Cap')]\n"
+            "print(''.join(caps), end='')\n"
+            "print(subprocess.run(['grep', '^Cap', '/proc/self/status'], capture_output=True, text=True).stdout, end='')"
+        )
+        lines = sandbox.run(code).stdout.splitlines()
+        assert len(lines) == 10, lines
+        assert all(line.split()[1] == "0000000000000000" for line in lines), lines
+        r = sandbox.run("import os\nos.setgid(0)")
+        assert r.error is not None and r.error.type in ("PermissionError", "OSError")
+        alive(sandbox)
+
+    def test_no_host_path_in_the_command_lines(self, sandbox):
+        r = sandbox.run(
+            "import glob\nfor p in sorted(glob.glob('/proc/[0-9]*/cmdline')):\n"
+            "    try:\n        print(open(p, 'rb').read())\n    except OSError:\n        pass"
+        )
+        assert r.stdout and "mmat/sandbox" not in r.stdout and "_launcher" not in r.stdout, r.stdout
+        alive(sandbox)
+
     # --- kernel interfaces -------------------------------------------------------------------------
     def test_ctypes_calls(self, sandbox):
         code = (

@@ -259,3 +259,21 @@ def test_codeagent_takes_its_sandbox_from_the_shared_pool(tmp_path, mmat_home):
         assert shared_pool(Settings(home=mmat_home, sandbox_pool=0)) is None
     finally:
         close_shared_pools()
+
+
+def test_a_fork_of_a_pooled_sandbox_takes_a_warm_worker_too(tmp_path, mmat_home):
+    with SandboxPool(2, limits=FAST, places=tmp_path) as pool:
+        assert pool.wait_ready(timeout_s=30), pool.last_error
+        ws = _workspace(tmp_path, "parent")
+        with pool.acquire(ws, tools=FakeTools(ws)) as sb:
+            sb.run("total = add(2, 3)\nopen('notes.txt', 'w').write('kept')")
+            assert pool.wait_ready(timeout_s=30), pool.last_error
+            child = sb.fork()
+            try:
+                assert child.events[0].get("pooled") is True and child.pool is pool
+                assert child.run("print(total, open('notes.txt').read(), open('task.txt').read())").stdout == "5 kept files of parent\n"
+                child.run("open('only_in_fork.txt', 'w').write('x')")
+                assert not (ws / "only_in_fork.txt").exists()
+            finally:
+                child.close()
+        assert pool.stats["warm"] == 2
