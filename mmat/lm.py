@@ -1,10 +1,12 @@
 """Build ``dspy.LM`` objects from litellm model strings, and register mmat's in-process providers.
 
 Model strings are litellm strings everywhere: ``openai/gpt-4o-mini``, ``anthropic/...``,
-``hosted_vllm/...`` with an api_base, ``ollama/...``. mmat adds two litellm custom providers:
-``local/...`` (embedded and fine-tuned models, in-process, JSON-schema constrained) and ``dummy/...``
-(scripted test models, ``mmat.testing.DummyLM``). No code path special-cases a vendor: every model
-goes through the same ``build_lm``, DSPy adapters, cache and callbacks.
+``hosted_vllm/...`` with an api_base, ``ollama/...``. More providers join through ``register_provider``
+(a litellm ``CustomLLM`` plus the ``ModelCapabilities`` of its models): mmat registers ``local/...``
+(embedded and fine-tuned models, in-process, JSON-schema constrained) itself; ``mmat.testing`` registers
+``dummy/...`` (scripted test models) when imported, and a user's plug-in (``mmat.plugins``) registers its
+own the same way. No code path special-cases a vendor: programs ask ``capabilities(model)`` what a model
+can do, and every model goes through the same ``build_lm``, DSPy adapters, cache and callbacks.
 
 Bad input fails here, before any call, with one line that names the fix (``ModelUnavailableError``).
 """
@@ -17,6 +19,8 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -32,6 +36,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 __all__ = [
     "configure_litellm",
     "register_providers",
+    "register_provider",
+    "registered_providers",
+    "capabilities",
+    "ModelCapabilities",
+    "ModelProvider",
     "build_lm",
     "teacher",
     "check_model",
@@ -49,7 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LOCAL, DUMMY = "local", "dummy"
+LOCAL = "local"  # the built-in in-process provider (mmat.local)
 # Providers that talk to a server the user runs: they need an api_base (default shown in the fix).
 SERVER_PROVIDERS: dict[str, str] = {
     "hosted_vllm": "http://localhost:8000/v1",
@@ -77,7 +86,7 @@ _CONNECT_TIMEOUT_S = 1.5
 _ZERO_COST = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0, "mode": "chat"}
 
 _lock = threading.RLock()
-_providers_registered = False
+_builtins_registered = False
 _registered_models: dict[str, bool] = {}  # model -> supports_response_schema as registered
 _cache_dir: Path | None = None
 
@@ -120,41 +129,179 @@ def _point_dspy_cache(settings: Settings) -> None:
     _cache_dir = target
 
 
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What a model can do, as its provider declares it. Programs ask this (``capabilities(model)``)
+    instead of reading the provider prefix of a model string.
+
+    - ``in_process``: answered in this process: no API key or server to check, never retried (a failure
+      there is not transient).
+    - ``native_structured``: replies come in the format the DSPy adapter asks for without a probe
+      (``structured_mode`` is ``native``); without it the ``structured_output`` probe decides.
+    - ``constrained_decoding``: decoding is constrained to the JSON schema the adapter sends, so programs
+      run it under DSPy's JSONAdapter (a native-structured model without it gets the ChatAdapter).
+    - ``field_patterns``: it honours per-field regexes sent as ``mmat.local.FIELD_PATTERNS_PARAM`` (the
+      agent's one-tool-call action grammar needs them).
+    - ``action_grammar_by_default``: left free it writes prose where code is asked for, so
+      ``agent_action_grammar = auto`` constrains it (the embedded 135M model and adapters built on it).
+    - ``images``: it sees images in messages. ``None`` in a declaration means "ask litellm"
+      (``litellm.supports_vision``); ``capabilities()`` always answers True or False.
+    """
+
+    in_process: bool = False
+    native_structured: bool = False
+    constrained_decoding: bool = False
+    field_patterns: bool = False
+    action_grammar_by_default: bool = False
+    images: bool | None = None
+
+
+Capabilities = ModelCapabilities | Callable[[str, "Settings | None"], ModelCapabilities]
+Prepare = Callable[[str, Settings], tuple[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ModelProvider:
+    """A registered model provider: the litellm ``CustomLLM`` that answers ``<name>/...`` model strings,
+    the capabilities of its models (fixed, or ``f(model, settings)``), and ``prepare(model, settings)``:
+    the offline check of a model string before any call (raise ``ModelUnavailableError`` with the fix),
+    returning the canonical model string and extra ``dspy.LM`` keyword arguments."""
+
+    name: str
+    handler: Any
+    capabilities: Capabilities
+    prepare: Prepare | None = None
+
+    def capabilities_of(self, model: str, settings: Settings | None) -> ModelCapabilities:
+        declared = self.capabilities
+        return declared(model, settings) if callable(declared) else declared
+
+    def prepared(self, model: str, settings: Settings) -> tuple[str, dict[str, Any]]:
+        return self.prepare(model, settings) if self.prepare is not None else (model, {})
+
+
+_providers: dict[str, ModelProvider] = {}
+
+
+def register_provider(name: str, handler: Any, *, capabilities: Capabilities,
+                      prepare: Prepare | None = None) -> ModelProvider:
+    """Make ``<name>/...`` model strings reach ``handler`` (a ``litellm.CustomLLM``) with the given
+    capabilities; the public hook for providers from plug-ins (``mmat.plugins``). Registering a name
+    again replaces it; other entries of ``litellm.custom_provider_map`` are kept."""
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ValueError(f"a provider name is a non-empty string without '/', got {name!r}")
+    if not (isinstance(capabilities, ModelCapabilities) or callable(capabilities)):
+        raise TypeError(f"capabilities of provider {name!r} must be a ModelCapabilities or a function of (model, settings)")
+    provider = ModelProvider(name, handler, capabilities, prepare)
+    with _lock:
+        litellm = _quiet_litellm()
+        kept = [p for p in litellm.custom_provider_map if p.get("provider") != name]
+        litellm.custom_provider_map = [*kept, {"provider": name, "custom_handler": handler}]
+        litellm.utils.custom_llm_setup()
+        _providers[name] = provider
+    return provider
+
+
+def registered_providers() -> dict[str, ModelProvider]:
+    """The providers registered through ``register_provider``, by name."""
+    with _lock:
+        return dict(_providers)
+
+
+def _local_capabilities(model: str, settings: Settings | None) -> ModelCapabilities:
+    from mmat.local.registry import embedded_based
+
+    return ModelCapabilities(in_process=True, native_structured=True, constrained_decoding=True, field_patterns=True,
+                             action_grammar_by_default=embedded_based(model, settings))
+
+
+def _local_prepare(model: str, settings: Settings) -> tuple[str, dict[str, Any]]:
+    from mmat.local.provider import HOME_PARAM
+    from mmat.local.registry import resolve_local
+
+    resolve_local(model, settings)
+    model = _normalize_local(model)
+    register_model_info(model)
+    return model, {HOME_PARAM: str(settings.home.resolve())}
+
+
 def register_providers() -> None:
-    """Register the ``local`` and ``dummy`` custom providers and the embedded models' info (idempotent;
-    other entries of ``litellm.custom_provider_map`` are kept). Touches no files."""
-    global _providers_registered
+    """Register mmat's built-in ``local`` provider and the embedded models' info (idempotent; other
+    providers and entries of ``litellm.custom_provider_map`` are kept). Touches no files."""
+    global _builtins_registered
     from mmat.local.registry import LOCAL_MODELS
 
     with _lock:
-        litellm = _quiet_litellm()
-        if not _providers_registered:
+        if not _builtins_registered:
             from mmat.local.provider import LocalProvider
-            from mmat.testing.dummy import DummyProvider
 
-            handlers = {LOCAL: LocalProvider(), DUMMY: DummyProvider()}
-            kept = [p for p in litellm.custom_provider_map if p.get("provider") not in handlers]
-            litellm.custom_provider_map = kept + [{"provider": p, "custom_handler": h} for p, h in handlers.items()]
-            litellm.utils.custom_llm_setup()
-            _providers_registered = True
+            register_provider(LOCAL, LocalProvider(), capabilities=_local_capabilities, prepare=_local_prepare)
+            _builtins_registered = True
         for name in LOCAL_MODELS:
             register_model_info(f"{LOCAL}/{name}")
 
 
 def configure_litellm(settings: Settings | None = None) -> None:
-    """Idempotent global setup: offline price map, quiet logs, the ``local``/``dummy`` providers, their
-    model info, and DSPy's disk cache under ``settings.cache_dir / "dspy"`` (re-pointed when the home changes)."""
+    """Idempotent global setup: offline price map, quiet logs, the built-in ``local`` provider and its
+    model info, plug-ins (``mmat.plugins``: they may register providers), and DSPy's disk cache under
+    ``settings.cache_dir / "dspy"`` (re-pointed when the home changes)."""
+    from mmat.plugins import load_plugins
+
+    load_plugins()  # before taking the lock: a plug-in registering a provider takes it too
     with _lock:
         register_providers()
         _point_dspy_cache(settings or load_settings())
 
 
-def provider_of(model: str) -> str:
-    """The provider a litellm model string routes to (``local``, ``dummy``, ``openai``, ...)."""
+def _registered(prefix: str) -> ModelProvider | None:
+    with _lock:
+        found = _providers.get(prefix)
+    if found is None and prefix:
+        if prefix == LOCAL:
+            register_providers()
+        else:
+            from mmat.plugins import load_plugins
+
+            load_plugins()  # a provider from a plug-in not loaded yet (a Python caller that skipped configure)
+        with _lock:
+            found = _providers.get(prefix)
+    return found
+
+
+def capabilities(model: str, settings: Settings | None = None) -> ModelCapabilities:
+    """What ``model`` can do (see ``ModelCapabilities``): its provider's declaration, or for litellm's
+    own providers a server/API model whose image support litellm knows (``supports_vision``).
+    An unknown model string is a ModelUnavailableError."""
+    provider = _registered(_prefix(model))
+    if provider is None:
+        provider_of(model)  # unknown to litellm too: raises with the fix
+        declared = ModelCapabilities()
+    else:
+        declared = provider.capabilities_of(model, settings)
+    if declared.images is None:
+        declared = replace(declared, images=_litellm_vision(model))
+    return declared
+
+
+def _litellm_vision(model: str) -> bool:
+    litellm = _quiet_litellm()
+    try:
+        return bool(litellm.supports_vision(model=model))
+    except (ValueError, KeyError, TypeError) as e:  # litellm's lookup of an unknown provider string
+        log.debug("supports_vision(%s) failed (%s); treating it as text-only", model, e)
+        return False
+
+
+def _prefix(model: str) -> str:
     if not isinstance(model, str) or not model.strip():
         raise ModelUnavailableError(_unknown(str(model)))
-    prefix = model.split("/", 1)[0] if "/" in model else ""
-    if prefix in (LOCAL, DUMMY):
+    return model.split("/", 1)[0] if "/" in model else ""
+
+
+def provider_of(model: str) -> str:
+    """The provider a litellm model string routes to (``local``, ``openai``, a registered plug-in's, ...)."""
+    prefix = _prefix(model)
+    if _registered(prefix) is not None:
         return prefix
     litellm = _quiet_litellm()
     try:
@@ -187,14 +334,12 @@ def _missing_keys(model: str, provider: str, api_base: str | None) -> list[str]:
 
 
 def _preflight(model: str, settings: Settings, opts: dict[str, Any]) -> str:
-    """Offline checks; returns the provider. Raises ModelUnavailableError with the fix."""
+    """Offline checks; returns the provider. Raises ModelUnavailableError with the fix. A registered
+    provider checks its own model strings (``prepare``); litellm's need their key or server address."""
     provider = provider_of(model)
-    if provider == LOCAL:
-        from mmat.local.registry import resolve_local
-
-        resolve_local(model, settings)
-        return provider
-    if provider == DUMMY:
+    registered = _registered(provider)
+    if registered is not None:
+        registered.prepared(model, settings)
         return provider
     api_base = _api_base_for(provider, settings, opts)
     if provider in SERVER_PROVIDERS and not api_base:
@@ -359,9 +504,10 @@ _LMClass = None
 def build_lm(model: str, *, settings: Settings | None = None, **opts: Any):
     """A ``dspy.LM`` for any litellm model string, configured from ``settings`` (``opts`` override).
 
-    Passes temperature, max_tokens, num_retries and (for OpenAI-compatible providers) api_base. Local and
-    dummy models never retry (a failure there is not transient) and carry MMAT_HOME so the provider finds
-    the converted weights under it.
+    Passes temperature, max_tokens, num_retries and (for OpenAI-compatible providers) api_base. A
+    registered provider's ``prepare`` gives the canonical model string and its extra arguments (local
+    models carry MMAT_HOME so the provider finds the converted weights under it); in-process models never
+    retry (a failure there is not transient).
     """
     import dspy
 
@@ -373,13 +519,11 @@ def build_lm(model: str, *, settings: Settings | None = None, **opts: Any):
         "max_tokens": settings.max_tokens,
         "num_retries": settings.num_retries,
     }
-    if provider == LOCAL:
-        from mmat.local.provider import HOME_PARAM
-
-        model = _normalize_local(model)
-        register_model_info(model)
-        kwargs.update(num_retries=0, **{HOME_PARAM: str(settings.home.resolve())})
-    elif provider == DUMMY:
+    registered = _registered(provider)
+    if registered is not None:
+        model, extra = registered.prepared(model, settings)
+        kwargs.update(extra)
+    if registered is not None and registered.capabilities_of(model, settings).in_process:
         kwargs["num_retries"] = 0
     else:
         kwargs["timeout"] = settings.request_timeout_s
@@ -412,7 +556,7 @@ def check_model(model: str, settings: Settings | None = None, *, timeout_s: floa
     settings = settings or load_settings()
     configure_litellm(settings)
     provider = _preflight(model, settings, {})
-    if provider in (LOCAL, DUMMY):
+    if capabilities(model, settings).in_process:
         return
     api_base = _api_base_for(provider, settings, {})
     if not api_base:
@@ -437,17 +581,17 @@ def check_model(model: str, settings: Settings | None = None, *, timeout_s: floa
 
 
 def adapter_for(model: str, settings: Settings | None = None, role: str | None = None):
-    """The DSPy adapter programs should use with ``model``: JSONAdapter for local models (their decoding is
-    constrained to the JSON schema it sends), ChatAdapter for dummy models, and for server/API models the
-    ``structured_output`` mode resolved for them (``mmat.structured``): a StructuredAdapter sending the
-    signature's schema (or JSON mode), or DSPy's ChatAdapter when off. A mode resolved by the run's
-    preflight (``check_model``) is reused, so runners need not pass their settings here."""
+    """The DSPy adapter programs should use with ``model``: JSONAdapter for models whose decoding is
+    constrained to the JSON schema it sends (local models), ChatAdapter for other native-structured ones
+    (scripted test models), and for server/API models the ``structured_output`` mode resolved for them
+    (``mmat.structured``): a StructuredAdapter sending the signature's schema (or JSON mode), or DSPy's
+    ChatAdapter when off. A mode resolved by the run's preflight (``check_model``) is reused, so runners
+    need not pass their settings here."""
     import dspy
 
-    if model.startswith(f"{LOCAL}/"):
-        return dspy.JSONAdapter(use_native_function_calling=False)
-    if model.startswith(f"{DUMMY}/"):
-        return dspy.ChatAdapter()
+    caps = capabilities(model, settings)
+    if caps.native_structured:
+        return dspy.JSONAdapter(use_native_function_calling=False) if caps.constrained_decoding else dspy.ChatAdapter()
     from mmat.structured import StructuredAdapter, resolved
 
     found = resolved(model) if settings is None else None
@@ -483,8 +627,9 @@ def _resolve_structured(model: str, settings: Settings, role: str | None, comman
 
 
 def structured_mode(model: str, settings: Settings | None = None, role: str | None = None) -> str:
-    """The structured-output mode ``model`` runs with: native (local/dummy), json_schema, json_object or off."""
-    if model.startswith((f"{LOCAL}/", f"{DUMMY}/")):
+    """The structured-output mode ``model`` runs with: native (its provider declares it), json_schema,
+    json_object or off."""
+    if capabilities(model, settings).native_structured:
         return "native"
     return _resolve_structured(model, settings or load_settings(), role)[0]
 

@@ -278,9 +278,15 @@ def _one_line(text: str) -> str:
 def _where(model: str | None, settings: Settings | None) -> str:
     if not model or settings is None:
         return ""
-    if settings.api_base and not model.startswith(("local/", "dummy/")):
-        return settings.api_base
-    return ""
+    if not settings.api_base:
+        return ""
+    from mmat.lm import capabilities
+
+    try:
+        in_process = capabilities(model, settings).in_process
+    except ModelUnavailableError:  # a model string no provider knows
+        in_process = False
+    return "" if in_process else settings.api_base
 
 
 def describe_failure(exc: BaseException, settings: Settings | None = None, command: str | None = None) -> Failure | None:
@@ -355,7 +361,7 @@ def smoke_test(model: str, settings: Settings) -> dict[str, Any]:
     from dspy.utils.exceptions import AdapterParseError, LMError
 
     from mmat.errors import MmatError
-    from mmat.lm import adapter_for, build_lm, check_model, provider_of
+    from mmat.lm import adapter_for, build_lm, capabilities, check_model
     from mmat.structured import forget
 
     row: dict[str, Any] = {"model": model, "ok": False, "structured_output": None, "parse": None, "latency_ms": None,
@@ -371,8 +377,8 @@ def smoke_test(model: str, settings: Settings) -> dict[str, Any]:
         return row
     from mmat.structured import resolved
 
-    provider = provider_of(model)
-    row["structured_output"] = "native" if provider in ("local", "dummy") else (resolved(model) or ("off",))[0]
+    native = capabilities(model, settings).native_structured
+    row["structured_output"] = "native" if native else (resolved(model) or ("off",))[0]
 
     class SmokeCheck(dspy.Signature):
         """Answer the question with one number."""

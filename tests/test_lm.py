@@ -155,3 +155,59 @@ def test_model_statuses_lists_embedded_adapters_apis_and_servers(mmat_settings, 
     assert rows["anthropic/*"].available
     assert rows["hosted_vllm/*"].kind == "server" and rows["hosted_vllm/*"].reason == (
         "set --api-base (MMAT_API_BASE) to the server, e.g. http://localhost:8000/v1")
+
+
+def test_capabilities_come_from_the_provider_not_the_prefix(mmat_settings, tmp_path):
+    from mmat.lm import ModelCapabilities, capabilities, structured_mode
+    from mmat.testing import DummyLM
+
+    embedded = capabilities("local/smollm2-135m", mmat_settings)
+    assert embedded == ModelCapabilities(in_process=True, native_structured=True, constrained_decoding=True,
+                                         field_patterns=True, action_grammar_by_default=True, images=False)
+    model_dir = tmp_path / "plain"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    assert not capabilities(f"local/{model_dir}", mmat_settings).action_grammar_by_default  # not built on ours
+    DummyLM([{"answer": "1"}], name="caps")
+    scripted = capabilities("dummy/caps", mmat_settings)
+    assert scripted.in_process and scripted.native_structured and not scripted.constrained_decoding
+    assert not scripted.field_patterns and scripted.images is False
+    assert type(adapter_for("dummy/caps")) is dspy.ChatAdapter and structured_mode("dummy/caps") == "native"
+    api = capabilities("openai/gpt-4o-mini", mmat_settings)
+    assert api == ModelCapabilities(images=True)  # litellm knows it sees images; nothing in-process or constrained
+    assert capabilities("hosted_vllm/m", mmat_settings).images is False
+    with pytest.raises(ModelUnavailableError, match="unknown model 'foo/bar'"):
+        capabilities("foo/bar", mmat_settings)
+
+
+def test_importing_mmat_lm_leaves_the_testing_kit_out_until_a_plugin_loads_it(mmat_home):
+    """lm.py registers no test fake: `dummy/` models exist once mmat.testing registers its provider through
+    the public hook (here as a plug-in named by MMAT_PLUGINS, as a Ray worker gets it)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import mmat.lm as lm\n"
+        "from mmat.errors import ModelUnavailableError\n"
+        "lm.configure_litellm()\n"
+        "print('testing imported:', 'mmat.testing' in sys.modules)\n"
+        "print('local:', lm.capabilities('local/smollm2-135m').constrained_decoding)\n"
+        "try:\n"
+        "    print('dummy:', lm.build_lm('dummy/x').num_retries)\n"
+        "except ModelUnavailableError as e:\n"
+        "    print('dummy:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MMAT_PLUGINS"}
+
+    def run(**extra):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={**env, **extra},
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    assert run() == ["testing imported: False", "local: True",
+                     "dummy: unknown model 'dummy/x': use a litellm model string such as openai/gpt-4o-mini, or "
+                     "local/smollm2-135m"]
+    assert run(MMAT_PLUGINS="mmat.testing") == ["testing imported: True", "local: True", "dummy: 0"]

@@ -119,3 +119,74 @@ def test_synth_refuses_an_unknown_tool_listing_plugin_tools_too(mmat_home, monke
     settings = load_settings(home=mmat_home, teacher="dummy/teacher")
     with pytest.raises(ConfigError, match=r"unknown tool\(s\) nope: choose from .*word_count"):
         run_synth(settings, SynthRequest(tasks=1, tools=["nope"]), progress=False)
+
+
+_PROVIDER_PLUGIN = '''
+import json
+import time
+
+from litellm import CustomLLM
+from litellm.types.utils import Choices, Message, ModelResponse
+
+from mmat.lm import ModelCapabilities, register_provider
+
+REQUESTS = []
+
+
+class OneStep(CustomLLM):
+    def completion(self, model, messages, optional_params=None, **_):
+        REQUESTS.append(dict(optional_params or {}))
+        text = json.dumps({"thought": "Read the page.", "code": "print(ocr(image_path='page.png'))"})
+        return ModelResponse(model=model, created=int(time.time()),
+                             choices=[Choices(index=0, finish_reason="stop", message=Message(role="assistant", content=text))])
+
+
+register_provider("patterned", OneStep(), capabilities=ModelCapabilities(
+    in_process=True, native_structured=True, constrained_decoding=True, field_patterns=True, action_grammar_by_default=True))
+register_provider("schema_only", OneStep(), capabilities=ModelCapabilities(
+    in_process=True, native_structured=True, constrained_decoding=True))
+'''
+
+
+def test_a_plugin_provider_declares_what_its_models_can_do_and_programs_follow(mmat_home, monkeypatch, tmp_path):
+    """No prefix is special: a provider from MMAT_PLUGINS that declares field patterns gets the agent's action
+    grammar (and the JSON adapter, no retries, no key check); one that does not is never sent patterns."""
+    import dspy
+    import litellm
+
+    import mmat.lm as lm
+    from mmat.config import load_settings
+    from mmat.programs.agent import CodeAgent
+
+    (tmp_path / "provider_plugin.py").write_text(_PROVIDER_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(PLUGINS_ENV, "provider_plugin")
+    settings = load_settings(home=mmat_home)
+    try:
+        patterned = lm.build_lm("patterned/m", settings=settings, cache=False)  # loads the plug-in first
+        import provider_plugin
+
+        assert patterned.num_retries == 0
+        lm.check_model("patterned/m", settings)  # in-process: no key, no server
+        assert isinstance(lm.adapter_for("patterned/m"), dspy.JSONAdapter)
+        assert lm.structured_mode("patterned/m") == "native"
+        agent = CodeAgent(["ocr"], settings=settings)
+        with dspy.context(lm=patterned, adapter=lm.adapter_for("patterned/m")):
+            assert agent.uses_action_grammar()  # auto: the provider says its models need it
+            assert agent.propose("Read the page.", [], [], tools=["ocr"], multimodal=False)[1] == \
+                "print(ocr(image_path='page.png'))"
+        assert provider_plugin.REQUESTS[-1]["mmat_field_patterns"]["code"].startswith("^(print\\(ocr\\(image_path=")
+
+        forced = CodeAgent(["ocr"], settings=settings.model_copy(update={"agent_action_grammar": "on"}))
+        plain = lm.build_lm("schema_only/m", settings=settings, cache=False)
+        with dspy.context(lm=plain, adapter=lm.adapter_for("schema_only/m")):
+            assert not forced.uses_action_grammar()  # "on" cannot constrain a model that takes no patterns
+            forced.propose("Read the page.", [], [], tools=["ocr"], multimodal=False)
+        assert "mmat_field_patterns" not in provider_plugin.REQUESTS[-1]
+    finally:
+        with lm._lock:
+            for name in ("patterned", "schema_only"):
+                lm._providers.pop(name, None)
+            litellm.custom_provider_map = [p for p in litellm.custom_provider_map
+                                           if p.get("provider") not in ("patterned", "schema_only")]
+        sys.modules.pop("provider_plugin", None)

@@ -36,6 +36,7 @@ __all__ = [
     "check_gguf",
     "is_converted",
     "CONVERTED_MARKER",
+    "embedded_based",
 ]
 
 LOCAL_PREFIX = "local/"
@@ -174,3 +175,38 @@ def _resolve_adapter(ref: str, path: Path, settings: Settings) -> LocalModelSpec
         base = None  # a hub id: transformers loads it from the local HF cache (offline) or fails clearly then
     vision = base.vision if base is not None else False  # a hub base is inspected when it loads
     return LocalModelSpec(name=ref, kind="adapter", adapter_dir=path.resolve(), base=base, base_ref=base_ref, vision=vision)
+
+
+def embedded_based(model: str, settings: Settings | None = None) -> bool:
+    """Whether ``model`` is an embedded model, its converted copy, or a LoRA adapter on either: a model that
+    writes prose where code is asked for unless its decoding is narrowed (a fresh adapter of the 135M model
+    does just as its base), so ``agent_action_grammar = auto`` constrains it. File system only."""
+    ref = model[len(LOCAL_PREFIX):] if model.startswith(LOCAL_PREFIX) else None
+    if not ref:
+        return False
+    if ref in LOCAL_MODELS:
+        return True
+    if settings is None:
+        from mmat.config import load_settings
+
+        settings = load_settings()
+    try:
+        spec = resolve_local(model, settings)
+    except ModelUnavailableError:
+        return False
+    if spec.kind == "adapter":
+        spec = spec.base
+        if spec is None:  # a hub base: not one of ours
+            return False
+    return spec.kind == "embedded" or _is_embedded_copy(spec.model_dir)
+
+
+def _is_embedded_copy(model_dir: Path | None) -> bool:
+    """A model dir mmat converted from a shipped GGUF (its marker names the GGUF it came from)."""
+    if model_dir is None:
+        return False
+    try:
+        source = json.loads((Path(model_dir) / CONVERTED_MARKER).read_text()).get("source", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return Path(str(source)).name in {m.filename for m in LOCAL_MODELS.values()}

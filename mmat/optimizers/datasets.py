@@ -172,9 +172,9 @@ def _query_generator_example(store: Any, row: dict[str, Any], index: int, settin
         raise ConfigError(f"unknown domain {name!r} in the selected rows: choose from {', '.join(sorted(domains))}")
     tools = _json(row.get("tools"))
     if not tools:
-        from mmat.tools import available_tools
+        from mmat.tools import agent_tools
 
-        tools = [t for t in available_tools(settings) if t != "final_answer"]
+        tools = agent_tools(settings)
     seed = make_seed(index, tools=list(tools), rng_seed=settings.seed, domains=[domains[name]])
     return dspy.Example(subject_id=name, domain=seed.domain.render(), tools=list(tools),
                         examples=seed.examples).with_inputs("domain", "tools", "examples")
@@ -193,9 +193,9 @@ def _agent_example(store: Any, row: dict[str, Any], index: int, settings: Settin
         return None
     tools = list(task["intended_tools"] or [])
     if not tools:
-        from mmat.tools import available_tools
+        from mmat.tools import agent_tools
 
-        tools = [t for t in available_tools(settings) if t != "final_answer"]
+        tools = agent_tools(settings)
     return dspy.Example(subject_id=task["task_id"], task=task["query"], files=task_files(store, task["task_id"]),
                         tools=tools, expected_answer=task["expected_answer"]).with_inputs("task", "files", "tools")
 

@@ -138,7 +138,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
     from mmat.store import LMCallRecorder, recording_task
     from mmat.store.blobs import safe_suffix
     from mmat.store.rows import RowBatch, trajectory_rows, write_batch
-    from mmat.tools import available_tools
+    from mmat.tools import agent_tools, without_final
 
     if request.action_grammar is not None:
         settings = settings.model_copy(update={"agent_action_grammar": request.action_grammar})
@@ -151,7 +151,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
         check_model(judge_model, settings)
     lm = build_lm(controller, settings=settings)
     judge_lm = build_lm(judge_model, settings=settings) if judge_model else None
-    default_tools = [t for t in available_tools(settings) if t != "final_answer"]
+    default_tools = agent_tools(settings)
 
     with open_store(settings) as store:
         report = _load(kind, request, settings, store)
@@ -184,7 +184,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
                     return program(item, outcome)
 
         def solve(item, sample_idx: int):
-            tools = [t for t in (item.tools or default_tools) if t != "final_answer"]
+            tools = without_final(item.tools or default_tools)
             names = item.file_names or [None] * len(item.files)
             files = [GeneratedFile.from_path(p, name=n) for p, n in zip(item.files, names, strict=True)]
             config = {"temperature": 0.0} if sample_idx == 0 else {"rollout_id": sample_idx, "temperature": settings.temperature}

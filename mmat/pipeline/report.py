@@ -299,11 +299,13 @@ def _verdict_rates(verdicts: list[dict[str, Any]]) -> list[VerdictRate]:
 
 
 def _tool_combinations(store, run_id: str) -> list[Count]:
+    from mmat.tools import is_final
+
     rows = store.sql("SELECT s.traj_id, s.tool_calls FROM steps s JOIN trajectories t USING (traj_id) WHERE t.run_id = ?", [run_id])
     used: dict[str, set[str]] = {r["traj_id"]: set() for r in store.sql("SELECT traj_id FROM trajectories WHERE run_id = ?", [run_id])}
     for r in rows:
         used.setdefault(r["traj_id"], set()).update(
-            c["name"] for c in (r["tool_calls"] or []) if c.get("name") and c["name"] != "final_answer")
+            c["name"] for c in (r["tool_calls"] or []) if c.get("name") and not is_final(c["name"]))
     return _top(Counter(" + ".join(sorted(names)) or "(no tool)" for names in used.values()), 12)
 
 

@@ -91,7 +91,8 @@ def active_lm(module: Any = None) -> Any:
 
 
 def lm_is_multimodal(lm: Any) -> bool:
-    """Whether litellm says ``lm``'s model takes images (``litellm.supports_vision``).
+    """Whether ``lm``'s model takes images (``mmat.lm.capabilities``: its provider's declaration, else
+    ``litellm.supports_vision``).
 
     Unknown models count as text-only; register others with
     ``litellm.register_model({"provider/name": {"supports_vision": True, ...}})`` or pass ``multimodal=True``.
@@ -99,10 +100,11 @@ def lm_is_multimodal(lm: Any) -> bool:
     model = getattr(lm, "model", None)
     if not isinstance(model, str) or not model:
         return False
-    import litellm
+    from mmat.errors import ModelUnavailableError
+    from mmat.lm import capabilities
 
     try:
-        return bool(litellm.supports_vision(model=model))
-    except (ValueError, KeyError, TypeError) as e:  # litellm's lookup of an unknown provider string
-        log.debug("supports_vision(%s) failed (%s); treating it as text-only", model, e)
+        return bool(capabilities(model).images)
+    except ModelUnavailableError as e:  # a model string no provider knows: it shows nothing
+        log.debug("capabilities(%s) failed (%s); treating it as text-only", model, e)
         return False

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from mmat.programs.files import GeneratedFile
 
-__all__ = ["action_pattern", "TEXT_ARGUMENT", "embedded_based"]
+__all__ = ["action_pattern", "TEXT_ARGUMENT"]
 
 TEXT_ARGUMENT = r"'[^'\"\\\n]{1,120}'"  # a short literal: no quotes, backslashes or newlines to escape
 _NUMBER = r"-?[0-9]{1,9}(\.[0-9]{1,6})?"
@@ -45,48 +45,12 @@ def _argument(name: str, files: Sequence[GeneratedFile]) -> str:
 
 def action_pattern(tools: Sequence[str], files: Sequence[GeneratedFile]) -> str:
     """``print(tool(arg=...))`` for each of ``tools`` (required arguments, in their listed order), or
-    ``final_answer(<text or number>)``; one call, one line."""
-    from mmat.tools import tool_specs
+    ``final_answer(<text or number>)`` (the registry's final tool, always offered); one call, one line."""
+    from mmat.tools import final_tool_names, tool_specs, without_final
 
     calls = []
-    for spec in tool_specs([t for t in tools if t != "final_answer"]):
+    for spec in tool_specs(without_final(tools)):
         args = ", ".join(f"{name}={_argument(name, files)}" for name, p in spec["inputs"].items() if not p.get("nullable"))
         calls.append(f"print\\({_literal(spec['name'])}\\({args}\\)\\)")
-    calls.append(f"final_answer\\(({TEXT_ARGUMENT}|{_NUMBER})\\)")
+    calls += [f"{_literal(name)}\\(({TEXT_ARGUMENT}|{_NUMBER})\\)" for name in final_tool_names()]
     return "^(" + "|".join(calls) + ")$"
-
-
-def embedded_based(model: str, settings) -> bool:
-    """Whether ``model`` is an embedded model, its converted copy, or a LoRA adapter on either — what
-    ``agent_action_grammar = auto`` constrains (a fresh adapter of the 135M model writes prose just as its base)."""
-    from mmat.errors import ModelUnavailableError
-    from mmat.local.registry import LOCAL_PREFIX, resolve_local
-
-    if not model.startswith(LOCAL_PREFIX):
-        return False
-    try:
-        spec = resolve_local(model, settings)
-    except ModelUnavailableError:
-        return False
-    if spec.kind == "adapter":
-        spec = spec.base
-        if spec is None:  # a hub base: not one of ours
-            return False
-    return spec.kind == "embedded" or _is_embedded_copy(spec.model_dir)
-
-
-def _is_embedded_copy(model_dir) -> bool:
-    """A model dir mmat converted from a shipped GGUF (its marker names the GGUF it came from)."""
-    import json
-    from pathlib import Path
-
-    from mmat.local.registry import CONVERTED_MARKER, LOCAL_MODELS
-
-    if model_dir is None:
-        return False
-    marker = Path(model_dir) / CONVERTED_MARKER
-    try:
-        source = json.loads(marker.read_text()).get("source", "")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return Path(str(source)).name in {m.filename for m in LOCAL_MODELS.values()}

@@ -17,7 +17,7 @@ from typing import Any
 
 import dspy
 
-from mmat.config import DEFAULT_TEACHER, Settings, load_settings
+from mmat.config import Settings, load_settings
 from mmat.errors import ModelOutputError
 from mmat.programs._calls import active_lm, call_predictor, lm_is_multimodal, mark, strip_code_fences, stage_signature
 from mmat.programs.conversation import agent_step_inputs, render_tools
@@ -143,20 +143,22 @@ class CodeAgent(dspy.Module):
         return (pred.thought or "").strip(), pred.code or ""
 
     def uses_action_grammar(self) -> bool:
-        """Whether the controller's code is decoded under the one-tool-call grammar (``agent_action_grammar``;
-        only local models can be constrained, and only under the JSON adapter, which sends a schema). ``auto``
-        covers the embedded model and local models or adapters built on it."""
-        from mmat.lm import LOCAL
-
+        """Whether the controller's code is decoded under the one-tool-call grammar (``agent_action_grammar``).
+        Only a model whose provider takes per-field patterns can be constrained (``mmat.lm.capabilities``), and
+        only under the JSON adapter, which sends a schema. ``auto`` covers the models that declare they need it
+        (the embedded model and local models or adapters built on it)."""
         mode = self.settings.agent_action_grammar
         model = getattr(active_lm(self.step), "model", None) or ""
-        if mode == "off" or not model.startswith(f"{LOCAL}/") or not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
+        if mode == "off" or not model or not isinstance(dspy.settings.adapter, dspy.JSONAdapter):
             return False
-        if mode == "on" or model == DEFAULT_TEACHER:
-            return True
-        from mmat.programs.action_grammar import embedded_based
+        from mmat.errors import ModelUnavailableError
+        from mmat.lm import capabilities
 
-        return embedded_based(model, self.settings)
+        try:
+            caps = capabilities(model, self.settings)
+        except ModelUnavailableError:
+            return False
+        return caps.field_patterns and (mode == "on" or caps.action_grammar_by_default)
 
     @staticmethod
     def execute(sandbox: Any, idx: int, thought: str, code: str, workspace: Path) -> AgentStep:

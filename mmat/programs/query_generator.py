@@ -19,9 +19,6 @@ from mmat.signatures.queries import MAX_QUERIES, MAX_TOOLS_PER_QUERY, GenerateQu
 
 __all__ = ["QueryGenerator", "QueryGenResult", "SpecRejection", "validate_specs"]
 
-FINAL_ANSWER = "final_answer"  # always available to the agent; never an "intended" tool
-
-
 class SpecRejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,13 +60,18 @@ def spec_list_for(tools: tuple[str, ...], n: int) -> type[RootModel]:
 
 
 def _tool_literal(tools: Sequence[str]) -> TypeAdapter:
-    names = tuple(dict.fromkeys([*tools, FINAL_ANSWER]))
+    from mmat.tools import final_tool_names
+
+    names = tuple(dict.fromkeys([*tools, *final_tool_names()]))  # the final tool is always offered
     return TypeAdapter(Literal[names])  # type: ignore[valid-type]
 
 
 def validate_specs(specs: Sequence[QuerySpec], tools: Sequence[str], *, limit: int = MAX_QUERIES) -> QueryGenResult:
     """Hold specs to the offered tools: drop unknown tool names (counted), reject specs left without a tool,
-    exact duplicate queries, and specs beyond ``limit``."""
+    exact duplicate queries, and specs beyond ``limit``. The tool that ends a run (``final_answer``) is
+    accepted but never kept as an intended tool."""
+    from mmat.tools import is_final
+
     check = _tool_literal(tools)
     kept: list[QuerySpec] = []
     rejected: list[SpecRejection] = []
@@ -83,7 +85,7 @@ def validate_specs(specs: Sequence[QuerySpec], tools: Sequence[str], *, limit: i
             except ValidationError:
                 invalid.append(name)
                 continue
-            if name != FINAL_ANSWER and name not in valid:
+            if not is_final(name) and name not in valid:
                 valid.append(name)
         key = " ".join(spec.query.lower().split())
         if not valid:
@@ -131,7 +133,9 @@ class QueryGenerator(dspy.Module):
             # maxItems = the count asked for, in the schema only: a constrained decoder stops after n specs instead
             # of copying the examples until the token limit (the embedded 135M did); parsing stays lenient and
             # validate_specs drops any surplus a free model writes.
-            offered = tuple(dict.fromkeys(t for t in tools if t != FINAL_ANSWER))
+            from mmat.tools import without_final
+
+            offered = tuple(dict.fromkeys(without_final(tools)))
             extra["signature"] = self.generate.signature.with_updated_fields(
                 "queries", type_=spec_list_for(offered, self.n_queries))
         pred = call_predictor(

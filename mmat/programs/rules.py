@@ -256,13 +256,15 @@ def check_images_decode(task: TaskSubject, options: RuleOptions) -> str | None:
 def _known_tools(available: Sequence[str] | None) -> list[str]:
     if available is not None:
         return list(available)
-    from mmat.tools import TOOL_NAMES
+    from mmat.tools import registered_tools
 
-    return list(TOOL_NAMES)
+    return [t.name for t in registered_tools()]
 
 
 def check_tools_available(task: TaskSubject, options: RuleOptions) -> str | None:
-    known = set(_known_tools(task.available_tools)) | {"final_answer"}
+    from mmat.tools import final_tool_names
+
+    known = set(_known_tools(task.available_tools)) | set(final_tool_names())
     unknown = [t for t in task.intended_tools if t not in known]
     return f"intended tool(s) not available: {', '.join(unknown)}" if unknown else None
 
@@ -332,13 +334,15 @@ def check_last_step_clean(run: TrajectorySubject, options: RuleOptions) -> str |
 
 
 def check_intended_tool_called(run: TrajectorySubject, options: RuleOptions) -> str | None:
-    intended = [t for t in run.intended_tools if t != "final_answer"]
+    from mmat.tools import is_final, without_final
+
+    intended = without_final(run.intended_tools)
     if not intended:
         return None
     called = {c.name for s in run.trajectory.steps for c in s.tool_calls}
     if called & set(intended):
         return None
-    used = sorted(called - {"final_answer"})
+    used = sorted(n for n in called if not is_final(n))
     return (f"none of the intended tools ({', '.join(intended)}) was called"
             + (f"; it called {', '.join(used)}" if used else "; it called no tool"))
 

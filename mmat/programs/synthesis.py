@@ -239,8 +239,10 @@ class Synthesis(dspy.Module):
         return task
 
     def _task_rules(self, task: TaskResult, query: str, tools: Sequence[str]) -> RuleVerdict:
+        from mmat.tools import final_tool_names
+
         return check_task(TaskSubject(query=query, intended_tools=task.spec.intended_tools, files=task.files.files,
-                                      available_tools=[*tools, "final_answer"]), self.rule_options)
+                                      available_tools=[*tools, *final_tool_names()]), self.rule_options)
 
     def verify_task(self, task: TaskResult, tools: Sequence[str], *, use_lm: bool = True) -> TaskResult:
         """Rule checks, then (if they pass and ``use_lm``) the query-file verifier; sets the task's status and query.

@@ -1,6 +1,8 @@
 """DummyLM: a scripted model behind the real litellm provider mechanism (``dummy/<name>``).
 
-Tests build the same ``dspy.LM`` objects production code builds (``mmat.lm.build_lm("dummy/t")``), so
+Importing this module registers the ``dummy`` provider through ``mmat.lm.register_provider``, the hook
+a user's plug-in uses for its own provider (``MMAT_PLUGINS=mmat.testing`` does it in a process a test
+did not start). Tests build the same ``dspy.LM`` objects production code builds (``mmat.lm.build_lm("dummy/t")``), so
 adapters, DSPy's cache, callbacks and usage accounting all run for real; only the text of the answer
 is scripted. The answer is written in the format the request asks for: JSON when a
 ``response_format`` is sent or the JSONAdapter prompt asks for a JSON object, otherwise ChatAdapter's
@@ -27,8 +29,10 @@ from litellm.types.utils import Choices, Message, ModelResponse, Usage  # noqa: 
 from pydantic import BaseModel, ConfigDict
 
 from mmat.errors import MmatError
+from mmat.lm import ModelCapabilities, register_provider
 
-__all__ = ["DummyLM", "DummyCall", "DummyProvider", "DummyExhaustedError", "get_dummy", "output_fields", "format_json", "format_chat", "DUMMY_PREFIX"]
+__all__ = ["DummyLM", "DummyCall", "DummyProvider", "DummyExhaustedError", "get_dummy", "output_fields", "format_json",
+           "format_chat", "DUMMY_PREFIX", "DUMMY_CAPABILITIES", "register"]
 
 DUMMY_PREFIX = "dummy/"
 
@@ -107,9 +111,10 @@ class DummyLM:
         self.calls: list[DummyCall] = []
         self._next = 0
         self._lock = threading.Lock()
-        from mmat.lm import register_model_info, register_providers
+        from mmat.lm import register_model_info
 
-        register_providers()  # not configure_litellm(): constructing a fake must not touch MMAT_HOME
+        # Not configure_litellm(): constructing a fake must not touch MMAT_HOME. The provider itself was
+        # registered when this module was imported.
         register_model_info(self.model, supports_response_schema=supports_response_schema)
         with _REGISTRY_LOCK:
             _REGISTRY[name] = self
@@ -255,3 +260,16 @@ class DummyProvider(CustomLLM):
         if dummy.latency_s:
             await asyncio.sleep(dummy.latency_s)
         return _respond(dummy, messages, optional_params or {})
+
+
+# Scripted models answer in this process, in whatever format the adapter asks for (ChatAdapter: they
+# constrain no decoding), and see images only where a test registers them with litellm (supports_vision).
+DUMMY_CAPABILITIES = ModelCapabilities(in_process=True, native_structured=True)
+
+
+def register() -> None:
+    """Register the ``dummy`` provider (done on import; again after a test replaced litellm's provider map)."""
+    register_provider(DUMMY_PREFIX.rstrip("/"), DummyProvider(), capabilities=DUMMY_CAPABILITIES)
+
+
+register()

@@ -11,7 +11,8 @@ from mmat.tools.catalog import (USE_TEACHER, agent_tools, available_tools, descr
 from mmat.tools.context import ToolContext
 from mmat.tools.errors import ToolArgumentError, ToolError, ToolUnavailableError
 from mmat.tools.host import ToolHost
-from mmat.tools.registry import REGISTRY, Tool, ToolEnv, ToolStatus, get_tool, tool, tool_names
+from mmat.tools.registry import (REGISTRY, Tool, ToolEnv, ToolStatus, final_tool_names, get_tool, is_final, tool, tool_names,
+                                 without_final)
 from mmat.tools.search import SIMULATED_LABEL
 from mmat.tools.visualizer import DERIVED_LABEL
 
@@ -24,6 +25,9 @@ __all__ = [
     "agent_tools",
     "registered_tools",
     "tool_names",
+    "final_tool_names",
+    "is_final",
+    "without_final",
     "ToolStatus",
     "ToolError",
     "ToolArgumentError",

@@ -101,8 +101,9 @@ class ToolHost:
         return result
 
     def _checked(self, name: str) -> str:
-        if name == "final_answer":
-            raise ToolArgumentError("final_answer runs inside the sandbox, not through the tool host")
+        declared = REGISTRY.get(name)
+        if declared is not None and not declared.host:  # final_answer: the sandbox defines it
+            raise ToolArgumentError(f"{name} runs inside the sandbox, not through the tool host")
         if name not in self._names:
             offered = ", ".join(self._names) or "none"
             raise ToolArgumentError(f"unknown tool {name!r}; the tools you can call are: {offered}")

@@ -44,6 +44,10 @@ __all__ = [
     "REGISTRY",
     "tool",
     "get_tool",
+    "tool_names",
+    "final_tool_names",
+    "is_final",
+    "without_final",
 ]
 
 Check = Callable[["ToolEnv"], tuple[bool, str]]
@@ -271,6 +275,23 @@ def tool(*, returns: str, name: str | None = None, host: bool = True, final: boo
 def tool_names(*, include_final: bool = True) -> list[str]:
     """Every registered tool in prompt order (built-ins first, then plug-ins as they registered)."""
     return [t.name for t in REGISTRY.values() if include_final or not t.final]
+
+
+def final_tool_names() -> list[str]:
+    """The tools that end a run (``Tool.final``; built in: ``final_answer``), in registry order."""
+    return [t.name for t in REGISTRY.values() if t.final]
+
+
+def is_final(name: str) -> bool:
+    """Whether ``name`` is a registered tool that ends a run (unknown names are not)."""
+    found = REGISTRY.get(name)
+    return found is not None and found.final
+
+
+def without_final(names: Iterable[str]) -> list[str]:
+    """``names`` without the tools that end a run (they are always offered, never a task's intended tool);
+    order kept, unknown names kept (their callers report them)."""
+    return [n for n in names if not is_final(n)]
 
 
 def get_tool(name: str) -> Tool:

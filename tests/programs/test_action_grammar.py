@@ -38,7 +38,7 @@ def test_auto_covers_the_embedded_model_its_converted_copy_and_adapters_on_eithe
 
     from mmat.config import load_settings
     from mmat.local.registry import CONVERTED_MARKER, LOCAL_MODELS
-    from mmat.programs.action_grammar import embedded_based
+    from mmat.local.registry import embedded_based
 
     settings = load_settings(home=tmp_path / "home")
     gguf = LOCAL_MODELS["smollm2-135m"].filename

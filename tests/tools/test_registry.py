@@ -149,3 +149,37 @@ class _Ctx:
     """The smallest context dispatch needs (only .env is read before a backend runs)."""
 
     env = None
+
+
+def test_the_final_tool_is_a_property_of_the_registry_not_a_name(tmp_path):
+    """A second tool declared final=True is treated like final_answer everywhere a run's end matters."""
+    import re
+
+    from mmat.programs.action_grammar import action_pattern
+    from mmat.programs.query_generator import validate_specs
+    from mmat.programs.rules import RuleOptions, TaskSubject, check_tools_available
+    from mmat.signatures.queries import QuerySpec
+    from mmat.tools import final_tool_names, is_final, without_final
+
+    assert final_tool_names() == ["final_answer"] and is_final("final_answer") and not is_final("ocr")
+
+    @tool(returns="nothing: the run ends", name="give_up_for_test", host=False, final=True)
+    def give_up(reason: Annotated[str, "Why the task cannot be solved."]) -> str:
+        """Stop without an answer."""
+
+    try:
+        assert final_tool_names() == ["final_answer", "give_up_for_test"]
+        assert without_final(["give_up_for_test", "ocr", "final_answer", "not_a_tool"]) == ["ocr", "not_a_tool"]
+        pattern = action_pattern(["ocr", "give_up_for_test"], [])
+        assert re.fullmatch(pattern, "give_up_for_test('the photo is blank')")
+        assert not re.fullmatch(pattern, "print(give_up_for_test(reason='x'))")  # never called as a host tool
+        spec = QuerySpec(query="What does the sign in this photo say?", intended_tools=["ocr", "give_up_for_test"],
+                         file_needs=[], expected_answer_type="short_text")
+        result = validate_specs([spec], ["ocr"])
+        assert [s.intended_tools for s in result.specs] == [["ocr"]]  # accepted, never kept as an intended tool
+        assert result.n_invalid_tools == 0
+        task = TaskSubject(query="What does the sign say?", intended_tools=["give_up_for_test"], available_tools=["ocr"])
+        assert check_tools_available(task, RuleOptions()) is None
+    finally:
+        del REGISTRY["give_up_for_test"]
+    assert without_final(["give_up_for_test"]) == ["give_up_for_test"]  # unregistered: an ordinary (unknown) name

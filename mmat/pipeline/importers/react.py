@@ -134,6 +134,8 @@ def _step(text: str, tools: ToolNames, offered: set[str]) -> ImportedStep:
 
 
 def _conversation(row: dict[str, Any], root: Path, tools: ToolNames) -> tuple[ImportedTrajectory, _Images, str]:
+    from mmat.tools import without_final
+
     turns = _turns(row)
     system = row.get("system") if isinstance(row.get("system"), str) else ""
     if turns[0][0] == "system":
@@ -158,12 +160,12 @@ def _conversation(row: dict[str, Any], root: Path, tools: ToolNames) -> tuple[Im
             steps[-1].observation, steps[-1].error = _observation(text)
             steps[-1].images = step_images
     if not offered:  # no tool list in a system prompt: the tools the code called
-        offered = list(dict.fromkeys(c["name"] for s in steps for c in s.tool_calls if c["name"] != "final_answer"))
+        offered = without_final(dict.fromkeys(c["name"] for s in steps for c in s.tool_calls))
     for s in steps:
         for call in s.tool_calls:
             call["name"] = tools.map(call["name"])
     traj = ImportedTrajectory(query=_query(turns[0][1]), files=files, steps=steps,
-                              tools=[t for t in offered if t != "final_answer"], answer=None,
+                              tools=without_final(offered), answer=None,
                               multimodal=bool(files) or any(s.images for s in steps))
     return traj, images, turns[-1][0]
 
