@@ -132,7 +132,7 @@ def with_settings(*names: str):
 
 
 _ACTION_GRAMMAR_HELP = ("Decode the controller's code as one tool call per step: auto = the embedded model and "
-                        "local adapters whose base is it; on = any local/ model; off = never (default: the setting "
+                        "local adapters whose base is it; on = any model that takes field patterns (local/); off = never (default: the setting "
                         "agent_action_grammar).")
 
 

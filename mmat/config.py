@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     agent_action_grammar: Literal["auto", "on", "off"] = Field(
         "auto", description="Decode a local controller's code as one tool call per step (a regex over the tools and the "
         "task's files): auto = the embedded 135M teacher and local adapters whose base is it, which otherwise write prose; "
-        "on = any local/ model.")
+        "on = any model whose provider takes field patterns (local/ models; mmat.lm.capabilities).")
 
     # sandbox
     step_timeout_s: float = Field(30.0, gt=0, description="Wall-clock limit for one sandboxed step.")

@@ -1,8 +1,9 @@
 """Extending mmat from your own package: tools, tool backends, model providers, benchmark loaders.
 
 A plug-in is a Python module that registers things through mmat's public hooks when it is imported —
-``@mmat.tools.tool`` and ``Tool.backend`` for tools, ``litellm.custom_provider_map`` (as
-``mmat.lm`` does for ``local/``) for model providers. mmat finds plug-ins two ways:
+``@mmat.tools.tool`` and ``Tool.backend`` for tools, ``mmat.lm.register_provider`` (a litellm
+``CustomLLM`` and the ``ModelCapabilities`` of its models, as ``mmat.lm`` does for ``local/`` and
+``mmat.testing`` for ``dummy/``) for model providers. mmat finds plug-ins two ways:
 
 - **entry points** in the group ``mmat.plugins`` of any installed distribution::
 
@@ -14,7 +15,8 @@ A plug-in is a Python module that registers things through mmat's public hooks w
   ``MMAT_PLUGINS=my_tools,lab.extra:register mmat synth --tools my_tool``.
 
 ``load_plugins()`` runs once per process (the CLI calls it at start-up; the tool catalog calls it
-before it lists tools, so Python users get plug-ins too). A plug-in that fails to import stops
+before it lists tools and ``mmat.lm.configure_litellm`` before it builds models, so Python users get
+plug-ins too). A plug-in that fails to import stops
 everything with one error naming it — a silently missing tool would change what a run makes.
 """
 
