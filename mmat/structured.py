@@ -43,7 +43,6 @@ _PROBE_MESSAGES = [{"role": "user", "content": 'Reply with a JSON object {"answe
 _OPENAI_UNSUPPORTED = {"minLength", "maxLength", "default", "examples", "minProperties", "maxProperties",
                        "patternProperties", "unevaluatedProperties", "propertyNames", "contentEncoding",
                        "contentMediaType", "if", "then", "else", "not", "dependentRequired", "dependentSchemas"}
-_UNCONSTRAINED = ("local", "dummy")
 
 _lock = threading.Lock()
 _modes: dict[str, str] = {}  # "<api_base>|<model>" -> json_schema | json_object | off
@@ -226,11 +225,13 @@ def probe_mode(model: str, settings: Settings) -> str:
 
 
 def resolve_mode(model: str, settings: Settings | None = None, role: str | None = None, *, fresh: bool = False) -> str:
-    """The concrete mode (json_schema | json_object | off) for a server/API model; ``native`` for local
-    and dummy models (they are not sent a response_format by mmat). ``auto`` probes once (cached)."""
+    """The concrete mode (json_schema | json_object | off) for a server/API model; ``native`` for models
+    whose provider declares it (``mmat.lm.capabilities``: local and scripted models are not sent a
+    response_format by mmat). ``auto`` probes once (cached)."""
+    from mmat.lm import capabilities
+
     settings = settings or load_settings()
-    prefix = model.split("/", 1)[0] if "/" in model else ""
-    if prefix in _UNCONSTRAINED:
+    if capabilities(model, settings).native_structured:
         return "native"
     mode = configured_mode(model, settings, role)
     if mode != "auto":
