@@ -268,6 +268,32 @@ MIGRATIONS.append((
 # - tasks: multimodal = the task has image files; reason_code = status_reason as a code to group by.
 from mmat.store.reasons import SPEC_CODES, reason_code_sql  # noqa: E402
 
+
+def _task_costs_view(create: str, *, own: str, seed: str) -> str:
+    """The task_costs view: a task's own calls (``own``) plus an even share of its seed's calls (``seed``)."""
+    return f"""{create} task_costs AS
+WITH own AS (
+    SELECT task_id, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+           sum(cost) AS cost
+    FROM lm_calls WHERE {own} GROUP BY 1),
+seed AS (
+    SELECT run_id, seed_idx, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
+           sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
+    FROM lm_calls WHERE {seed} GROUP BY 1, 2),
+per_seed AS (SELECT run_id, seed_idx, count(*) AS n FROM tasks GROUP BY 1, 2)
+SELECT k.task_id, k.run_id, k.seed_idx, k.status, k.reason_code,
+       coalesce(o.calls, 0) AS calls, coalesce(o.prompt_tokens, 0) AS prompt_tokens,
+       coalesce(o.completion_tokens, 0) AS completion_tokens, o.cost AS own_cost,
+       s.cost / p.n AS seed_share_cost,                      -- the seed's query generation, split evenly
+       coalesce(s.prompt_tokens, 0) / p.n AS seed_share_prompt_tokens,
+       CASE WHEN o.cost IS NULL AND s.cost IS NULL THEN NULL
+            ELSE coalesce(o.cost, 0) + coalesce(s.cost / p.n, 0) END AS cost
+FROM tasks k
+LEFT JOIN own o USING (task_id)
+LEFT JOIN seed s ON s.run_id = k.run_id AND s.seed_idx = k.seed_idx
+LEFT JOIN per_seed p ON p.run_id = k.run_id AND p.seed_idx = k.seed_idx;
+"""
+
 _SPEC_CODES_SQL = ", ".join(f"'{c}'" for c in SPEC_CODES)
 _M009_ATTRIBUTION = f"""
 ALTER TABLE lm_calls ADD COLUMN seed_idx INTEGER;
@@ -299,28 +325,7 @@ SELECT t.traj_id, t.task_id, t.run_id, t.origin, t.verdict, count(c.call_id) AS 
 FROM trajectories t LEFT JOIN lm_calls c ON c.traj_id = t.traj_id
 GROUP BY ALL;
 
-CREATE VIEW task_costs AS
-WITH own AS (
-    SELECT task_id, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
-           sum(cost) AS cost
-    FROM lm_calls WHERE task_id IS NOT NULL GROUP BY 1),
-seed AS (
-    SELECT run_id, seed_idx, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
-           sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
-    FROM lm_calls WHERE task_id IS NULL AND seed_idx IS NOT NULL GROUP BY 1, 2),
-per_seed AS (SELECT run_id, seed_idx, count(*) AS n FROM tasks GROUP BY 1, 2)
-SELECT k.task_id, k.run_id, k.seed_idx, k.status, k.reason_code,
-       coalesce(o.calls, 0) AS calls, coalesce(o.prompt_tokens, 0) AS prompt_tokens,
-       coalesce(o.completion_tokens, 0) AS completion_tokens, o.cost AS own_cost,
-       s.cost / p.n AS seed_share_cost,                      -- the seed's query generation, split evenly
-       coalesce(s.prompt_tokens, 0) / p.n AS seed_share_prompt_tokens,
-       CASE WHEN o.cost IS NULL AND s.cost IS NULL THEN NULL
-            ELSE coalesce(o.cost, 0) + coalesce(s.cost / p.n, 0) END AS cost
-FROM tasks k
-LEFT JOIN own o USING (task_id)
-LEFT JOIN seed s ON s.run_id = k.run_id AND s.seed_idx = k.seed_idx
-LEFT JOIN per_seed p ON p.run_id = k.run_id AND p.seed_idx = k.seed_idx;
-
+{_task_costs_view("CREATE VIEW", own="task_id IS NOT NULL", seed="task_id IS NULL AND seed_idx IS NOT NULL")}
 CREATE VIEW stage_funnel AS
 WITH k AS (
     SELECT run_id, count(*) AS specs,
@@ -359,26 +364,6 @@ UPDATE lm_calls SET task_id = (SELECT min(k.task_id) FROM tasks k
                                WHERE k.run_id = lm_calls.run_id AND k.seed_idx = lm_calls.seed_idx)
 WHERE seed_call AND task_id IS NULL;
 
-CREATE OR REPLACE VIEW task_costs AS
-WITH own AS (
-    SELECT task_id, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
-           sum(cost) AS cost
-    FROM lm_calls WHERE task_id IS NOT NULL AND NOT coalesce(seed_call, false) GROUP BY 1),
-seed AS (
-    SELECT run_id, seed_idx, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,
-           sum(completion_tokens) AS completion_tokens, sum(cost) AS cost
-    FROM lm_calls WHERE coalesce(seed_call, false) AND seed_idx IS NOT NULL GROUP BY 1, 2),
-per_seed AS (SELECT run_id, seed_idx, count(*) AS n FROM tasks GROUP BY 1, 2)
-SELECT k.task_id, k.run_id, k.seed_idx, k.status, k.reason_code,
-       coalesce(o.calls, 0) AS calls, coalesce(o.prompt_tokens, 0) AS prompt_tokens,
-       coalesce(o.completion_tokens, 0) AS completion_tokens, o.cost AS own_cost,
-       s.cost / p.n AS seed_share_cost,                      -- the seed's query generation, split evenly
-       coalesce(s.prompt_tokens, 0) / p.n AS seed_share_prompt_tokens,
-       CASE WHEN o.cost IS NULL AND s.cost IS NULL THEN NULL
-            ELSE coalesce(o.cost, 0) + coalesce(s.cost / p.n, 0) END AS cost
-FROM tasks k
-LEFT JOIN own o USING (task_id)
-LEFT JOIN seed s ON s.run_id = k.run_id AND s.seed_idx = k.seed_idx
-LEFT JOIN per_seed p ON p.run_id = k.run_id AND p.seed_idx = k.seed_idx;
-"""
+""" + _task_costs_view("CREATE OR REPLACE VIEW", own="task_id IS NOT NULL AND NOT coalesce(seed_call, false)",
+                       seed="coalesce(seed_call, false) AND seed_idx IS NOT NULL")
 MIGRATIONS.append(("010_run_owner_and_seed_calls", _M010_OWNER_AND_SEED_CALLS))

@@ -210,3 +210,19 @@ def test_an_unchanged_program_is_said_so_and_refused_with_require_change(setting
     assert [r["status"] for r in runs] == ["done", "failed"]
     compiled = json.loads(runs[0]["settings"])["compiled"]
     assert compiled == {"path": str(out.resolve()), "sha256": summary.sha256} and len(summary.sha256) == 64
+
+
+def test_the_cli_records_the_command_as_typed(settings, scripted_models, labelled, tmp_path):
+    """`mmat optimize` names its command from the argv the click group saw (CliRunner's, not pytest's)."""
+    from click.testing import CliRunner
+
+    from mmat.cli import cli
+
+    args = ["optimize", "--program", "query_file_verifier", "--out", str(tmp_path / "q.json"), "--quiet"]
+    result = CliRunner().invoke(cli, args, env={"MMAT_TEACHER": "dummy/teacher", "MMAT_VERIFIER": "dummy/verifier",
+                                                "MMAT_CONTROLLER": "dummy/agent", "MMAT_HOME": str(settings.home),
+                                                "MMAT_CONCURRENCY": "1", "MMAT_DEDUP_THRESHOLD": "0.95"})
+    assert result.exit_code == 0, result.output
+    with open_store(settings, read_only=True) as store:
+        [run] = store.sql("select command, status from runs where kind = 'optimize'")
+    assert run == {"command": "mmat " + " ".join(args), "status": "done"}

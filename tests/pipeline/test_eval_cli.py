@@ -63,9 +63,10 @@ def test_eval_gta_scores_stores_and_compares(mmat_home, gta_file):
         subjective = json.loads(items[1]["ans_acc"])
         assert set(subjective) == {"gta_official"} and 0.0 <= subjective["gta_official"] < 1.0
         assert json.loads(items[0]["ans_acc"])["gta"] == 1.0 and items[0]["tool_recall"] == 1.0 and items[0]["code_exec"] == 1.0
-        run = store.sql(f"select r.kind, r.status from eval_runs e join runs r on r.run_id = e.run_id "
+        run = store.sql(f"select r.kind, r.status, r.command from eval_runs e join runs r on r.run_id = e.run_id "
                         f"where e.eval_run_id = '{metrics['eval_run_id']}'")
-        assert run == [{"kind": "eval", "status": "done"}]
+        assert run == [{"kind": "eval", "status": "done",  # the command as typed (CliRunner's argv, not pytest's)
+                        "command": f"mmat eval --bench {gta_file} --controller dummy/good --json --quiet"}]
         calls = store.sql(f"select task_id from lm_calls where run_id = '{metrics['eval_run_id']}'")
         assert calls and {c["task_id"] for c in calls} <= {f"eval:{metrics['eval_run_id']}:0", f"eval:{metrics['eval_run_id']}:1"}
         joined = store.sql(f"select count(*) as n from trajectories t join eval_items i on i.task_id = t.task_id "
@@ -73,6 +74,9 @@ def test_eval_gta_scores_stores_and_compares(mmat_home, gta_file):
         assert joined == [{"n": 2}]
         steps = store.sql(f"select tool_calls from steps where traj_id = '{items[0]['traj_id']}'")
         assert steps[0]["tool_calls"][0]["name"] == "ocr" and "950" in steps[0]["tool_calls"][0]["result"]
+    listed = json.loads(runner.invoke(cli, ["runs", "--json"]).output)
+    assert {(r["run_id"], r["kind"], r["status"]) for r in listed} >= {
+        (metrics["eval_run_id"], "eval", "done"), (bad_metrics["eval_run_id"], "eval", "done")}
     assert metrics["gta"]["embedding_model"].startswith(("all-mpnet-base-v2", "all-MiniLM-L6-v2 (GTA uses all-mpnet-base-v2"))
     official = next(t for t in metrics["tables"] if t["name"] == "gta_official")
     assert official["columns"] == ["P", "O", "L", "C", "AnsAcc", "AnsAcc w/ ImgGen"]

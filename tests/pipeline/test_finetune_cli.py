@@ -42,6 +42,8 @@ def test_sft_on_a_text_student_then_serve_it(store_with_trajectories, tmp_path):
         [run] = store.sql("select status, command, summary from runs where kind = 'finetune'")
     assert run["status"] == "done" and run["command"].startswith("mmat finetune sft --model")
     assert json.loads(run["summary"])["global_step"] == 6
+    listed = json.loads(CliRunner().invoke(cli, ["runs", "--json"]).output)
+    assert [r["status"] for r in listed if r["kind"] == "finetune"] == ["done"]
 
     # the student is a model string like any other: one agent step through the local provider
     import dspy
