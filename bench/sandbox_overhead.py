@@ -279,7 +279,9 @@ def main() -> None:
             fh.write(
                 f"\n## Sandbox overhead per mode ({stamp})\n\n`python bench/sandbox_overhead.py` on {machine}. "
                 "Each step includes one thaw and one freeze of the whole sandbox. Tool round trip = (3-tool step - "
-                "trivial step) / 3 with instant tools. Fork = fresh worker + replay of the 3 steps + workspace sync.\n\n"
+                "trivial step) / 3 with instant tools. Fork = fresh worker + replay of the 3 steps + workspace sync. "
+                "Pool = `SandboxPool(2).acquire()` (a pre-started worker adopts the workspace), refilled between "
+                "acquires; the first `Sandbox()` of a process also starts its zygote.\n\n"
                 f"{text}\n"
             )
         print(f"appended to {RESULTS}")
