@@ -213,7 +213,7 @@ def _require_store(settings) -> None:
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Show at most this many runs, newest first.")
 @with_settings()
 def runs(settings, fmt: str | None, full: bool, max_width: int, limit: int) -> None:
-    """List runs of every kind (synth, prefs, eval, finetune, optimize, import, verify, demo) with their status
+    """List runs of every kind (synth, prefs, eval, finetune, optimize, import, verify) with their status
     (running, done, failed, interrupted) and summary, also while one runs. A run whose process was killed
     shows failed.
 
