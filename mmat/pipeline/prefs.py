@@ -139,8 +139,7 @@ def _walk_tasks(settings: Settings, store, request: PrefsRequest, run, rows: lis
     from mmat.store.rows import delete_unfinished_walks
 
     run_id = run.run_id
-    done = {r["task_id"] for r in store.sql(
-        "SELECT task_id FROM prefs_tasks WHERE run_id = ? AND status = 'done'", [run_id])}
+    done = run.done_units("prefs_tasks")
     delete_unfinished_walks(store, run_id)  # failed tasks are retried from scratch
     todo = [r for r in rows if r["task_id"] not in done]
     recorder = LMCallRecorder(store, run_id)
@@ -156,10 +155,8 @@ def _walk_tasks(settings: Settings, store, request: PrefsRequest, run, rows: lis
                 states += len(result.states)
                 answered += result.trajectory.status == "answered"
                 pairs_by_rule.update(p["rule"] for p in pair_rows)
-            store.writer.put("prefs_tasks", [{"run_id": run_id, "task_id": row["task_id"],
-                                              "status": "failed" if reason else "done", "n_pairs": len(pair_rows),
-                                              "reason": reason, "finished_at": utcnow()}])
-            store.writer.flush()
+            run.mark_unit("prefs_tasks", row["task_id"], "failed" if reason else "done", n_pairs=len(pair_rows),
+                          reason=reason)
             bar.advance(f"pairs {sum(pairs_by_rule.values())} · failed {failed}")
     return PrefsSummary(run_id=run_id, tasks=len(rows), done_before=len(rows) - len(todo), states=states,
                         answered=answered, pairs=pairs_by_rule, failed=failed, seconds=time.monotonic() - started)

@@ -30,6 +30,8 @@ __all__ = [
     "current_attribution",
     "Attribution",
     "resumable_run_id",
+    "run_lifecycle",
+    "RunHandle",
 ]
 
 

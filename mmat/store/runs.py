@@ -5,7 +5,8 @@ its original start time. Resumable commands pass :func:`resumable_run_id`, a con
 they were asked to do, so running the same command again continues the same run.
 Timestamps are naive UTC.
 
-Every command that writes runs inside :func:`run_lifecycle`, which always records how the run ended:
+Every command that writes runs inside :func:`run_lifecycle`, which always records how the run ended
+(and keeps its resume markers, :meth:`RunHandle.mark_unit`):
 ``done`` (or the status the command set), ``failed`` with the exception's one-line reason (SIGTERM
 included), ``interrupted`` on Ctrl-C. A process killed outright (SIGKILL, out of memory) cannot write
 anything: its row names its owner (``runs.owner`` = host, pid and the process's start time), so the
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RUN_STATUSES", "FINAL_STATUSES", "resumable_run_id", "settings_record", "start_run", "finish_run", "utcnow",
            "RunHandle", "run_lifecycle", "one_line_reason", "RunTerminated", "mark_abandoned_runs", "list_runs",
-           "process_owner", "owner_alive"]
+           "process_owner", "owner_alive", "RESUME_MARKERS"]
 
 RUN_STATUSES = ("running", "done", "failed", "interrupted")
 FINAL_STATUSES = ("done", "failed", "interrupted")
@@ -246,6 +247,34 @@ class RunHandle:
     status: str = "done"
     settings_update: dict[str, Any] = field(default_factory=dict)
     show_progress: bool = False
+    store: Store | None = None  # the open store, for runs that hold it (resume markers need it)
+
+    # --- resume markers: one row per finished unit (a synth seed, a prefs task), written after its rows ---
+    def units(self, marker: str) -> dict[Any, dict[str, Any]]:
+        """This run's marker rows in ``marker`` (``synth_seeds`` or ``prefs_tasks``), by unit key."""
+        key = _marker_key(marker)
+        rows = self._store().sql(f"SELECT * FROM {marker} WHERE run_id = ?", [self.run_id])
+        return {r[key]: r for r in rows}
+
+    def done_units(self, marker: str) -> set[Any]:
+        """Keys of the units this run finished (status done): a rerun skips them."""
+        return {k for k, r in self.units(marker).items() if r["status"] == "done"}
+
+    def mark_unit(self, marker: str, key: Any, status: str, **fields: Any) -> None:
+        """Record that unit ``key`` ended (``done`` or ``failed``); call it only once the unit's rows are written:
+        the mark is flushed, so a kill after it never loses the unit and a kill before it redoes it."""
+        if status not in ("done", "failed"):
+            raise StoreError(f"a unit ends done or failed, not {status!r}")
+        store = self._store()
+        store.writer.put(marker, [{"run_id": self.run_id, _marker_key(marker): key, "status": status,
+                                   "finished_at": utcnow(), **fields}])
+        store.writer.flush()
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise StoreError(f"run {self.run_id} was started without an open store: resume markers need one "
+                             "(pass the Store to run_lifecycle)")
+        return self.store
 
     def progress(self, label: str, total: int):
         """The run's progress bar (rich on stderr; nothing when the run was started with ``progress=False``)."""
@@ -256,9 +285,21 @@ class RunHandle:
 
 StoreSource = Union["Store", Callable[[], AbstractContextManager["Store"]]]
 
+RESUME_MARKERS = {"synth_seeds": "seed_idx", "prefs_tasks": "task_id"}  # marker table -> its unit key
+
+
+def _marker_key(marker: str) -> str:
+    if marker not in RESUME_MARKERS:
+        raise StoreError(f"{marker!r} is not a resume marker table: use one of {', '.join(RESUME_MARKERS)}")
+    return RESUME_MARKERS[marker]
+
+
+def _is_opener(source: StoreSource) -> bool:
+    return callable(source) and not hasattr(source, "writer")
+
 
 def _with_store(source: StoreSource, fn: Callable[["Store"], Any]) -> Any:
-    if callable(source) and not hasattr(source, "writer"):  # an opener: hold the store only for this write
+    if _is_opener(source):  # an opener: hold the store only for this write
         with source() as store:
             return fn(store)
     return fn(source)
@@ -281,7 +322,7 @@ def run_lifecycle(source: StoreSource, kind: str, settings: Settings | dict[str,
     restore = _catch_sigterm()
     try:
         rid = _with_store(source, lambda st: start_run(st, kind, settings, command, run_id))
-        handle = RunHandle(rid, show_progress=progress)
+        handle = RunHandle(rid, show_progress=progress, store=None if _is_opener(source) else source)
         try:
             yield handle
         except BaseException as e:

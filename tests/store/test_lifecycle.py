@@ -1,6 +1,7 @@
 """The one run lifecycle: every way a run can end is recorded — done, an exception, Ctrl-C, SIGTERM, and a
 SIGKILL (no process left to write anything: the next run, and `mmat runs` before it, say failed)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -136,3 +137,22 @@ def test_sigkill_shows_failed_in_mmat_runs_and_the_next_run_records_it(tmp_path,
             pass
         row = _row(store, run_id)
     assert row["status"] == "failed" and "killed, e.g. SIGKILL" in row["summary"]["error"]
+
+
+def test_resume_markers_belong_to_the_run(store):
+    from mmat.errors import StoreError
+
+    with run_lifecycle(store, "prefs", {}, "mmat prefs") as run:
+        run.mark_unit("prefs_tasks", "t1", "done", n_pairs=2)
+        run.mark_unit("prefs_tasks", "t2", "failed", reason="SandboxError: boom")
+        with pytest.raises(StoreError, match="a unit ends done or failed"):
+            run.mark_unit("prefs_tasks", "t3", "running")
+        with pytest.raises(StoreError, match="'tasks' is not a resume marker table"):
+            run.done_units("tasks")
+    assert run.done_units("prefs_tasks") == {"t1"}
+    assert run.units("prefs_tasks")["t2"]["reason"] == "SandboxError: boom"
+    with run_lifecycle(store, "prefs", {}, "mmat prefs --other") as other:
+        assert other.done_units("prefs_tasks") == set()  # another run's markers are its own
+    with run_lifecycle(lambda: contextlib.nullcontext(store), "finetune", {}, "mmat finetune sft") as held_briefly:
+        with pytest.raises(StoreError, match="started without an open store"):
+            held_briefly.done_units("prefs_tasks")
