@@ -7,9 +7,11 @@ retries included; cached replies bypass it) take a slot first:
   like TCP's congestion window: a throttled reply (HTTP 429 or 503) cuts it multiplicatively, once per
   congestion window (requests already in flight when it was cut cannot cut it again, so a burst of 429s
   costs one cut, not a collapse to 1); a window of successes (as many as the limit) grows it by one. It
-  never exceeds ``concurrency`` and never drops below 1. After a cut, growing back past the level that was
-  throttled needs longer and longer runs of successes (doubling, up to ``MAX_PROBE_WINDOWS`` windows),
-  so a server with a fixed capacity is probed rarely instead of once every few windows.
+  never exceeds ``concurrency`` and never drops below 1. After a cut, each step to or past the level that
+  was throttled needs a longer run of successes: ``PROBE_GROWTH`` times as many windows every time about the
+  same level is throttled again (up to ``MAX_PROBE_WINDOWS``), half as many after a probe held. A server with a fixed
+  capacity is then probed rarely, instead of every few windows (each probe costs a cut and, with a
+  Retry-After, a pause of every new request).
 - **Retry-After.** A throttled reply's ``Retry-After`` (seconds or an HTTP-date) pauses every new request
   until it has passed; requests in flight go on.
 - **Budgets.** ``max_calls``: exactly that many requests are sent, never one more, however many threads
@@ -42,7 +44,7 @@ from pydantic import BaseModel, Field
 from mmat.errors import ConfigError, MmatError
 
 __all__ = ["LMGate", "GateStats", "BudgetExhausted", "Slot", "use_gate", "active_gate", "throttle_of",
-           "retry_after_seconds", "retry_delay", "DECREASE", "MAX_PROBE_WINDOWS", "THROTTLE_STATUSES"]
+           "retry_after_seconds", "retry_delay", "DECREASE", "PROBE_GROWTH", "MAX_PROBE_WINDOWS", "THROTTLE_STATUSES"]
 
 T = TypeVar("T")
 
@@ -50,7 +52,8 @@ THROTTLE_STATUSES = frozenset({429, 503})
 # Multiplicative decrease per congestion window. 0.5 (TCP's) halves the rate every time a probe overshoots a
 # fixed server capacity by one request; 0.75 backs off clearly and keeps most of the rate.
 DECREASE = 0.75
-MAX_PROBE_WINDOWS = 32  # longest run of windows (of successes) before the limit probes past a throttled level
+PROBE_GROWTH = 4  # a probe that fails again waits this many times longer (1, 4, 16, 64 windows)
+MAX_PROBE_WINDOWS = 64  # longest run of windows (of successes) before the limit probes a throttled level again
 RATE_WINDOW_S = 10.0  # calls/s and tokens/s are measured over the last this-many seconds
 HISTORY_MAX = 2000  # limit_history keeps at most this many points (thinned evenly, first and last kept)
 MAX_BACKOFF_S = 60.0
@@ -377,10 +380,10 @@ class LMGate:
         if seq <= self._cut_seq:
             return  # sent before the last cut: the same congestion window, already answered
         before = self._limit
-        if self._ceiling is not None and before >= self._ceiling:
-            self._probe_windows = min(self._probe_windows * 2, MAX_PROBE_WINDOWS)  # the same level failed again
+        if self._ceiling is not None and before >= self._ceiling - 1:
+            self._probe_windows = min(self._probe_windows * PROBE_GROWTH, MAX_PROBE_WINDOWS)  # about the same level again
         else:
-            self._probe_windows = 1  # throttled lower than before: the server's capacity moved
+            self._probe_windows = 1  # first throttle, or far lower than before: the server's capacity moved
         self._ceiling = before
         self._cut_seq = self._calls
         self._good = 0
@@ -390,13 +393,14 @@ class LMGate:
         if seq <= self._cut_seq or self._limit >= self.concurrency:
             return
         self._good += 1
-        probing = self._ceiling is not None and self._limit + 1 == self._ceiling  # the step back to the throttled level
+        probing = self._ceiling is not None and self._limit + 1 >= self._ceiling  # a step to or past the throttled level
         if self._good < self._limit * (self._probe_windows if probing else 1):
             return
         self._good = 0
         self._set_limit_locked(self._limit + 1, now)
         if self._ceiling is not None and self._limit > self._ceiling:
-            self._ceiling, self._probe_windows = None, 1  # a window at the old ceiling held: room again
+            # a whole probe held above the throttled level: the server has room; probe the next level sooner
+            self._ceiling, self._probe_windows = self._limit, max(1, self._probe_windows // 2)
 
     def _set_limit_locked(self, limit: int, now: float) -> None:
         limit = max(1, min(self.concurrency, limit))

@@ -167,11 +167,10 @@ def test_repeated_throttles_at_the_same_level_make_probing_rarer_and_the_limit_s
     assert gate.limit == 4  # one window: back at the level that was throttled (first probe: 1 window)
     run_slot(gate, throttle())
     assert gate.limit == 3
-    for _ in range(3):
+    for _ in range(11):
         run_slot(gate)
-    assert gate.limit == 3  # the probe back to 4 now needs 2 windows
-    for _ in range(3):
-        run_slot(gate)
+    assert gate.limit == 3  # the probe back to 4 now needs 4 windows (PROBE_GROWTH)
+    run_slot(gate)
     assert gate.limit == 4
     for _ in range(50):
         run_slot(gate)
