@@ -463,3 +463,33 @@ def test_aimd_against_a_server_that_throttles_above_its_capacity_then_recovers(s
         assert busy.throttled < busy.calls / 2  # it adapted instead of hammering the server
         assert final.limit == 8 and max(limits) <= 8 and server.peak_active <= 8
         assert final.succeeded == 120 + sent and final.calls == final.succeeded + final.throttled
+
+
+def test_async_calls_go_through_the_gate_too(server_lm):
+    with FaultServer(latency_s=0.05, plan=fail_numbers({1}, Fault.status_code(429, retry_after=0.1))) as server:
+        lm = server_lm(server)
+        gate = LMGate(2)
+
+        async def main():
+            return await asyncio.gather(*(lm.acall(messages=[{"role": "user", "content": f"async {i}"}]) for i in range(6)))
+
+        with use_gate(gate):
+            outputs = asyncio.run(main())
+            asyncio.run(lm.acall(messages=[{"role": "user", "content": "async 0"}]))  # a cache hit: no slot
+        stats = gate.snapshot()
+        assert len(outputs) == 6 and server.peak_active <= 2
+        assert server.chat_calls == stats.calls == 7 and stats.throttled == 1 and stats.succeeded == 6
+
+
+def test_the_limit_history_stays_bounded_keeping_its_first_and_last_points(monkeypatch):
+    import mmat.lm_gate as lm_gate
+
+    monkeypatch.setattr(lm_gate, "HISTORY_MAX", 10)
+    gate = LMGate(2)
+    for _ in range(30):
+        run_slot(gate, throttle())  # 2 -> 1
+        while gate.limit < 2:  # back to 2 after a probe's run of successes
+            run_slot(gate)
+    history = gate.snapshot().limit_history
+    assert len(history) <= 10 and history[0] == (0.0, 2) and history[-1][1] == gate.limit
+    assert [t for t, _ in history] == sorted(t for t, _ in history)
