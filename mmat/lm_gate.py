@@ -184,7 +184,8 @@ class LMGate:
         self._waiters: deque[_Waiter] = deque()
         self._limit = concurrency
         self._in_flight = 0
-        self._calls = 0  # also the sequence number of the latest request admitted
+        self._calls = 0  # requests admitted (a refund takes one back)
+        self._seq = 0  # the number of the latest admission (never reused: it says which window a request is from)
         self._succeeded = self._throttled = self._failed = self._tokens = self._unpriced = 0
         self._cost = 0.0
         self._cut_seq = 0  # requests admitted up to the last cut belong to the window that was cut
@@ -265,8 +266,9 @@ class LMGate:
 
     def _admit_locked(self) -> int:
         self._calls += 1
+        self._seq += 1
         self._in_flight += 1
-        return self._calls
+        return self._seq
 
     def _abandon(self, waiter: _Waiter) -> None:
         with self._lock:
@@ -385,7 +387,7 @@ class LMGate:
         else:
             self._probe_windows = 1  # first throttle, or far lower than before: the server's capacity moved
         self._ceiling = before
-        self._cut_seq = self._calls
+        self._cut_seq = self._seq
         self._good = 0
         self._set_limit_locked(max(1, min(before - 1, math.floor(before * self._decrease))), now)
 

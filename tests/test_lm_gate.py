@@ -493,3 +493,14 @@ def test_the_limit_history_stays_bounded_keeping_its_first_and_last_points(monke
     history = gate.snapshot().limit_history
     assert len(history) <= 10 and history[0] == (0.0, 2) and history[-1][1] == gate.limit
     assert [t for t, _ in history] == sorted(t for t, _ in history)
+
+
+def test_a_refunded_slot_is_not_a_request():
+    gate = LMGate(1, max_calls=1)
+    unused = gate.acquire()
+    unused.refund()  # acquired, never sent (e.g. the call failed before its request)
+    unused.refund()  # twice is harmless
+    with gate.slot():
+        pass
+    stats = gate.snapshot()
+    assert stats.calls == 1 and stats.in_flight == 0 and stats.stopped == "max_calls"
