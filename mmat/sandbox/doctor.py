@@ -71,7 +71,10 @@ def _try_sandbox() -> dict[str, Any]:
                 started = (time.perf_counter() - t0) * 1000
                 r = sb.run("print(6 * 7)")
             if r.error is None and r.stdout.strip() == "42":
-                return _row("a real sandbox", True, f"started in {started:.0f} ms ({sb.mode.name} mode, worker uid {sb.uid}), ran print(6 * 7)")
+                from mmat.sandbox.process import launch_method
+
+                detail = f"started in {started:.0f} ms ({sb.mode.name} mode, worker uid {sb.uid}; launcher {launch_method()}), ran print(6 * 7)"
+                return _row("a real sandbox", True, detail)
             return _row("a real sandbox", False, f"ran but printed {r.stdout!r} ({r.error})")
         except MmatError as e:
             return _row("a real sandbox", False, str(e))

@@ -28,7 +28,7 @@ from mmat.sandbox.limits import Limits
 from mmat.sandbox.protocol import MAX_LINE_BYTES, ProtocolViolation, ReadyMsg, parse_worker_message
 from mmat.sandbox.runtime import PYTHON_FLAGS, launcher_config, launcher_source, worker_imports, worker_source
 
-__all__ = ["WorkerProcess", "WorkerGone", "ChannelTimeout", "ExitInfo", "allocate_uid"]
+__all__ = ["WorkerProcess", "WorkerGone", "ChannelTimeout", "ExitInfo", "Launcher", "allocate_uid", "launch_method"]
 
 # The launcher is started with -c: it reads its own code (length-prefixed) from stdin, then its config.
 _BOOTSTRAP = "import sys;n=int(sys.stdin.buffer.readline());exec(compile(sys.stdin.buffer.read(n),'mmat-sandbox-launcher','exec'))"
@@ -100,6 +100,7 @@ class Launcher:
         return 0 if self._exited or self._pidfd is None else None
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the launcher to exit (TimeoutError after ``timeout`` seconds)."""
         if self._popen is not None:
             try:
                 return self._popen.wait(timeout)
@@ -114,6 +115,7 @@ class Launcher:
         return 0
 
     def kill(self) -> None:
+        """SIGKILL the launcher (its init and worker die with it: PDEATHSIG)."""
         if self._popen is not None:
             self._popen.kill()
         elif self._pidfd is not None and not self._exited:
@@ -123,6 +125,7 @@ class Launcher:
                 pass
 
     def close(self) -> None:
+        """Close the pipes (and the pidfd once the launcher is gone)."""
         for f in (self.stdin, self.stdout, self.stderr):
             try:
                 f.close()
@@ -246,6 +249,13 @@ class _Zygote:
 
 
 os.register_at_fork(after_in_child=_Zygote._after_fork_in_child)
+
+
+def launch_method() -> str:
+    """How this process starts its sandboxes' launchers (for `mmat doctor`)."""
+    if _Zygote._broken is not None:
+        return f"one interpreter per sandbox (no zygote here: {_Zygote._broken})"
+    return "forked by a pre-imported zygote (pidfd)" if _Zygote._current is not None else "not started yet"
 
 
 def _spawn_launcher(cfg: dict[str, Any]) -> Launcher:

@@ -277,3 +277,22 @@ def test_a_fork_of_a_pooled_sandbox_takes_a_warm_worker_too(tmp_path, mmat_home)
             finally:
                 child.close()
         assert pool.stats["warm"] == 2
+
+
+def test_rootless_warm_directories_on_another_filesystem_fall_back_to_a_cold_start(tmp_path, mmat_home):
+    """Rootless adoption is a rename: across filesystems it cannot work, so the sandbox starts cold
+    and the workspace keeps its files (root mode copies into its tmpfs and does not care)."""
+    elsewhere = Path("/dev/shm")
+    if not elsewhere.is_dir() or os.stat(elsewhere).st_dev == os.stat(tmp_path).st_dev or not os.access(elsewhere, os.W_OK):
+        pytest.skip("needs a writable /dev/shm on another filesystem than the test's temporary directory")
+    with SandboxPool(1, limits=FAST, places=elsewhere) as pool:
+        assert pool.wait_ready(timeout_s=30), pool.last_error
+        ws = _workspace(tmp_path, "far")
+        with pool.acquire(ws) as sb:
+            assert sb.run("print(open('task.txt').read())").stdout == "files of far\n"
+            pooled = sb.events[0].get("pooled") is True
+        assert (ws / "task.txt").read_text() == "files of far"
+        if os.geteuid() == 0:
+            assert pooled and pool.stats["warm"] == 1
+        else:
+            assert not pooled and pool.stats["cold"] == 1 and "another filesystem" in (pool.last_error or "")
