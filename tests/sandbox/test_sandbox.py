@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,21 @@ def test_sandboxes_run_in_parallel_threads(tmp_path, mmat_home):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(trajectory, range(4)))
     assert results == [["", f"{i * 10}\n"] for i in range(4)]
+
+
+def test_without_a_zygote_each_launcher_is_its_own_interpreter(workspace, mmat_home, monkeypatch):
+    """Where no zygote can run (no pidfd), launchers start one by one; the sandbox is the same."""
+    from mmat.sandbox import process
+
+    monkeypatch.setattr(process._Zygote, "_broken", "disabled by this test")
+    with Sandbox(workspace, limits=FAST) as sb:
+        launcher = sb._holder[0].proc
+        assert launcher._popen is not None and launcher._pidfd is None
+        r = sb.run("import os\nprint(6 * 7, os.getuid() != 0)\nprint(open('/proc/self/cmdline', 'rb').read().count(b'_launcher'))")
+        assert r.error is None and r.stdout == "42 True\n0\n"
+        worker = sb.worker_pid
+    assert process.launch_method().startswith("one interpreter per sandbox")
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{worker}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{worker}")
