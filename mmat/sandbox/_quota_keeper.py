@@ -73,6 +73,15 @@ def _copy(src_fd, dst_fd, depth=0):
                 os.close(s)
 
 
+def _say(text):
+    """A note on stderr, which may be a pipe nobody reads any more (the parent is gone): never fatal."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 def take_down(workspace, staging):
     try:
         ours = os.stat(workspace).st_dev == os.stat(staging).st_dev
@@ -95,8 +104,8 @@ def take_down(workspace, staging):
         finally:
             os.close(src)
             os.close(dst)
-    except OSError as e:
-        sys.stderr.write(f"mmat quota keeper: could not restore {workspace} from {staging}: {e}\n")
+    except (OSError, RecursionError) as e:
+        _say(f"mmat quota keeper: could not restore {workspace} from {staging}: {e}")
     libc.umount2(os.fsencode(staging), MNT_DETACH)
     try:
         os.rmdir(staging)
@@ -118,7 +127,10 @@ def main():
     if mounts:
         time.sleep(GRACE_S)
     for workspace, staging in mounts.items():
-        take_down(workspace, staging)
+        try:  # one mount that cannot be restored must not leave the others mounted
+            take_down(workspace, staging)
+        except Exception as e:  # noqa: BLE001 - reported, then the next mount
+            _say(f"mmat quota keeper: could not take down {workspace}: {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
