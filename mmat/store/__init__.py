@@ -1,5 +1,9 @@
 """mmat's DuckDB store: migrations, the single writer, blobs, run records and the LM-call recorder.
 
+Every command that writes runs inside :func:`run_lifecycle` (:mod:`mmat.store.runs`: the ``runs`` row,
+how the run ended, resume markers, the progress bar); :mod:`mmat.store.rows` maps what runs produce to
+rows and owns the per-seed tables and the cleanups a rerun does first.
+
 Read-only code reads through :func:`read_sql` (works while a job writes the store; see
 :mod:`mmat.store.read`) and decodes rows with :func:`table_rows`.
 
