@@ -15,9 +15,15 @@ Measured at the server, after ``--warmup`` seconds:
 Targets (issue #18): sustained >= 0.85 of the allowed rate, throttled <= 5 %. For comparison the same
 load runs without a gate (DSPy's own retries, fixed concurrency) for ``--baseline`` seconds.
 
+With ``--synth-seeds N`` a whole ``run_synth`` (the task-level scheduler, its gate at ``--concurrency``) makes
+N seeds against the same kind of server (the scripted world for teacher, verifier and agent), measured the
+same way from ``--warmup`` seconds after its first LM request to ``--tail`` seconds before its end (when too
+few calls are ready to fill the server: a drain, not throttling). Its share of the allowed rate says how well
+the run fills the server's slots, which on a loaded 2-core machine the run's own CPU work limits.
+
 Only 127.0.0.1 is contacted. Usage: python bench/synth_throttle.py [--capacity 8] [--concurrency 32]
 [--latency 1] [--retry-after 1] [--warmup 15] [--duration 45] [--baseline 15] [--no-results]
-[--show-history]
+[--show-history] [--synth-seeds 24] [--tail 5]
 """
 
 from __future__ import annotations
@@ -112,6 +118,42 @@ def mean_limit(history: list[tuple[float, int]], start: float, end: float) -> fl
     return total / (end - start)
 
 
+def synth_run(args: argparse.Namespace) -> list[str]:
+    """One run_synth through the scheduler against a throttling server; the table row and a note."""
+    from mmat.pipeline.synth import SynthRequest, run_synth
+
+    home = tempfile.mkdtemp(prefix="mmat-throttle-synth-")
+    server = FaultServer(max_concurrent=args.capacity, throttle_retry_after=args.retry_after,
+                         latency_s=lognormal(args.latency, args.sigma, seed=11)).start()
+    try:
+        settings = load_settings(home=home, teacher="hosted_vllm/teacher", verifier="hosted_vllm/verifier",
+                                 controller="hosted_vllm/agent", api_base=server.api_base, concurrency=args.concurrency,
+                                 dedup_threshold=0.99, num_retries=8, request_timeout_s=30.0,
+                                 structured_output="json_schema")
+        t0 = time.monotonic()
+        summary = run_synth(settings, SynthRequest(tasks=args.synth_seeds, tools=["inspect_file_as_text", "visualizer"],
+                                                   trajectories_per_task=1), progress=False)
+        t_end = time.monotonic()
+    finally:
+        server.stop()
+    events = server.events
+    first = min((e["arrived"] for e in events), default=t0)  # setup (pool, sandboxes) comes before any LM call
+    start, end = first + args.warmup, t_end - args.tail
+    if end - start < 5:
+        return [f"| synth run ({args.synth_seeds} seeds) | run too short to measure ({t_end - t0:.0f} s) | | | | | |"]
+    f = window_figures(events, start, end, args.capacity)
+    lm = summary.lm or {}
+    limits = [limit for _, limit in lm.get("limit_history", [])] or [args.concurrency]
+    row = (f"| synth run, scheduler ({args.synth_seeds} seeds, {summary.outcomes.get('generated', 0)} tasks, "
+           f"{t_end - t0:.0f} s) | {f['sustained']:.2f} | {f['allowed']:.2f} | {f['ratio']:.3f} | "
+           f"{f['throttled_share']:.1%} ({f['throttled']}/{f['arrived']}) | {f['mean_latency']:.3f} | "
+           f"{summary.seeds_failed} seeds failed |")
+    note = (f"Synth run: status {summary.status}, {lm.get('calls', '?')} requests, {lm.get('throttled', '?')} throttled "
+            f"(warm-up included), limit min {min(limits)} / final {lm.get('limit', '?')}; requests at the server on "
+            f"average {f['busy']:.2f} of {args.capacity} in the window.")
+    return [row, note]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--capacity", type=int, default=8, help="concurrent requests the server answers")
@@ -124,6 +166,8 @@ def main() -> int:
     ap.add_argument("--baseline", type=float, default=15.0, help="seconds of the no-gate comparison (0: skip)")
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--show-history", action="store_true", help="print the limit's changes after the warm-up")
+    ap.add_argument("--synth-seeds", type=int, default=0, help="also run run_synth with this many seeds (0: skip)")
+    ap.add_argument("--tail", type=float, default=5.0, help="seconds at the end of the synth run left out")
     args = ap.parse_args()
 
     load_before = os.getloadavg()
@@ -158,6 +202,7 @@ def main() -> int:
             base = {**window_figures(server.events, b0, b0 + args.baseline, args.capacity), **outcome}
     finally:
         server.stop()
+    synth_lines = synth_run(args) if args.synth_seeds > 0 else []
     load_after = os.getloadavg()
 
     met = figures["ratio"] >= TARGET_RATE and figures["throttled_share"] <= TARGET_THROTTLED
@@ -182,8 +227,10 @@ def main() -> int:
             f"| no gate, DSPy retries (concurrency {args.concurrency}, {args.baseline:g} s) | {base['sustained']:.2f} | "
             f"{base['allowed']:.2f} | {base['ratio']:.3f} | {base['throttled_share']:.1%} "
             f"({base['throttled']}/{base['arrived']}) | {base['mean_latency']:.3f} | {base['error']} |")
+    lines += synth_lines[:1]
     lines += [
         "",
+        *([synth_lines[1], ""] if len(synth_lines) > 1 else []),
         f"Gate: {stats.calls} requests, {stats.throttled} throttled over the whole run (warm-up included); limit after "
         f"the warm-up min {min(limits_after)} / max {max(limits_after)} / time-weighted mean "
         f"{mean_limit(stats.limit_history, args.warmup, args.warmup + args.duration):.2f}, {len(after)} changes, final "

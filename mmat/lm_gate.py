@@ -6,7 +6,9 @@ retries included; cached replies bypass it) take a slot first:
 - **Concurrency.** At most ``limit`` requests are in flight. The limit starts at ``concurrency`` and adapts
   like TCP's congestion window: a throttled reply (HTTP 429 or 503) cuts it multiplicatively, once per
   congestion window (requests already in flight when it was cut cannot cut it again, so a burst of 429s
-  costs one cut, not a collapse to 1); a window of successes (as many as the limit) grows it by one. It
+  costs one cut, not a collapse to 1); a window of successes (as many as the limit) grows it by one. Only
+  successes while the limit is in use count (all slots taken, or requests waiting): a run that makes fewer
+  calls than the limit allows does not raise it untested, to burst past the server later. It
   never exceeds ``concurrency`` and never drops below 1. After a cut, each step to or past the level that
   was throttled needs a longer run of successes: ``PROBE_GROWTH`` times as many windows every time about the
   same level is throttled again (up to ``MAX_PROBE_WINDOWS``), half as many after a probe held. A server with a fixed
@@ -349,6 +351,7 @@ class LMGate:
             if slot._released or not slot.seq:
                 return
             slot._released = True
+            full = self._in_flight >= self._limit or bool(self._waiters)  # was the limit in use?
             self._in_flight -= 1
             now = self._clock()
             if exc is None:
@@ -359,7 +362,8 @@ class LMGate:
                 else:
                     self._unpriced += 1
                 self._recent.append((now, slot._tokens))
-                self._on_success_locked(slot.seq, now)
+                if full:
+                    self._on_success_locked(slot.seq, now)
             elif throttled:
                 self._throttled += 1
                 self._on_throttle_locked(slot.seq, retry_after, now)

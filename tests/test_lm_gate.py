@@ -38,6 +38,15 @@ def run_slot(gate: LMGate, exc: BaseException | None = None, *, cost: float | No
         pass
 
 
+def busy(gate: LMGate, n: int) -> None:
+    """``n`` successes, each answered while every other slot is taken (a demand above the limit)."""
+    for _ in range(n):
+        held = [gate.acquire() for _ in range(gate.limit - 1)]
+        run_slot(gate)
+        for slot in held:
+            slot.refund()
+
+
 def ask(lm, text: str):
     return lm(messages=[{"role": "user", "content": text}])
 
@@ -148,11 +157,14 @@ def test_a_burst_of_throttles_from_one_window_cuts_once_then_successes_grow_the_
     assert stats.throttled == 8 and stats.limit == 6  # 8 * 0.75, once, not 8 * 0.75 ** 8 -> 1
     # Requests started after the cut: each full window of successes (as many as the limit) adds one,
     # but climbing back to the throttled level (8) is a probe and needs a longer run after a repeat.
-    for _ in range(6):
+    for _ in range(20):  # alone in the gate: the limit is not in use, so these successes do not count
         run_slot(gate)
+    assert gate.limit == 6
+    busy(gate, 5)
+    assert gate.limit == 6
+    busy(gate, 1)
     assert gate.limit == 7
-    for _ in range(7):
-        run_slot(gate)
+    busy(gate, 7)
     assert gate.limit == 8
     history = [limit for _, limit in gate.snapshot().limit_history]
     assert history == [8, 6, 7, 8] and max(history) <= 8
@@ -162,18 +174,15 @@ def test_repeated_throttles_at_the_same_level_make_probing_rarer_and_the_limit_s
     gate = LMGate(4)
     run_slot(gate, throttle())
     assert gate.limit == 3  # floor(4 * 0.75)
-    for _ in range(3):
-        run_slot(gate)
+    busy(gate, 3)
     assert gate.limit == 4  # one window: back at the level that was throttled (first probe: 1 window)
     run_slot(gate, throttle())
     assert gate.limit == 3
-    for _ in range(11):
-        run_slot(gate)
+    busy(gate, 11)
     assert gate.limit == 3  # the probe back to 4 now needs 4 windows (PROBE_GROWTH)
-    run_slot(gate)
+    busy(gate, 1)
     assert gate.limit == 4
-    for _ in range(50):
-        run_slot(gate)
+    busy(gate, 50)
     assert gate.limit == 4  # never above concurrency
     tiny = LMGate(1)
     for _ in range(5):
@@ -489,7 +498,7 @@ def test_the_limit_history_stays_bounded_keeping_its_first_and_last_points(monke
     for _ in range(30):
         run_slot(gate, throttle())  # 2 -> 1
         while gate.limit < 2:  # back to 2 after a probe's run of successes
-            run_slot(gate)
+            busy(gate, 1)
     history = gate.snapshot().limit_history
     assert len(history) <= 10 and history[0] == (0.0, 2) and history[-1][1] == gate.limit
     assert [t for t, _ in history] == sorted(t for t, _ in history)
