@@ -142,7 +142,7 @@ def synth_run(args: argparse.Namespace) -> list[str]:
     if end - start < 5:
         return [f"| synth run ({args.synth_seeds} seeds) | run too short to measure ({t_end - t0:.0f} s) | | | | | |"]
     f = window_figures(events, start, end, args.capacity)
-    lm = summary.lm or {}
+    lm = getattr(summary, "lm", None) or {}  # the gate's figures, where the run has a gate
     limits = [limit for _, limit in lm.get("limit_history", [])] or [args.concurrency]
     row = (f"| synth run, scheduler ({args.synth_seeds} seeds, {summary.outcomes.get('generated', 0)} tasks, "
            f"{t_end - t0:.0f} s) | {f['sustained']:.2f} | {f['allowed']:.2f} | {f['ratio']:.3f} | "
