@@ -213,7 +213,7 @@ def _require_store(settings) -> None:
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="Show at most this many runs, newest first.")
 @with_settings()
 def runs(settings, fmt: str | None, full: bool, max_width: int, limit: int) -> None:
-    """List runs of every kind (synth, prefs, eval, finetune, optimize, import, verify) with their status
+    """List runs of every kind (synth, prefs, eval, finetune, optimize, import, verify, label, pool) with their status
     (running, done, failed, interrupted) and summary, also while one runs. A run whose process was killed
     shows failed.
 
@@ -445,11 +445,9 @@ def pool() -> None:
 @with_settings()
 def pool_add(settings, folder: Path, captions: Path | None) -> None:
     """Index a folder of images (with a sidecar captions file) into the pool."""
-    from mmat.store.pool_images import add_pool_folder
-    from mmat.runtime import open_store
+    from mmat.pipeline.curation import run_pool_add
 
-    with open_store(settings) as store:
-        added = add_pool_folder(store, folder, captions_file=captions)
+    added = run_pool_add(settings, folder, captions=captions, command=_command_line())
     click.echo(f"added {len(added)} image(s) from {folder} to the pool '{folder.name}'")
 
 
@@ -762,11 +760,9 @@ def label_export(settings, kind, out, where) -> None:
 @with_settings()
 def label_import(settings, path) -> None:
     """Read a filled label sheet (CSV or JSONL) into the store's verdicts (verifier = label)."""
-    from mmat.optimizers import import_labels
-    from mmat.runtime import open_store
+    from mmat.pipeline.curation import run_label_import
 
-    with open_store(settings) as store:
-        n = import_labels(store, path)
+    n = run_label_import(settings, path, command=_command_line())
     click.echo(f"imported {n} label(s) from {path}")
 
 

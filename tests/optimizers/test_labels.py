@@ -137,3 +137,27 @@ def test_malformed_files(store, tmp_path, name, content, message):
 def test_missing_file(store, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         import_labels(store, tmp_path / "nope.csv")
+
+
+def test_label_import_is_a_run(settings, tmp_path):
+    """`mmat label import` records a `label` run: done with the count, or failed with the reason (nothing written)."""
+    from click.testing import CliRunner
+
+    from mmat.cli import cli
+
+    with open_store(settings) as s:
+        task = World(s).task("k0")
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    write_csv(good, [{"subject_kind": "task", "subject_id": task, "label": "pass", "note": ""}])
+    write_csv(bad, [{"subject_kind": "task", "subject_id": "nope", "label": "pass", "note": ""}])
+    env = {"MMAT_HOME": str(settings.home)}
+    assert CliRunner().invoke(cli, ["label", "import", str(good)], env=env).exit_code == 0
+    refused = CliRunner().invoke(cli, ["label", "import", str(bad)], env=env)
+    assert refused.exit_code == 1
+    with open_store(settings, read_only=True) as s:
+        runs = s.sql("select status, command, json_extract_string(summary, '$.error') error, "
+                     "json_extract(summary, '$.labels')::int labels from runs where kind = 'label' order by started_at")
+        assert s.sql("select count(*) n from verdicts where verifier = 'label'")[0]["n"] == 1
+    assert [(r["status"], r["command"], r["labels"]) for r in runs] == [
+        ("done", f"mmat label import {good}", 1), ("failed", f"mmat label import {bad}", None)]
+    assert runs[1]["error"].startswith("ConfigError: ")
