@@ -21,8 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mmat demo
 
+# pytest-xdist: one worker per core plus one (many tests wait on servers and subprocesses rather than
+# compute). A file stays on one worker and files go out longest first (tests/conftest.py orders them).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # interop.py builds side venvs with LLaMA-Factory and ms-swift (about half an hour): run it on its own.
 bench: $(STAMP)
