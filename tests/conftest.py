@@ -12,17 +12,25 @@ import pytest
 
 pytest_plugins = ["mmat.testing.fixtures"]
 
-# Files measured to take the longest (serial, 2 cores), longest first. Other files with a test marked
+# Files measured to take the longest (`--durations`, 2 cores), longest first. Other files with a test marked
 # `slow` come next, then the rest; a file keeps its own test order. A name missing here only moves later.
 LONGEST_FIRST = (
-    "tests/sandbox/test_both_modes.py",
-    "tests/pipeline/test_real_server.py",
     "tests/pipeline/test_ray_executor.py",
-    "tests/view/test_browser.py",
+    "tests/pipeline/test_real_server.py",
+    "tests/pipeline/test_kill_resume.py",
+    "tests/sandbox/test_both_modes.py",
+    "tests/pipeline/test_read_during_synth.py",
     "tests/finetune/test_distributed.py",
+    "tests/pipeline/test_interrupt.py",
     "tests/test_packaging.py",
     "tests/pipeline/test_finetune_cli.py",
+    "tests/pipeline/test_faults.py",
     "tests/local/test_embedded.py",
+    "tests/local/test_provider.py",
+    "tests/finetune/test_sft.py",
+    "tests/finetune/test_dpo.py",
+    "tests/pipeline/test_import.py",
+    "tests/view/test_browser.py",
 )
 
 
