@@ -18,12 +18,13 @@ rerun), records the run as interrupted and raises SynthInterrupted.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import shutil
 import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,14 +40,18 @@ from mmat.pipeline.failures import (
     unparsable_failure,
 )
 from mmat.pipeline.interrupt import StopOnInterrupt
-from mmat.store.pool_images import load_pool
-from mmat.pipeline.progress import ProgressBar
-from mmat.store.rows import attribute_seed_calls, delete_partial_seeds, seed_rows
+from mmat.pipeline.progress import lm_line, lm_summary_line, stats_record
+from mmat.pipeline.scheduler import EmbedBatcher, SeedOutcome, SeedScheduler, budget_error, unit_threads
 from mmat.store.blobs import safe_suffix
+from mmat.store.pool_images import load_pool
+from mmat.store.rows import attribute_seed_calls, delete_partial_seeds, seed_rows
 from mmat.store.runs import utcnow
 from mmat.store.schema import EMBED_DIM
 
-__all__ = ["SynthRequest", "SynthSummary", "SynthInterrupted", "run_synth", "preflight"]
+__all__ = ["SynthRequest", "SynthSummary", "SynthInterrupted", "run_synth", "preflight", "EXIT_BUDGET"]
+
+EXIT_BUDGET = 3  # the exit status of a run stopped by --max-calls / --max-cost (rerun to continue)
+BUDGET_REASONS = ("max_calls", "max_cost")
 
 
 class SynthRequest(BaseModel):
@@ -64,6 +69,8 @@ class SynthRequest(BaseModel):
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
     workers: int | None = None
+    max_calls: int | None = None  # LM requests sent (cache hits are free); None: no limit
+    max_cost: float | None = None  # USD, as litellm prices the replies; None: no limit
 
     def identity(self, settings: Settings) -> dict[str, Any]:
         return {
@@ -83,19 +90,22 @@ class SynthSummary(BaseModel):
     counts: dict[str, int]
     excluded: int
     seconds: float
-    status: str = "done"  # done | interrupted
+    status: str = "done"  # done | interrupted | budget | failed (by a fatal error)
     seeds_failed: int = 0
     seeds_skipped_failed: int = 0  # failed on an earlier run and not retried (--no-retry-failed)
     failure_codes: dict[str, int] = {}
     outcomes: dict[str, int] = {}  # the shared vocabulary (mmat.pipeline.failures.VOCABULARY)
     exit_code: int = 0
+    stop_reason: str | None = None  # why a budget ended the run, in words
+    error: str | None = None  # the fatal error that stopped the run
+    lm: dict[str, Any] = {}  # the LM gate at the end: calls, throttled, tokens, cost, limit, limit_history
 
     def render(self) -> str:
         c = Counter(self.counts)
         before = f"{self.seeds_done_before} already done"
         if self.seeds_skipped_failed:
             before += f", {self.seeds_skipped_failed} failed before and not retried"
-        verb = "interrupted after" if self.status == "interrupted" else "run"
+        verb = {"interrupted": "interrupted after", "budget": "run before the budget ran out"}.get(self.status, "run")
         line = (f"synth {self.run_id}: {self.seeds_run} seed(s) {verb} ({before}) in {self.seconds:.1f}s — "
                 + ", ".join(f"{name} {self.outcomes.get(name, 0)}" for name in VOCABULARY)
                 + f"; {c['files_ok']} with files, {c['trajectories']} trajectories ({c['trajectories_correct']} correct)")
@@ -106,8 +116,12 @@ class SynthSummary(BaseModel):
             line += f"\n{self.seeds_failed} seed(s) failed by error ({reasons}): rerun the same command to retry them"
             line += (f"\nwhy: mmat sql \"select seed_idx, error_code, error from synth_seeds where run_id = '{self.run_id}' "
                      "and status = 'failed'\"")
+        if self.lm:
+            line += "\n" + lm_summary_line(self.lm)
         if self.status == "interrupted":
             line += "\nunfinished seeds are marked for resume: rerun the same command to continue"
+        if self.status == "budget":
+            line += f"\n{self.stop_reason}: unfinished seeds are marked for resume"
         return line + (
             f"\nlook at them: mmat sql \"select status, count(*) from tasks where run_id = '{self.run_id}' group by 1\""
         )
@@ -125,10 +139,10 @@ class QueryFilter:
     """The dedup callback Synthesis calls: near-duplicates (MiniLM) of stored/accepted queries, and
     benchmark contamination (13-grams). Thread-safe; accepted queries join the index at once."""
 
-    def __init__(self, existing: np.ndarray | None, threshold: float, exclude: NgramIndex | None):
+    def __init__(self, existing: np.ndarray | None, threshold: float, exclude: NgramIndex | None, *, embedder=None):
         from mmat.embed import Embedder
 
-        self.embedder = Embedder.shared()
+        self.embedder = embedder or Embedder.shared()
         self.threshold = threshold
         self.exclude = exclude
         self.lock = threading.Lock()
@@ -180,11 +194,6 @@ def _benchmark_index(path: Path | None) -> NgramIndex | None:
     bench = "gaia" if path.suffix == ".jsonl" else "gta"
     report = load_bench(bench, path)
     return NgramIndex(item.question for item in report.items)
-
-
-def _delete_partial_seeds(store, run_id: str, done: set[int]) -> None:
-    """Rows of seeds that started but never got their 'done' marker (a kill mid-seed)."""
-    delete_partial_seeds(store, run_id, done)
 
 
 def build_program(settings: Settings, request: SynthRequest, pool, dedup) -> Any:
@@ -270,17 +279,28 @@ def _seed_statuses(store, run_id: str) -> dict[int, dict[str, Any]]:
         [run_id])}
 
 
+def _tick(gate: Any, outcomes: Counter[str]) -> str:
+    line = live_line(outcomes)
+    return line if gate is None else f"{line} · {lm_line(gate.snapshot())}"
+
+
 def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat synth", progress: bool = True,
               retry_failed: bool = True) -> SynthSummary:
     """Synthesize ``request`` into the store. A seed whose LM stage runs out of retries (or whose reply
     cannot be read) is stored as ``failed`` with its reason and the run goes on; failed seeds are retried
     on rerun (``retry_failed``). A failure the user must fix (a 4xx, a missing key) stops the run with
-    ModelUnavailableError. Ctrl-C stops it with SynthInterrupted (what is complete stays stored)."""
+    ModelUnavailableError. Ctrl-C stops it with SynthInterrupted (what is complete stays stored). A budget
+    (``request.max_calls``/``max_cost``) that runs out ends the run with status ``budget`` and
+    ``exit_code`` EXIT_BUDGET: the seeds complete by then are stored, the rest resume on rerun."""
     from mmat.lm import configure_litellm
+    from mmat.lm_gate import LMGate, use_gate
     from mmat.runtime import open_store
-    from mmat.store import LMCallRecorder, resumable_run_id
+    from mmat.store import LMCallRecorder, resumable_run_id, run_lifecycle
 
     started = time.monotonic()
+    if request.executor == "ray" and (request.max_calls is not None or request.max_cost is not None):
+        raise ConfigError("--max-calls and --max-cost count the LM calls of this process: they work with "
+                          "--executor local only")
     configure_litellm(settings)
     modes = preflight(settings, command)
     tools = _resolve_tools(settings, request)
@@ -291,118 +311,180 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
     with open_store(settings) as store:
         run_id = resumable_run_id("synth", request.identity(settings), "synth")
         # the program (and a --program file) first: a refused file must not leave a run marked running
-        pool = load_pool(store)
+        embedder = EmbedBatcher()
+        pool = load_pool(store, embedder=embedder)
         existing = store.sql_arrow("SELECT embedding FROM query_embeddings").column("embedding").to_pylist()
-        dedup = QueryFilter(np.asarray(existing, np.float32) if existing else None, settings.dedup_threshold, exclude)
+        dedup = QueryFilter(np.asarray(existing, np.float32) if existing else None, settings.dedup_threshold, exclude,
+                            embedder=embedder)
         program = build_program(settings, request, pool, dedup)
-        store.start_run("synth", settings.to_record() | {"structured_output_resolved": modes}, command, run_id=run_id)
-        stored = _seed_statuses(store, run_id)
-        done = {i for i, r in stored.items() if r["status"] == "done"}
-        _delete_partial_seeds(store, run_id, done)
-        todo, done_before, skipped = seeds_to_run({i: r["status"] for i, r in stored.items()}, [s.index for s in seeds],
-                                                  retry_failed=retry_failed)
-        pending = [s for s in seeds if s.index in set(todo)]
-        recorder = LMCallRecorder(store, run_id)
-        workspace_root = settings.workspaces_dir / run_id
-        counts: Counter[str] = Counter()
-        outcomes: Counter[str] = Counter()
-        failure_codes: Counter[str] = Counter()
-
-        def redo_of(seed) -> int:
-            # replies that could not be read would come back from the cache: a redo asks afresh
-            previous = stored.get(seed.index, {})
-            return previous.get("attempts", 0) if previous.get("error_code") in FRESH_ON_RETRY else 0
-
-        def work(seed):
-            if stop.requested:
-                return None
-            return run_seed(program, seed, workspace_root / f"seed_{seed.index}", recorder, redo_of(seed))
-
-        def record_done(seed, result) -> None:
-            dedup.relabel(result)
-            rows = seed_rows(run_id, result, split=request.split, embeddings=dedup.vectors,
-                             put_blob=lambda p: store.put_blob(p, safe_suffix(p)), verifier=settings.verifier_model)
-            for table, table_rows in rows.tables.items():
-                store.writer.put(table, table_rows)
-            attribute_seed_calls(store, run_id, seed.index)  # query generation's calls name the seed's first task
-            store.writer.flush()
-            seed_outcomes = Counter(o for o in map(task_outcome, rows.tables.get("tasks", [])) if o)
-            seed_outcomes["generated"] += rows.counts["generated"]
-            counts.update(rows.counts)
-            outcomes.update(seed_outcomes)
-            store.writer.put("synth_seeds", [{
-                "run_id": run_id, "seed_idx": seed.index, "domain": seed.domain.name, "status": "done",
-                "n_specs": len(result.queries.specs) if result.queries else 0, "n_tasks": len(result.tasks),
-                "counts": {name: seed_outcomes[name] for name in VOCABULARY}, "error_code": None, "error": None,
-                "attempts": stored.get(seed.index, {}).get("attempts", 0) + 1, "finished_at": utcnow(),
-            }])
-            store.writer.flush()
-
-        def record_failed(seed, failure) -> None:
-            attempts = stored.get(seed.index, {}).get("attempts", 0) + 1
-            store.writer.put("synth_seeds", [failure_record(run_id, seed, failure, utcnow(), attempts)])
-            store.writer.flush()
-            counts["seeds_failed"] += 1
-            outcomes["failed-by-error"] += 1
-            failure_codes[failure.code] += 1
-
-        def summary(status: str) -> SynthSummary:
-            produced = outcomes["generated"]
-            return SynthSummary(
-                run_id=run_id, seeds_total=len(seeds), seeds_done_before=done_before, seeds_run=seeds_run,
-                counts=dict(counts), excluded=dedup.excluded, seconds=time.monotonic() - started, status=status,
-                seeds_failed=counts["seeds_failed"], seeds_skipped_failed=skipped, failure_codes=dict(failure_codes),
-                outcomes={name: outcomes[name] for name in VOCABULARY},
-                exit_code=exit_status(seeds_run, counts["seeds_failed"], produced, settings.max_failed_share),
-            )
-
-        seeds_run = 0
-        fatal = None
-        if request.executor == "ray":
-            from mmat.pipeline.ray_executor import RayExecutor
-
-            executor = RayExecutor(settings, request, pool=pool, dedup=dedup, store=store, run_id=run_id,
-                                   address=request.ray_address, workers=request.workers)
-            submit = lambda seed: executor.submit(seed, workspace_root / f"seed_{seed.index}", redo_of(seed))  # noqa: E731
-        else:
-            executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="synth")
-            submit = lambda seed: executor.submit(work, seed)  # noqa: E731
-        with StopOnInterrupt("synth") as stop, ProgressBar("synth", len(pending), progress) as bar:
-            futures = {submit(s): s for s in pending}
-            try:
-                while futures and not stop.requested and fatal is None:
-                    finished, _ = wait(futures, timeout=0.25, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        seed = futures.pop(fut)
-                        try:
-                            result = fut.result()
-                        except Exception as e:  # noqa: BLE001 -- classify() re-raises anything that is not an LM failure
-                            failure = classify(e, settings, command)
-                            if failure.fatal:
-                                fatal = failure
-                                break
-                            record_failed(seed, failure)
-                        else:
-                            if result is None:
-                                continue
-                            if result.error:  # the program caught an unreadable reply of its first stage
-                                record_failed(seed, unparsable_failure(result.error))
-                            else:
-                                record_done(seed, result)
-                        seeds_run += 1
-                        bar.advance(live_line(outcomes))
-            except BaseException:
-                store.finish_run(run_id, "interrupted", summary("interrupted").model_dump(mode="json"))
-                raise
-            finally:
-                executor.shutdown(wait=False, cancel_futures=True)  # in-flight seeds are abandoned, never written
-        if fatal is not None:
-            store.finish_run(run_id, "failed", summary("failed").model_dump(mode="json") | {"error": fatal.message})
-            raise ModelUnavailableError(fatal.message)
-        if stop.requested:
-            interrupted = summary("interrupted")
-            store.finish_run(run_id, "interrupted", interrupted.model_dump(mode="json"))
-            raise SynthInterrupted(interrupted)
-        final = summary("done")
-        store.finish_run(run_id, "failed" if final.exit_code else "done", final.model_dump(mode="json"))
+        record = settings.to_record() | {"structured_output_resolved": modes}
+        with run_lifecycle(store, "synth", record, command, run_id=run_id, progress=progress) as handle:
+            final = _drive(settings, request, store, run_id, seeds, program, pool, dedup, handle, started,
+                           retry_failed=retry_failed, gate=None if request.executor == "ray" else LMGate(
+                               settings.concurrency, max_calls=request.max_calls, max_cost=request.max_cost),
+                           use_gate=use_gate, recorder=LMCallRecorder(store, run_id), progress=progress,
+                           command=command)
+    if final.status == "failed" and final.error:
+        raise ModelUnavailableError(final.error)
+    if final.status == "interrupted":
+        raise SynthInterrupted(final)
     return final
+
+
+def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds: list, program, pool, dedup, handle,
+           started: float, *, retry_failed: bool, gate, use_gate, recorder, progress: bool, command: str) -> SynthSummary:
+    """Schedule the seeds still to do, write each one that ends, and fill ``handle`` (the run's row)."""
+    stored = _seed_statuses(store, run_id)
+    done = {i for i, r in stored.items() if r["status"] == "done"}
+    delete_partial_seeds(store, run_id, done)
+    todo, done_before, skipped = seeds_to_run({i: r["status"] for i, r in stored.items()}, [s.index for s in seeds],
+                                              retry_failed=retry_failed)
+    pending = [s for s in seeds if s.index in set(todo)]
+    workspace_root = settings.workspaces_dir / run_id
+    counts: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    failure_codes: Counter[str] = Counter()
+    seeds_run = 0
+
+    def redo_of(seed) -> int:
+        # replies that could not be read would come back from the cache: a redo asks afresh
+        previous = stored.get(seed.index, {})
+        return previous.get("attempts", 0) if previous.get("error_code") in FRESH_ON_RETRY else 0
+
+    def record_done(seed, result) -> None:
+        dedup.relabel(result)
+        rows = seed_rows(run_id, result, split=request.split, embeddings=dedup.vectors,
+                         put_blob=lambda p: store.put_blob(p, safe_suffix(p)), verifier=settings.verifier_model)
+        for table, table_rows in rows.tables.items():
+            store.writer.put(table, table_rows)
+        attribute_seed_calls(store, run_id, seed.index)  # query generation's calls name the seed's first task
+        store.writer.flush()
+        seed_outcomes = Counter(o for o in map(task_outcome, rows.tables.get("tasks", [])) if o)
+        seed_outcomes["generated"] += rows.counts["generated"]
+        counts.update(rows.counts)
+        outcomes.update(seed_outcomes)
+        store.writer.put("synth_seeds", [{
+            "run_id": run_id, "seed_idx": seed.index, "domain": seed.domain.name, "status": "done",
+            "n_specs": len(result.queries.specs) if result.queries else 0, "n_tasks": len(result.tasks),
+            "counts": {name: seed_outcomes[name] for name in VOCABULARY}, "error_code": None, "error": None,
+            "attempts": stored.get(seed.index, {}).get("attempts", 0) + 1, "finished_at": utcnow(),
+        }])
+        store.writer.flush()
+
+    def record_failed(seed, failure) -> None:
+        attempts = stored.get(seed.index, {}).get("attempts", 0) + 1
+        store.writer.put("synth_seeds", [failure_record(run_id, seed, failure, utcnow(), attempts)])
+        store.writer.flush()
+        counts["seeds_failed"] += 1
+        outcomes["failed-by-error"] += 1
+        failure_codes[failure.code] += 1
+
+    def summary(status: str, *, stop_reason: str | None = None, fatal: str | None = None) -> SynthSummary:
+        produced = outcomes["generated"]
+        exit_code = exit_status(seeds_run, counts["seeds_failed"], produced, settings.max_failed_share)
+        return SynthSummary(
+            run_id=run_id, seeds_total=len(seeds), seeds_done_before=done_before, seeds_run=seeds_run,
+            counts=dict(counts), excluded=dedup.excluded, seconds=time.monotonic() - started, status=status,
+            seeds_failed=counts["seeds_failed"], seeds_skipped_failed=skipped, failure_codes=dict(failure_codes),
+            outcomes={name: outcomes[name] for name in VOCABULARY},
+            exit_code=EXIT_BUDGET if status == "budget" else (1 if fatal else exit_code), stop_reason=stop_reason,
+            error=fatal, lm=stats_record(gate.snapshot()) | {
+                "concurrency": settings.concurrency, "max_calls": request.max_calls, "max_cost": request.max_cost,
+            } if gate is not None else {},
+        )
+
+    inbox: queue.Queue[SeedOutcome] = queue.Queue()
+    if request.executor == "ray":
+        from mmat.pipeline.ray_executor import RayExecutor
+
+        executor = RayExecutor(settings, request, pool=pool, dedup=dedup, store=store, run_id=run_id,
+                               address=request.ray_address, workers=request.workers)
+
+        def deliver(fut, seed) -> None:
+            error = fut.exception() if not fut.cancelled() else None
+            inbox.put(SeedOutcome(seed, result=None if error or fut.cancelled() else fut.result(), error=error,
+                                  abandoned=fut.cancelled()))
+
+        for seed in pending:
+            executor.submit(seed, workspace_root / f"seed_{seed.index}", redo_of(seed)).add_done_callback(
+                lambda fut, seed=seed: deliver(fut, seed))
+        stop_work = lambda: executor.shutdown(wait=False, cancel_futures=True)  # noqa: E731
+    else:
+        scheduler = SeedScheduler(program, recorder, threads=unit_threads(settings.concurrency), tools=request.tools)
+        inbox = scheduler.outcomes
+        for order, seed in enumerate(pending):
+            scheduler.submit(seed, workspace_root / f"seed_{seed.index}", order=order, redo=redo_of(seed))
+        stop_work = scheduler.stop
+
+    fatal = None
+    budget = None
+    remaining = len(pending)
+
+    def take(outcome: SeedOutcome) -> None:
+        nonlocal seeds_run, fatal, budget
+        if outcome.abandoned:
+            refused = budget_error(outcome.error) if outcome.error is not None else None
+            if refused is not None and refused.reason in BUDGET_REASONS and budget is None:
+                budget = refused.reason
+            return
+        if outcome.error is not None:
+            failure = classify(outcome.error, settings, command)  # re-raises anything that is not an LM failure
+            if failure.fatal:
+                fatal = failure
+                return
+            record_failed(outcome.seed, failure)
+        elif outcome.result.error:  # the program caught an unreadable reply of its first stage
+            record_failed(outcome.seed, unparsable_failure(outcome.result.error))
+        else:
+            record_done(outcome.seed, outcome.result)
+        seeds_run += 1
+
+    lm_scope = use_gate(gate) if gate is not None else contextlib.nullcontext()
+    with lm_scope, StopOnInterrupt("synth") as stop, handle.progress("synth", len(pending)) as bar:
+        try:
+            while remaining and not stop.requested and fatal is None and budget is None:
+                try:
+                    outcome = inbox.get(timeout=0.25)
+                except queue.Empty:
+                    bar.describe(_tick(gate, outcomes))
+                    continue
+                remaining -= 1
+                before = seeds_run
+                take(outcome)
+                bar.advance(_tick(gate, outcomes), steps=seeds_run - before)
+            if budget is not None:  # in-flight calls finish (their replies are cached); complete seeds are kept
+                stop_work()
+                gate.close(budget)
+                while not scheduler.pool.wait_idle(0.25):
+                    bar.describe(_tick(gate, outcomes))
+                while not inbox.empty():
+                    take(inbox.get())
+                    bar.advance(_tick(gate, outcomes), steps=0)
+        except BaseException:
+            handle.summary = summary("failed").model_dump(mode="json")  # the lifecycle adds the reason
+            raise
+        finally:
+            stop_work()  # seeds still in flight are abandoned, never written
+            if gate is not None:
+                gate.close("the run is over")
+    if fatal is not None:
+        final = summary("failed", fatal=fatal.message)
+        handle.status, handle.summary = "failed", final.model_dump(mode="json")
+    elif stop.requested:
+        final = summary("interrupted")
+        handle.status, handle.summary = "interrupted", final.model_dump(mode="json")
+    elif budget is not None:
+        final = summary("budget", stop_reason=_budget_words(budget, request, gate))
+        handle.status, handle.summary = "interrupted", final.model_dump(mode="json")
+    else:
+        final = summary("done")
+        handle.status, handle.summary = ("failed" if final.exit_code else "done"), final.model_dump(mode="json")
+    return final
+
+
+def _budget_words(reason: str, request: SynthRequest, gate) -> str:
+    stats = gate.snapshot()
+    if reason == "max_calls":
+        return f"budget reached: {stats.calls} calls; rerun without --max-calls to continue"
+    return (f"budget reached: ${stats.cost:.4f} spent of ${request.max_cost:g}; rerun without --max-cost (or with a "
+            "higher one) to continue")

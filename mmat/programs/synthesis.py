@@ -198,17 +198,23 @@ class Synthesis(dspy.Module):
     def _forward(self, seed: Seed, workspace: Path) -> SeedResult:
         workspace = Path(workspace)
         tools = self.tools or seed.tools
-        result = SeedResult(seed=seed)
-        try:
-            with self._role("teacher"):
-                result.queries = self.query_generator(seed.domain.render(), tools, seed.examples)
-        except ModelOutputError as e:
-            result.error = str(e)
-            return result
-        specs = self._drop_duplicates(result.queries.specs, result)
+        result, specs = self.plan(seed)
         for index, spec in specs:
             result.tasks.append(self.make_task(index, spec, tools, workspace / f"task_{index}"))
         return result
+
+    # --- the units a scheduler runs separately (mmat.pipeline.scheduler); forward() runs them in order ---
+    def plan(self, seed: Seed) -> tuple[SeedResult, list[tuple[int, QuerySpec]]]:
+        """Query generation and dedup: the seed's result so far and the (spec index, spec) pairs to make.
+        An unreadable reply of this first stage is ``result.error`` (and no specs)."""
+        result = SeedResult(seed=seed)
+        try:
+            with self._role("teacher"):
+                result.queries = self.query_generator(seed.domain.render(), self.tools or seed.tools, seed.examples)
+        except ModelOutputError as e:
+            result.error = str(e)
+            return result, []
+        return result, self._drop_duplicates(result.queries.specs, result)
 
     def _drop_duplicates(self, specs: list[QuerySpec], result: SeedResult) -> list[tuple[int, QuerySpec]]:
         indexed = list(enumerate(specs))
@@ -226,17 +232,26 @@ class Synthesis(dspy.Module):
             return self._make_task(index, spec, tools, workspace)
 
     def _make_task(self, index: int, spec: QuerySpec, tools: Sequence[str], workspace: Path) -> TaskResult:
-        with self._role("teacher"):
-            files = self.file_generator(spec, workspace / "files")
-        task = TaskResult(spec_index=index, spec=spec, query=spec.query, workspace=workspace, files=files,
-                          status="rejected")
-        if not files.ok:
-            task.status_reason = "files: " + "; ".join(f"{f.file_name}: {f.reason}" for f in files.failures)
-            return task
-        self.verify_task(task, tools)
-        if task.status == "verified" and self.solve:
+        task = self.prepare_task(index, spec, tools, workspace)
+        if self.needs_solving(task):
             self._solve(task, tools, workspace)
         return task
+
+    def prepare_task(self, index: int, spec: QuerySpec, tools: Sequence[str], workspace: Path) -> TaskResult:
+        """Files and query-file verification for one spec (no trajectories yet)."""
+        with attributed(task_key=index):
+            with self._role("teacher"):
+                files = self.file_generator(spec, workspace / "files")
+            task = TaskResult(spec_index=index, spec=spec, query=spec.query, workspace=workspace, files=files,
+                              status="rejected")
+            if not files.ok:
+                task.status_reason = "files: " + "; ".join(f"{f.file_name}: {f.reason}" for f in files.failures)
+                return task
+            return self.verify_task(task, tools)
+
+    def needs_solving(self, task: TaskResult) -> bool:
+        """Whether ``task`` gets trajectories (``self.k`` attempts of :meth:`attempt`, then :meth:`settle`)."""
+        return task.status == "verified" and self.solve
 
     def _task_rules(self, task: TaskResult, query: str, tools: Sequence[str]) -> RuleVerdict:
         from mmat.tools import final_tool_names
@@ -272,15 +287,22 @@ class Synthesis(dspy.Module):
         return task
 
     def _solve(self, task: TaskResult, tools: Sequence[str], workspace: Path) -> None:
+        task.trajectories = [self.attempt(task, attempt, tools, workspace) for attempt in range(self.k)]
+        self.settle(task)
+
+    def attempt(self, task: TaskResult, attempt: int, tools: Sequence[str], workspace: Path) -> TrajectoryResult:
+        """One agent attempt at a verified task and its verification (attributed to the task and attempt)."""
         controller = self.role_model("controller")
-        for attempt in range(self.k):
-            config = self._sample_config(attempt)
-            with attributed(attempt=attempt, controller=controller):
-                with self._role("controller"):
-                    trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
-                                            config=config)
-                run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
-                task.trajectories.append(self.verify_trajectory(task, run, workspace / f"traj_{attempt}"))
+        with attributed(task_key=task.spec_index, attempt=attempt, controller=controller):
+            with self._role("controller"):
+                trajectory = self.agent(task.query, task.files.files, workspace / f"traj_{attempt}", tools=tools,
+                                        config=self._sample_config(attempt))
+            run = TrajectoryResult(attempt=attempt, controller=controller, trajectory=trajectory)
+            return self.verify_trajectory(task, run, workspace / f"traj_{attempt}")
+
+    def settle(self, task: TaskResult) -> None:
+        """The task's status from its trajectories (in attempt order): solved if any is verified correct."""
+        task.trajectories.sort(key=lambda t: t.attempt)
         if any(t.correct for t in task.trajectories):
             task.status, task.status_reason = "solved", None
         else:

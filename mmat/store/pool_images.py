@@ -22,9 +22,10 @@ def _save(store, pool: ImagePool, images: list[PoolImage] | None = None) -> None
     store.writer.flush()
 
 
-def load_pool(store) -> ImagePool:
-    """Builtin images plus stored user images; caption embeddings computed only where none is cached."""
-    pool = ImagePool.build_default()
+def load_pool(store, *, embedder=None) -> ImagePool:
+    """Builtin images plus stored user images; caption embeddings computed only where none is cached.
+    ``embedder``: what searches embed with (default: the process-wide MiniLM)."""
+    pool = ImagePool.build_default(embedder=embedder)
     stored = store.sql("SELECT image_id, pool, path, caption, width, height FROM pool_images WHERE pool <> 'builtin'")
     pool.add_images(
         PoolImage(image_id=r["image_id"], pool=r["pool"], name=Path(r["path"]).stem, caption=r["caption"],

@@ -28,9 +28,13 @@ class ProgressBar:
             self._task = self._progress.add_task("", total=self.total)
         return self
 
-    def advance(self, description: str = "") -> None:
+    def advance(self, description: str = "", steps: int = 1) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, description=description)
+            self._progress.update(self._task, advance=steps, description=description)
+
+    def describe(self, description: str) -> None:
+        """New live figures without advancing (synth's LM figures change between finished seeds)."""
+        self.advance(description, steps=0)
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
