@@ -395,21 +395,31 @@ def _split_csv(ctx, param, value):
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True, help="Run seeds in this process's threads, or on Ray workers (pip install 'mmat[ray]'); the store stays with this process.")
 @click.option("--ray-address", default=None, help="Ray cluster to join (HOST:6379 or ray://HOST:10001); default: start a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Ray worker processes (default: one per CPU of the cluster); --concurrency is split among them.")
+@click.option("--max-calls", type=click.IntRange(min=0), default=None, help="Stop cleanly after this many LM requests sent (cache hits are free); rerun without it to continue (exit 3).")
+@click.option("--max-cost", type=click.FloatRange(min=0), default=None, help="Stop cleanly once the recorded LM cost reaches this many USD (exit 3).")
+@click.option("--dry-run", is_flag=True, help="Print the estimated LM calls and cost of the run and stop: from its finished seeds, else from a sample of 2 seeds it runs now and keeps as the run's first seeds.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @with_settings("teacher", "controller", "verifier", "api_base", "concurrency", "seed", "temperature")
 def synth(settings, tasks, domains, tools, trajectories_per_task, queries_per_seed, split, program, exclude, retry_failed,
-          executor, ray_address, workers, quiet) -> None:
+          executor, ray_address, workers, max_calls, max_cost, dry_run, quiet) -> None:
     """Synthesize tasks, files and verified trajectories into the store (resumable: rerun to continue).
 
     Exit status: 0; 1 when seeds ran and produced no task, or more than max_failed_share of them failed by
-    error; 130 after Ctrl-C (what was complete is stored; rerun to continue).
+    error; 3 when --max-calls/--max-cost ran out (what was complete is stored; rerun to continue); 130 after
+    Ctrl-C (the same).
     """
     from mmat.pipeline.interrupt import EXIT_INTERRUPTED
     from mmat.pipeline.synth import SynthInterrupted, SynthRequest, run_synth
 
     request = SynthRequest(tasks=tasks, domains=domains, tools=tools, trajectories_per_task=trajectories_per_task,
                            split=split, program=program, exclude=exclude, queries_per_seed=queries_per_seed,
-                           executor=executor, ray_address=ray_address, workers=workers)
+                           executor=executor, ray_address=ray_address, workers=workers, max_calls=max_calls,
+                           max_cost=max_cost)
+    if dry_run:
+        from mmat.pipeline.estimate import estimate_synth
+
+        click.echo(estimate_synth(settings, request, command=_command_line(), progress=not quiet).render())
+        return
     try:
         summary = run_synth(settings, request, command=_command_line(), progress=not quiet, retry_failed=retry_failed)
     except SynthInterrupted as e:

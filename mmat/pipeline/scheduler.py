@@ -214,7 +214,7 @@ class SeedScheduler:
             job.outstanding += 1
         if not self.pool.submit(priority, lambda: self._run(job, unit, *args)):
             with self._lock:
-                job.outstanding -= 1  # the pool is stopped: the seed can never complete (and is never reported)
+                job.ended = True  # the pool is stopped: the seed can never complete, and is never reported
 
     def _run(self, job: _Job, unit: Callable[..., None], *args: Any) -> None:
         if job.ended or self._stopping.is_set():
