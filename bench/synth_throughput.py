@@ -129,9 +129,10 @@ def make_handler(latency: float, counter: dict):
     return Handler
 
 
-def _cpu() -> float:
+def _cpu() -> tuple[float, float]:
+    """(this process incl. the fake server, its child processes: sandboxes) CPU seconds so far."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def run_once(concurrency: int, seeds: int, api_base: str, counter: dict) -> dict:
@@ -146,10 +147,11 @@ def run_once(concurrency: int, seeds: int, api_base: str, counter: dict) -> dict
     cpu0, t0 = _cpu(), time.monotonic()
     summary = run_synth(settings, SynthRequest(tasks=seeds, tools=["inspect_file_as_text", "visualizer"],
                                                trajectories_per_task=1), progress=False)
-    wall, cpu = time.monotonic() - t0, _cpu() - cpu0
+    wall, (own, kids) = time.monotonic() - t0, _cpu()
+    own, kids = own - cpu0[0], kids - cpu0[1]
     tasks = summary.counts.get("generated", 0) + summary.counts.get("rejected", 0)
     return {"concurrency": concurrency, "seeds": seeds, "tasks": tasks, "calls": counter["calls"], "wall": wall,
-            "cpu": cpu, "mean_latency": counter["latency_sum"] / max(1, counter["calls"]), "by_role": dict(counter["by_role"]),
+            "cpu": own + kids, "cpu_children": kids, "mean_latency": counter["latency_sum"] / max(1, counter["calls"]), "by_role": dict(counter["by_role"]),
             "limit_low": min((limit for _, limit in summary.lm.get("limit_history", [])), default=concurrency)}
 
 
@@ -184,7 +186,8 @@ def main() -> None:
         rows.append((level, r["seeds"], r["tasks"], r["calls"], calls_per_task, r["mean_latency"], r["wall"], tps,
                      utilisation, lm_limit, cpu_per_task, cpu_limit, tps / min(lm_limit, cpu_limit), r["limit_low"]))
         print(f"concurrency {level:>3}: {tps:6.2f} tasks/s, {calls_per_task:.1f} calls/task {r['by_role']}, LM-slot "
-              f"utilisation {utilisation:.2f}; LM-bound {lm_limit:.2f} tasks/s, CPU {cpu_per_task:.2f} s/task -> "
+              f"utilisation {utilisation:.2f}; LM-bound {lm_limit:.2f} tasks/s, CPU {cpu_per_task:.2f} s/task "
+              f"({r['cpu_children'] / r['tasks']:.2f} in sandboxes) -> "
               f"CPU-bound {cpu_limit:.2f} tasks/s; ratio to the tighter limit {tps / min(lm_limit, cpu_limit):.2f}",
               flush=True)
     server.shutdown()

@@ -4,9 +4,9 @@ The estimate is the average of finished seeds of the same run (same run ID: mode
 seed... — see ``SynthRequest.identity``). When the run has no finished seed yet, a **sample** is run first:
 the run's first ``SAMPLE_SEEDS`` seeds, through the ordinary ``run_synth``, so their rows go to the store
 as that run's first seeds (a later real run skips them, exactly as a resume does) and their replies are in
-DSPy's cache (a redo would be served them). Per finished seed we count its ``lm_calls`` rows — those of
-its tasks, plus its share of the seed-level query-generation calls (which carry no task) — and price the
-calls at the run's mean cost per request actually sent (cache hits cost nothing and are not priced).
+DSPy's cache (a redo would be served them). Per finished seed we count its ``lm_calls`` rows (each row
+names its seed) and price the calls at the run's mean cost per request actually sent (cache hits cost
+nothing and are not priced).
 """
 
 from __future__ import annotations
@@ -58,16 +58,12 @@ def _done_seeds(store: Any, run_id: str) -> list[int]:
 def _per_seed(store: Any, run_id: str, done: list[int]) -> tuple[float, float | None]:
     """(LM calls per finished seed, mean cost per request sent) from the run's ``lm_calls``."""
     marks = ", ".join("?" for _ in done)
-    task_calls = store.sql(
-        f"SELECT count(*) AS n FROM lm_calls WHERE run_id = ? AND task_id IN "
-        f"(SELECT task_id FROM tasks WHERE run_id = ? AND seed_idx IN ({marks}))", [run_id, run_id, *done])[0]["n"]
-    seed_calls = store.sql("SELECT count(*) AS n FROM lm_calls WHERE run_id = ? AND task_id IS NULL", [run_id])[0]["n"]
-    attempted = store.sql("SELECT count(*) AS n FROM synth_seeds WHERE run_id = ?", [run_id])[0]["n"]
-    sent = store.sql("SELECT count(*) AS n, sum(cost) AS cost, count(cost) AS priced FROM lm_calls "
+    calls = store.sql(f"SELECT count(*) AS n FROM lm_calls WHERE run_id = ? AND seed_idx IN ({marks})",
+                      [run_id, *done])[0]["n"]
+    sent = store.sql("SELECT sum(cost) AS cost, count(cost) AS priced FROM lm_calls "
                      "WHERE run_id = ? AND NOT coalesce(cache_hit, false)", [run_id])[0]
-    per_seed = task_calls / len(done) + seed_calls / max(attempted, len(done))
     cost_per_call = (sent["cost"] or 0.0) / sent["priced"] if sent["priced"] else None
-    return per_seed, cost_per_call
+    return calls / len(done), cost_per_call
 
 
 def estimate_synth(settings: Settings, request: Any, *, command: str = "mmat synth --dry-run", progress: bool = True,

@@ -20,6 +20,10 @@ what Ray does not know about the data:
 A worker process that dies mid-seed is restarted by Ray and the seed is retried there
 (``max_restarts``/``max_task_retries``); nothing of the half-done seed was written, and its workspace is
 cleared before the redo. Ray is an optional extra (``pip install 'mmat[ray]'``).
+
+On Ray a seed is one unit of work (``program(seed)`` in a worker): the task-level scheduler
+(``mmat.pipeline.scheduler``) and the run's LM gate (budgets, adaptive concurrency) belong to the local
+executor, so ``--max-calls``/``--max-cost`` are refused with ``--executor ray``.
 """
 
 from __future__ import annotations

@@ -393,28 +393,28 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
             } if gate is not None else {},
         )
 
-    inbox: queue.Queue[SeedOutcome] = queue.Queue()
-    if request.executor == "ray":
-        from mmat.pipeline.ray_executor import RayExecutor
+    def start_work() -> tuple[queue.Queue[SeedOutcome], Any, Any]:
+        """Schedule every pending seed: (where ended seeds arrive, stop scheduling, the local scheduler or None)."""
+        if request.executor == "ray":
+            from mmat.pipeline.ray_executor import RayExecutor
 
-        executor = RayExecutor(settings, request, pool=pool, dedup=dedup, store=store, run_id=run_id,
-                               address=request.ray_address, workers=request.workers)
+            inbox: queue.Queue[SeedOutcome] = queue.Queue()
+            executor = RayExecutor(settings, request, pool=pool, dedup=dedup, store=store, run_id=run_id,
+                                   address=request.ray_address, workers=request.workers)
 
-        def deliver(fut, seed) -> None:
-            error = fut.exception() if not fut.cancelled() else None
-            inbox.put(SeedOutcome(seed, result=None if error or fut.cancelled() else fut.result(), error=error,
-                                  abandoned=fut.cancelled()))
+            def deliver(fut, seed) -> None:
+                error = fut.exception() if not fut.cancelled() else None
+                inbox.put(SeedOutcome(seed, result=None if error or fut.cancelled() else fut.result(), error=error,
+                                      abandoned=fut.cancelled()))
 
-        for seed in pending:
-            executor.submit(seed, workspace_root / f"seed_{seed.index}", redo_of(seed)).add_done_callback(
-                lambda fut, seed=seed: deliver(fut, seed))
-        stop_work = lambda: executor.shutdown(wait=False, cancel_futures=True)  # noqa: E731
-    else:
+            for seed in pending:
+                executor.submit(seed, workspace_root / f"seed_{seed.index}", redo_of(seed)).add_done_callback(
+                    lambda fut, seed=seed: deliver(fut, seed))
+            return inbox, lambda: executor.shutdown(wait=False, cancel_futures=True), None
         scheduler = SeedScheduler(program, recorder, threads=unit_threads(settings.concurrency), tools=request.tools)
-        inbox = scheduler.outcomes
         for order, seed in enumerate(pending):
             scheduler.submit(seed, workspace_root / f"seed_{seed.index}", order=order, redo=redo_of(seed))
-        stop_work = scheduler.stop
+        return scheduler.outcomes, scheduler.stop, scheduler
 
     fatal = None
     budget = None
@@ -439,9 +439,12 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
             record_done(outcome.seed, outcome.result)
         seeds_run += 1
 
+    stop_work = lambda: None  # noqa: E731
+    # the gate and the Ctrl-C handler first: no unit may send a request (or be interrupted) before they are in place
     lm_scope = use_gate(gate) if gate is not None else contextlib.nullcontext()
     with lm_scope, StopOnInterrupt("synth") as stop, handle.progress("synth", len(pending)) as bar:
         try:
+            inbox, stop_work, scheduler = start_work()
             while remaining and not stop.requested and fatal is None and budget is None:
                 try:
                     outcome = inbox.get(timeout=0.25)
@@ -458,8 +461,9 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
                 while not scheduler.pool.wait_idle(0.25):
                     bar.describe(_tick(gate, outcomes))
                 while not inbox.empty():
+                    before = seeds_run
                     take(inbox.get())
-                    bar.advance(_tick(gate, outcomes), steps=0)
+                    bar.advance(_tick(gate, outcomes), steps=seeds_run - before)
         except BaseException:
             handle.summary = summary("failed").model_dump(mode="json")  # the lifecycle adds the reason
             raise

@@ -1,8 +1,9 @@
 """The real-server failure semantics (#13) hold with every request going through an LMGate.
 
 The fault tests of test_faults.py are collected here a second time and run inside ``use_gate`` (the autouse
-fixture below): the gate retries instead of DSPy, and each error row, one-line message, exit status and
-rerun must come out exactly as without it. One more test checks what the gate itself saw.
+fixture below; `mmat synth` itself runs every request through its own run's gate inside it): the gate retries
+instead of DSPy, and each error row, one-line message, exit status and rerun must come out exactly as without
+it. One more test checks what the run's gate saw (stored in the run's summary).
 """
 
 from __future__ import annotations
@@ -35,15 +36,17 @@ def gate():
 
 
 @pytest.mark.slow
-def test_the_gate_sees_every_attempt_while_the_store_keeps_one_row_per_call(home, gate):
+def test_the_gate_sees_every_attempt_while_the_store_keeps_one_row_per_call(home):
+    import json
+
     with FaultServer(plan=fail_models({"teacher"}, Fault.status_code(429, "too many requests", retry_after=0.05))) as server:
-        result = synth(server, home)  # MMAT_NUM_RETRIES=1: two attempts per teacher call
+        result = synth(server, home, "--concurrency", "4")  # MMAT_NUM_RETRIES=1: two attempts per teacher call
         assert result.exit_code == 1 and "(rate-limited 1)" in result.stdout
         teacher_requests = [e for e in server.events if e["model"] == "teacher"]
         rows = q(home, "select error from lm_calls where model = 'hosted_vllm/teacher'")
-    stats = gate.snapshot()
+    stats = json.loads(q(home, "select summary from runs")[0]["summary"])["lm"]  # the run's own gate
     assert len(teacher_requests) == 2 * len(rows) and rows and all("429" in r["error"] for r in rows)
-    assert stats.throttled == len(teacher_requests) and stats.calls == server.chat_calls
-    assert 1 <= stats.limit < 4 and stats.limit_history[0] == (0.0, 4)
+    assert stats["throttled"] == len(teacher_requests) and stats["calls"] == server.chat_calls
+    assert 1 <= stats["limit"] < 4 and stats["limit_history"][0] == [0.0, 4]
     gaps = [b["arrived"] - a["finished"] for a, b in zip(teacher_requests, teacher_requests[1:])]
     assert all(gap >= 0.05 for gap in gaps), gaps  # Retry-After honoured between the attempts

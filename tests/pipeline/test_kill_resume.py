@@ -1,4 +1,5 @@
-"""SIGKILL a synth subprocess mid-run, rerun it, and get exactly the rows of an uninterrupted run."""
+"""SIGKILL a synth subprocess mid-run, rerun it, and get exactly the rows of an uninterrupted run — with units run
+one after another (concurrency 1) and interleaved across seeds and tasks (concurrency 4)."""
 
 import os
 import signal
@@ -14,23 +15,24 @@ from mmat.runtime import open_store
 from mmat.testing.scripted import SPECS_PER_SEED, STEPS_PER_TRAJECTORY, VERIFIED_PER_SEED
 
 SEEDS = 3
-SCRIPT = textwrap.dedent(f"""
+SCRIPT = textwrap.dedent("""
     from mmat.config import load_settings
     from mmat.pipeline.synth import SynthRequest, run_synth
     from mmat.testing import scripted
 
     scripted.register(latency_s=0.05)
     settings = load_settings(teacher="dummy/teacher", verifier="dummy/verifier", controller="dummy/agent",
-                             dedup_threshold=0.99, concurrency=1)
-    run_synth(settings, SynthRequest(tasks={SEEDS}, tools=["inspect_file_as_text", "visualizer"], trajectories_per_task=1),
+                             dedup_threshold=0.99, concurrency={concurrency})
+    run_synth(settings, SynthRequest(tasks={seeds}, tools=["inspect_file_as_text", "visualizer"], trajectories_per_task=1),
               progress=False)
     print("FINISHED")
 """)
 
 
-def _synth(home, kill_when=None, delay=0.0):
+def _synth(home, concurrency, kill_when=None, delay=0.0):
     env = {**os.environ, "MMAT_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = SCRIPT.format(seeds=SEEDS, concurrency=concurrency)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if kill_when is None:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0 and "FINISHED" in out, err[-2000:]
@@ -45,11 +47,13 @@ def _synth(home, kill_when=None, delay=0.0):
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_gives_exact_counts(tmp_path):
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_sigkill_then_rerun_gives_exact_counts(tmp_path, concurrency):
     home = tmp_path / "home"
-    second_seed = lambda: any(home.glob("workspaces/*/seed_1"))  # noqa: E731 -- seed 0 is done, seed 1 under way
-    _synth(home, kill_when=second_seed, delay=1.0)
-    _synth(home)
+    # concurrency 1: seed 0 is done, seed 1 under way; 4: seeds and their tasks interleave, some trajectories run
+    started = "workspaces/*/seed_1" if concurrency == 1 else "workspaces/*/seed_1/task_*/traj_0"
+    _synth(home, concurrency, kill_when=lambda: any(home.glob(started)), delay=1.0 if concurrency == 1 else 0.3)
+    _synth(home, concurrency)
     with open_store(load_settings(home=home), read_only=True) as store:
         one = lambda q: store.sql(q)[0]["n"]  # noqa: E731
         assert one("select count(*) n from synth_seeds where status = 'done'") == SEEDS
