@@ -71,7 +71,7 @@ def main() -> None:
     from mmat.config import load_settings
     from mmat.pipeline.optimize import run_optimize
     from mmat.pipeline.synth import SynthRequest, run_synth
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.testing import DummyLM, scripted
 
     settings = load_settings(home=home, teacher="dummy/teacher", verifier="dummy/verifier", controller="dummy/agent",

@@ -1,5 +1,5 @@
 """A store in pandas, one call per question (run after `mmat demo` or `mmat synth`)."""
-from mmat.runtime import read_frame
+from mmat.store import read_frame
 
 
 def solved_by_domain(settings=None):

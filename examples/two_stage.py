@@ -10,7 +10,7 @@ import dspy
 from mmat.ids import content_id
 from mmat.lm import build_lm
 from mmat.programs import CodeAgent, QueryGenerator, TrajectoryResult
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.store import run_lifecycle
 from mmat.store.rows import RowBatch, trajectory_rows, write_batch
 from mmat.store.runs import utcnow

@@ -31,7 +31,7 @@ _API: dict[str, str] = {
     # models
     "build_lm": "mmat.lm", "configure_litellm": "mmat.lm",
     # the store
-    "Store": "mmat.store", "open_store": "mmat.runtime", "read_frame": "mmat.runtime",
+    "Store": "mmat.store", "open_store": "mmat.store", "read_frame": "mmat.store",
     "run_lifecycle": "mmat.store",
     # programs (the stages and their composition) and what they return
     "Synthesis": "mmat.programs", "QueryGenerator": "mmat.programs", "FileGenerator": "mmat.programs",

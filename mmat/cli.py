@@ -467,7 +467,7 @@ def pool_add(settings, folder: Path, captions: Path | None) -> None:
 def pool_list(settings, fmt: str | None) -> None:
     """List the pool images the store knows, with captions."""
     from mmat.cli_output import render_rows
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(settings, read_only=True) as store:
         rows = store.sql("SELECT image_id, pool, width, height, caption FROM pool_images ORDER BY pool, image_id")
@@ -758,7 +758,7 @@ def label() -> None:
 def label_export(settings, kind, out, where) -> None:
     """Write a CSV sheet of stored subjects with an empty label column for a person to fill in."""
     from mmat.optimizers import export_label_sheet
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(settings, read_only=True) as store:
         n = export_label_sheet(store, out, kind, where)
@@ -856,7 +856,7 @@ def eval_compare(settings, run_a: str, run_b: str, as_json: bool) -> None:
       mmat eval compare 1f0c2a 9be31d        # A = the untuned controller, B = the tuned student
     """
     from mmat.eval import compare_runs, render_compare
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(settings, read_only=True) as store:
         comparison = compare_runs(store, run_a, run_b)

@@ -111,7 +111,7 @@ def _student_where(store) -> tuple[str, str]:
 def run_demo(settings: Settings, *, tasks: int = 2) -> DemoSummary:
     from mmat.pipeline.finetune import run_sft
     from mmat.pipeline.synth import SynthRequest, run_synth
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     started = time.monotonic()
     settings = settings.model_copy(update=DEMO_OVERRIDES)

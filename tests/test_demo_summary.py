@@ -3,7 +3,7 @@
 from mmat.demo import DemoSummary, rule_counts
 from mmat.store.rows import rules_row
 from mmat.programs.rules import RuleFailure, RuleVerdict
-from mmat.runtime import open_store
+from mmat.store import open_store
 
 
 def verdict(*failures):

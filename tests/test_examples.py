@@ -56,7 +56,7 @@ def test_custom_signature_must_keep_the_fields():
 def test_two_stage_program_writes_its_results_to_the_store(world):
     import two_stage
 
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     settings, _ = world
     run_id = two_stage.run(settings)
@@ -72,7 +72,7 @@ def test_pandas_example_reads_a_store_in_one_call(world):
     import pandas_store
 
     from mmat.pipeline.synth import SynthRequest, run_synth
-    from mmat.runtime import read_frame
+    from mmat.store import read_frame
 
     settings, _ = world
     run_synth(settings, SynthRequest(tasks=1, tools=["inspect_file_as_text", "visualizer"], trajectories_per_task=1),

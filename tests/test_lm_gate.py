@@ -366,7 +366,7 @@ def test_max_cost_with_a_priced_model(server_lm, monkeypatch):
 def test_the_gate_retries_honouring_retry_after_and_each_attempt_takes_a_slot(server_lm, mmat_settings):
     import dspy
 
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store.recorder import LMCallRecorder
 
     with FaultServer(plan=fail_numbers({1, 2}, Fault.status_code(429, retry_after=0.3))) as server:

@@ -67,7 +67,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_mmat_and_a_synth(wheel, tmp_pa
     script = textwrap.dedent('''
         from mmat.config import load_settings
         from mmat.pipeline.synth import SynthRequest, run_synth
-        from mmat.runtime import open_store
+        from mmat.store import open_store
         from mmat.testing import scripted
         scripted.register()
         s = load_settings(teacher="dummy/teacher", verifier="dummy/verifier", controller="dummy/agent",

@@ -92,7 +92,7 @@ def _world():
 def test_synth_accepts_the_plugin_tool_and_the_agent_calls_it(mmat_home, monkeypatch):
     from mmat.config import load_settings
     from mmat.pipeline.synth import SynthRequest, run_synth
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.setenv(PLUGINS_ENV, "custom_tool")

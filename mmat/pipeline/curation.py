@@ -17,7 +17,7 @@ def run_label_import(settings: Settings, path: Path, *, command: str | None = No
     """Read a filled label sheet (CSV or JSONL) into ``verdicts`` (verifier = label); returns how many labels.
     All rows are checked first: one bad row and nothing is written (the run is recorded failed)."""
     from mmat.optimizers import import_labels
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import run_lifecycle
 
     source = str(Path(path).resolve())
@@ -30,7 +30,7 @@ def run_label_import(settings: Settings, path: Path, *, command: str | None = No
 
 def run_pool_add(settings: Settings, folder: Path, *, captions: Path | None = None, command: str | None = None) -> list:
     """Index a folder of images (captions from a sidecar file) into the image pool; returns the images added."""
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import run_lifecycle
     from mmat.store.pool_images import add_pool_folder
 

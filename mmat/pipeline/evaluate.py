@@ -134,7 +134,7 @@ def run_benchmark(settings: Settings, request: EvalRequest, *, progress: bool = 
     from mmat.programs import CodeAgent
     from mmat.programs.files import GeneratedFile
     from mmat.programs.synthesis import TrajectoryResult
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import LMCallRecorder, recording_task
     from mmat.store.blobs import safe_suffix
     from mmat.store.rows import RowBatch, trajectory_rows, write_batch

@@ -57,7 +57,7 @@ def _run_row(settings: Settings, kind: str, command: str):
     from contextlib import nullcontext
 
     from mmat.finetune.distributed import is_main_process
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import RunHandle, run_lifecycle
 
     if not is_main_process():
@@ -88,7 +88,7 @@ def _sft(settings: Settings, *, model: str, out: Path, where: str | None = None,
     from mmat.finetune import TrainConfig, train_sft
     from mmat.lm import configure_litellm
     from mmat.pipeline.conversations import DEFAULT_SFT_WHERE, load_conversations
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     configure_litellm(settings)
     base, is_vlm = resolve_base_model(model, settings)
@@ -116,7 +116,7 @@ def _dpo(settings: Settings, *, model: str, out: Path, where: str | None = None,
     from mmat.finetune import DPOTrainConfig, train_dpo
     from mmat.lm import configure_litellm
     from mmat.pipeline.conversations import load_preference_rows
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     configure_litellm(settings)
     base, is_vlm = resolve_base_model(model, settings)

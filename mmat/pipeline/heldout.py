@@ -70,7 +70,7 @@ def compare_student(settings: Settings, *, base: str, tuned: str, bench: Path, m
     """Evaluate ``base`` and ``tuned`` (controller model strings) on ``bench`` and compare them."""
     from mmat.eval import compare_runs, render_compare
     from mmat.pipeline.evaluate import EvalRequest, run_benchmark
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     runs = []
     for controller in (base, tuned):

@@ -265,7 +265,7 @@ def run_optimize(
     saved) a compiled program whose state equals the input's.
     """
     from mmat.lm import check_model, configure_litellm
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     started = time.monotonic()
     request = OptimizeRequest(program=program, optimizer=optimizer, out=Path(out), trainset_sql=trainset_sql,

@@ -105,7 +105,7 @@ def run_prefs(settings: Settings, request: PrefsRequest, *, command: str = "mmat
     """Walk every selected task along the judge's winner and store the walks and their step preference pairs
     (resumable per task)."""
     from mmat.lm import build_lm, check_model, configure_litellm
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import resumable_run_id, run_lifecycle
 
     started = time.monotonic()

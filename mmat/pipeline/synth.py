@@ -294,8 +294,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
     ``exit_code`` EXIT_BUDGET: the seeds complete by then are stored, the rest resume on rerun."""
     from mmat.lm import configure_litellm
     from mmat.lm_gate import LMGate, use_gate
-    from mmat.runtime import open_store
-    from mmat.store import LMCallRecorder, resumable_run_id, run_lifecycle
+    from mmat.store import LMCallRecorder, open_store, resumable_run_id, run_lifecycle
 
     started = time.monotonic()
     if request.executor == "ray" and (request.max_calls is not None or request.max_cost is not None):

@@ -111,7 +111,7 @@ def run_verify(settings: Settings, request: VerifyRequest, *, command: str = "mm
 
     from mmat.lm import check_model, configure_litellm
     from mmat.programs.synthesis import Synthesis
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import LMCallRecorder, run_lifecycle
     from mmat.store.rows import task_verdict_rows, trajectory_verdict_rows
     from mmat.tools.registry import REGISTRY

@@ -16,6 +16,7 @@ from typing import Any
 from mmat.store.blobs import BlobStore
 from mmat.store.context import Attribution, attributed, current_attribution, recording_task
 from mmat.store.db import Store
+from mmat.store.home import open_store, read_frame
 from mmat.store.read import StoreReader, read_sql
 from mmat.store.readonly import table_rows
 from mmat.store.runs import RunHandle, resumable_run_id, run_lifecycle
@@ -23,6 +24,8 @@ from mmat.store.writer import Writer
 
 __all__ = [
     "Store",
+    "open_store",
+    "read_frame",
     "StoreReader",
     "read_sql",
     "table_rows",

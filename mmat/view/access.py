@@ -2,7 +2,7 @@
 
 DuckDB lets one process hold a database file, and a reader's lock would keep a writer from starting.
 So the viewer never holds the file between requests: each request goes through
-:func:`mmat.runtime.open_store` with ``read_only=True`` and closes it again. When nobody writes, that
+:func:`mmat.store.open_store` with ``read_only=True`` and closes it again. When nobody writes, that
 is a read-only open of the file for the request's queries (with DuckDB's file access switched off, so
 a free-text SQL filter cannot read files outside the database); when a job is writing, it is a
 :class:`~mmat.store.StoreReader` whose queries the writing process answers on its read socket, with
@@ -47,7 +47,7 @@ class StoreSource:
 @contextmanager
 def read_store(settings: Settings) -> Iterator[tuple["Store", StoreSource]]:  # noqa: F821
     """The store for one request's reads, and where they come from; closed (lock released) afterwards."""
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import Store
 
     with _lock, open_store(settings, read_only=True) as store:
@@ -61,7 +61,7 @@ def read_store(settings: Settings) -> Iterator[tuple["Store", StoreSource]]:  # 
 @contextmanager
 def write_store(settings: Settings) -> Iterator["Store"]:  # noqa: F821
     """The store opened read-write for one short write (a label); StoreLockedError if another process holds it."""
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with _lock, open_store(settings) as store:
         yield store

@@ -5,7 +5,7 @@ import pytest
 from mmat.errors import ConfigError
 from mmat.optimizers.datasets import DATASETS, build_sets, load_examples
 from mmat.programs import GeneratedFile, Trajectory
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.signatures.queries import QuerySpec
 
 from .conftest import DOMAIN, World

@@ -7,7 +7,7 @@ import pytest
 
 from mmat.errors import ConfigError
 from mmat.optimizers.labels import export_label_sheet, import_labels
-from mmat.runtime import open_store
+from mmat.store import open_store
 
 from .conftest import World
 

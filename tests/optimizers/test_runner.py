@@ -14,7 +14,7 @@ from mmat.optimizers.datasets import load_examples
 from mmat.optimizers.metrics import verifier_agreement
 from mmat.optimizers.targets import QueryFileVerifierTarget
 from mmat.programs import CodeAgent, QueryFileVerifier
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing import DummyExhaustedError, DummyLM
 
 from .conftest import World

@@ -3,7 +3,7 @@
 import pytest
 
 from mmat.pipeline.synth import SynthRequest, run_synth
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.store.reasons import reason_code
 from mmat.testing.scripted import STEPS_PER_TRAJECTORY, VERIFIED_PER_SEED
 

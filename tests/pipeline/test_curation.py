@@ -7,7 +7,7 @@ from PIL import Image
 
 from mmat.cli import cli
 from mmat.config import load_settings
-from mmat.runtime import open_store
+from mmat.store import open_store
 
 
 def test_pool_add_is_a_run(mmat_home, tmp_path):

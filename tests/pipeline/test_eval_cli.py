@@ -53,7 +53,7 @@ def test_eval_gta_scores_stores_and_compares(mmat_home, gta_file):
     assert "skipped item 2" in good.output  # the malformed item is reported, the run goes on
 
     from mmat.config import load_settings
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(load_settings(), read_only=True) as store:
         items = store.sql("select item_key, counted, ans_acc, tool_recall, code_exec, traj_id from eval_items "
@@ -152,7 +152,7 @@ def test_eval_agentx_both_formats_with_a_judge(mmat_home, tmp_path):
     assert "Agent-X (as MATRIX reports it)" in text.output and "G_a*: no image-answer items" in " ".join(text.output.split())
 
     from mmat.config import load_settings
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(load_settings(), read_only=True) as store:
         judged = store.sql("select count(*) as n from lm_calls where run_id = ? and module like '%agentx_judge%'", [out["eval_run_id"]])
@@ -174,7 +174,7 @@ def test_eval_action_grammar_flag_is_a_setting_of_the_run(mmat_home, tmp_path):
     assert runs["off"] != runs["on"]  # a different setting is a different run
 
     from mmat.config import load_settings
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(load_settings(), read_only=True) as store:
         for mode, run_id in runs.items():

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mmat.cli import cli
 from mmat.config import load_settings
 from mmat.preflight import clear_cache
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.structured import forget
 from mmat.testing.fault_server import Fault, FaultServer, always, fail_from, fail_models
 from mmat.testing.scripted import SPECS_PER_SEED

@@ -36,7 +36,7 @@ def test_sft_on_a_text_student_then_serve_it(store_with_trajectories, tmp_path):
     assert meta["selection"]["sql"] == TRAINING_SELECTION and meta["selection"]["n_rows"] == 2
     assert (out / "adapter_config.json").is_file() and (out / "loss.png").is_file()
 
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(store_with_trajectories, read_only=True) as store:
         [run] = store.sql("select status, command, summary from runs where kind = 'finetune'")
@@ -72,7 +72,7 @@ def test_sft_with_nothing_selected_says_how_to_fix(store_with_trajectories, tmp_
                                       "--where", "FALSE"])
     assert result.exit_code == 1
     assert "no trajectories match 'FALSE': run `mmat synth` first, or widen --where." in result.output
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(store_with_trajectories, read_only=True) as store:
         [run] = store.sql("select status, summary from runs where kind = 'finetune'")

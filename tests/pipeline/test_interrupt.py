@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mmat.config import load_settings
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing.fault_server import FaultServer
 from mmat.testing.scripted import SPECS_PER_SEED
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mmat.config import load_settings
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing.scripted import SPECS_PER_SEED, STEPS_PER_TRAJECTORY, VERIFIED_PER_SEED
 
 SEEDS = 3

@@ -14,7 +14,7 @@ from mmat.pipeline.conversations import load_files, load_preference_rows, load_s
 from mmat.pipeline.prefs import PrefsRequest, run_prefs
 from mmat.pipeline.synth import SynthRequest, run_synth
 from mmat.programs import agent_messages
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing import DummyLM, scripted
 from mmat.testing.scripted import STEPS_PER_TRAJECTORY, VERIFIED_PER_SEED
 

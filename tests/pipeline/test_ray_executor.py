@@ -32,7 +32,7 @@ def ray_local(tmp_path_factory):
 
 
 def _counts(settings) -> dict[str, int]:
-    from mmat.runtime import open_store
+    from mmat.store import open_store
 
     with open_store(settings, read_only=True) as store:
         return {t: store.sql(f"select count(*) as n from {t}")[0]["n"] for t in TABLES} | {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mmat.config import load_settings
-from mmat.runtime import open_store
+from mmat.store import open_store
 
 SERVED = "SmolLM2-135M-Instruct"
 MODEL = f"hosted_vllm/{SERVED}"

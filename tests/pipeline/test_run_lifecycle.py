@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from mmat.cli import cli
 from mmat.errors import StoreError
 from mmat.pipeline.synth import SynthRequest, run_synth
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.store import read_sql
 
 from .conftest import TOOLS

@@ -3,7 +3,7 @@
 import json
 
 from mmat.pipeline.synth import SynthRequest, run_synth
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing.scripted import SPECS_PER_SEED, STEPS_PER_TRAJECTORY, VAGUE, VERIFIED_PER_SEED
 
 from .conftest import TOOLS

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mmat.cli import cli
 from mmat.config import load_settings
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing import DummyLM, scripted
 
 from .conftest import TOOLS

@@ -142,7 +142,7 @@ def test_nested_json_is_decoded(tmp_path):
 
 def test_read_only_open_store_while_held_reads_through_the_writer(held):
     from mmat.config import load_settings
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import StoreReader
 
     path, _ = held

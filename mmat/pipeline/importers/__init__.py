@@ -235,7 +235,7 @@ def run_import(settings: Settings, fmt: str, path: Path, *, root: Path | None = 
 
     Recorded as an ``import`` run (one per format and source: importing again resumes it); a failure or
     Ctrl-C midway is recorded with what was imported so far (flushed batches stay; a rerun skips them)."""
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import run_lifecycle
 
     if fmt not in IMPORT_FORMATS:

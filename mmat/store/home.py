@@ -1,4 +1,6 @@
-"""Process-wide wiring shared by the CLI and the library entry points: where the store lives, how it opens."""
+"""The store of a Settings' home (``settings.db_path``): open it for the CLI and library entry points
+(migrating an older one, falling back to a reader while another process writes), or read one query
+into a pandas DataFrame."""
 
 from __future__ import annotations
 
