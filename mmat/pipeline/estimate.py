@@ -70,7 +70,7 @@ def estimate_synth(settings: Settings, request: Any, *, command: str = "mmat syn
                    sample: int = SAMPLE_SEEDS) -> SynthEstimate:
     """Estimate ``request``'s LM calls and cost (running a sample of ``sample`` seeds first if needed)."""
     from mmat.pipeline.synth import run_synth
-    from mmat.runtime import open_store
+    from mmat.store import open_store
     from mmat.store import resumable_run_id
 
     run_id = resumable_run_id("synth", request.identity(settings), "synth")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mmat.cli import cli
 from mmat.config import load_settings
 from mmat.pipeline.synth import EXIT_BUDGET, SynthRequest, run_synth
-from mmat.runtime import open_store
+from mmat.store import open_store
 from mmat.testing import DummyLM, scripted
 from mmat.testing.scripted import SPECS_PER_SEED, STEPS_PER_TRAJECTORY, VERIFIED_PER_SEED
 
