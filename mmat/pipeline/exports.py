@@ -56,7 +56,7 @@ def run_export(settings: Settings, fmt: str, out: Path, *, where: str | None = N
     """Write the selected trajectories (or pairs) as ``fmt`` under ``out``."""
     import mmat
     from mmat.lm import configure_litellm
-    from mmat.pipeline.conversations import TRAINING_SELECTION, load_conversations, load_preference_rows
+    from mmat.pipeline.training_data import TRAINING_SELECTION, load_conversations, load_preference_rows
     from mmat.store import open_store
     from mmat.store.export import export_conversations, export_preferences, images_mode
     from mmat.store.export.card import update_card

@@ -87,7 +87,7 @@ def run_sft(settings: Settings, *, model: str, out: Path, where: str | None = No
 def _sft(settings: Settings, *, model: str, out: Path, where: str | None = None, **train: Any):
     from mmat.finetune import TrainConfig, train_sft
     from mmat.lm import configure_litellm
-    from mmat.pipeline.conversations import DEFAULT_SFT_WHERE, load_conversations
+    from mmat.pipeline.training_data import DEFAULT_SFT_WHERE, load_conversations
     from mmat.store import open_store
 
     configure_litellm(settings)
@@ -115,7 +115,7 @@ def _dpo(settings: Settings, *, model: str, out: Path, where: str | None = None,
          **train: Any):
     from mmat.finetune import DPOTrainConfig, train_dpo
     from mmat.lm import configure_litellm
-    from mmat.pipeline.conversations import load_preference_rows
+    from mmat.pipeline.training_data import load_preference_rows
     from mmat.store import open_store
 
     configure_litellm(settings)

@@ -88,7 +88,7 @@ def _pair_rows(run_id: str, task_id: str, traj_id: str, judge: str, walk) -> lis
 
 
 def _select(store, request: PrefsRequest) -> list[dict]:
-    from mmat.pipeline.conversations import user_selection
+    from mmat.pipeline.training_data import user_selection
 
     limit = f" LIMIT {int(request.limit)}" if request.limit else ""
     return user_selection(
@@ -168,7 +168,7 @@ def _walk_one(settings: Settings, store, request: PrefsRequest, run_id: str, row
     import dspy
 
     from mmat.lm import adapter_for
-    from mmat.pipeline.conversations import load_files, load_steps
+    from mmat.pipeline.training_data import load_files, load_steps
     from mmat.programs import CodeAgent, PreferenceWalk, TrajectoryResult
     from mmat.store import attributed
     from mmat.store.blobs import safe_suffix

@@ -63,7 +63,7 @@ def _json(value: Any) -> Any:
 
 
 def _select(store, where: str) -> list[dict[str, Any]]:
-    from mmat.pipeline.conversations import user_selection
+    from mmat.pipeline.training_data import user_selection
 
     return user_selection(
         store,
@@ -77,7 +77,7 @@ def _select(store, where: str) -> list[dict[str, Any]]:
 def _task(store, row: dict[str, Any]):
     """A stored task as the TaskResult the verification flow takes (stored values are not re-validated:
     imported or older rows may not fit today's QuerySpec bounds, and the rules judge them as they are)."""
-    from mmat.pipeline.conversations import load_files
+    from mmat.pipeline.training_data import load_files
     from mmat.programs.file_generator import FileGenResult
     from mmat.programs.synthesis import TaskResult
     from mmat.signatures.queries import QuerySpec
@@ -93,7 +93,7 @@ def _task(store, row: dict[str, Any]):
 
 
 def _trajectory_run(store, row: dict[str, Any]):
-    from mmat.pipeline.conversations import load_steps
+    from mmat.pipeline.training_data import load_steps
     from mmat.programs.synthesis import TrajectoryResult
     from mmat.programs.trajectory import Trajectory
 

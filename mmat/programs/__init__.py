@@ -5,7 +5,7 @@ never touch the store: the runner stores what they return.
 
 from mmat.programs.agent import CodeAgent, stage_files
 from mmat.programs.captioner import ImageCaptioner
-from mmat.programs.conversation import agent_messages, agent_step_inputs, render_tools, trajectory_conversation
+from mmat.programs.agent_turns import agent_messages, agent_step_inputs, render_tools, trajectory_conversation
 from mmat.programs.file_generator import FileAttempt, FileFailure, FileGenerator, FileGenResult, check_file
 from mmat.programs.files import GeneratedFile, describe_files, file_name_for, list_files, mime_for
 from mmat.programs.prefs import (

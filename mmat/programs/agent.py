@@ -20,7 +20,7 @@ import dspy
 from mmat.config import Settings, load_settings
 from mmat.errors import ModelOutputError
 from mmat.programs._calls import active_lm, call_predictor, lm_is_multimodal, mark, strip_code_fences, stage_signature
-from mmat.programs.conversation import agent_step_inputs, render_tools
+from mmat.programs.agent_turns import agent_step_inputs, render_tools
 from mmat.programs.files import IMAGE_SUFFIXES, GeneratedFile, list_files
 from mmat.programs.trajectory import AgentStep, Trajectory, answer_text, render_observation, render_steps
 from mmat.signatures.agent import CodeAgentStep, FallbackAnswer

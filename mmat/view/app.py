@@ -238,7 +238,7 @@ class ViewApp:
 
     def _conversation(self, store, traj: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         """The exact training conversation (mmat's finetuning builder), rendered for the trajectory's controller."""
-        from mmat.pipeline.conversations import load_conversations
+        from mmat.pipeline.training_data import load_conversations
 
         if not store.sql("SELECT 1 FROM tasks WHERE task_id = ?", [traj["task_id"]]):
             return [], "no training conversation: this trajectory's task is not a stored task (an eval item)"

@@ -31,7 +31,7 @@ def test_sft_on_a_text_student_then_serve_it(store_with_trajectories, tmp_path):
     first, last = (float(x) for x in summary.split("loss ")[1].split(",")[0].split(" -> "))
     assert last < first
     meta = json.loads((out / "mmat_train.json").read_text())
-    from mmat.pipeline.conversations import TRAINING_SELECTION
+    from mmat.pipeline.training_data import TRAINING_SELECTION
 
     assert meta["selection"]["sql"] == TRAINING_SELECTION and meta["selection"]["n_rows"] == 2
     assert (out / "adapter_config.json").is_file() and (out / "loss.png").is_file()

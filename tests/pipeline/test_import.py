@@ -38,7 +38,7 @@ def _home(path, monkeypatch):
 
 def _samples(codec, pairs=False):
     """mmat's own training samples (default selection, or every pair), in a stable order."""
-    from mmat.pipeline.conversations import load_conversations, load_preference_rows
+    from mmat.pipeline.training_data import load_conversations, load_preference_rows
 
     with Store.for_settings(load_settings(), read_only=True) as store:
         if pairs:
@@ -202,7 +202,7 @@ def test_prefx_pairs_become_step_pairs_with_their_context(tmp_path, monkeypatch,
     report = run_import(settings, "prefx", release / "pref_x.json")
     assert (report.pairs, report.trajectories) == (2, 0) and report.bad == [(2, "no 'chosen' and 'rejected' (is this a "
                                                                                "Pref-X file? use mtrace for SFT data)")]
-    from mmat.pipeline.conversations import load_preference_rows
+    from mmat.pipeline.training_data import load_preference_rows
 
     with Store.for_settings(settings, read_only=True) as store:
         assert store.sql("SELECT count(*) AS n FROM trajectories")[0]["n"] == 1  # both pairs share one context
@@ -229,7 +229,7 @@ def test_gta_dialogs_are_reference_trajectories_outside_the_training_selection(t
     with Store.for_settings(settings, read_only=True) as store:
         steps = store.sql("SELECT code, observation FROM steps ORDER BY idx")
         [task] = store.sql("SELECT split, query FROM tasks")
-        from mmat.pipeline.conversations import load_conversations
+        from mmat.pipeline.training_data import load_conversations
 
         assert load_conversations(store, model=MODEL)[0] == []  # benchmark items never train by default
     assert [s["code"] for s in steps] == ["print(ocr(image_path='a.png'))", "print(12+30)", "final_answer('42')"]

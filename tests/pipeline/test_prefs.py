@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from mmat.cli import cli
 from mmat.errors import ConfigError
 from mmat.lm import adapter_for
-from mmat.pipeline.conversations import load_files, load_preference_rows, load_steps
+from mmat.pipeline.training_data import load_files, load_preference_rows, load_steps
 from mmat.pipeline.prefs import PrefsRequest, run_prefs
 from mmat.pipeline.synth import SynthRequest, run_synth
 from mmat.programs import agent_messages

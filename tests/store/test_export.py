@@ -44,7 +44,7 @@ def records(out, pairs=False):
 # --- selection ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_every_format_selects_what_finetune_trains_on(ids, tmp_path, fmt):
-    from mmat.pipeline.conversations import DEFAULT_SFT_WHERE, TRAINING_SELECTION, load_conversations
+    from mmat.pipeline.training_data import DEFAULT_SFT_WHERE, TRAINING_SELECTION, load_conversations
 
     out = tmp_path / fmt
     result = CliRunner().invoke(cli, ["export", fmt, "--out", str(out), "--model", MODEL])

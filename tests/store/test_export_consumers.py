@@ -53,7 +53,7 @@ def _codec(path):
 
 def _own_samples(codec, *, multimodal=None):
     """mmat's own training samples for the default selection, keyed by trajectory."""
-    from mmat.pipeline.conversations import load_conversations
+    from mmat.pipeline.training_data import load_conversations
 
     with Store.for_settings(load_settings(), read_only=True) as store:
         conversations, _ = load_conversations(store, model=MODEL, multimodal=multimodal)

@@ -179,7 +179,7 @@ def test_documents_show_as_markdown_and_tables_as_tables(client):
 
 
 def test_training_conversation_is_the_finetuning_builders(client, view_settings):
-    from mmat.pipeline.conversations import load_conversations
+    from mmat.pipeline.training_data import load_conversations
     from mmat.store import Store
 
     html = client.get("/trajectory/traj-img").text

@@ -1,5 +1,5 @@
-"""The code agent's conversation: one function builds the inputs of every step, so the prompt the
-model saw at inference and the conversation finetuning trains on are the same by construction.
+"""The code agent's turns: one function builds the inputs of every step, so the prompt the model saw
+at inference and the conversation finetuning trains on are the same by construction.
 
 Turn 0 (user) holds the task, the file list, the tools and the task's images; each assistant turn is a
 step's thought and code; each later user turn is the previous step's observation and the images it

@@ -1,4 +1,5 @@
-"""Stored trajectories and preference pairs back into the exact conversations the agent saw.
+"""Training data from the store: the selection of what is good enough to train on, and the stored
+trajectories and preference pairs rebuilt into the exact conversations the agent saw.
 
 Finetuning and exports both start here: rows selected with SQL are rebuilt into ``AgentStep`` /
 ``GeneratedFile`` objects and rendered by ``mmat.programs.trajectory_conversation`` — the same
@@ -127,7 +128,7 @@ def load_conversations(store, where: str = DEFAULT_SFT_WHERE, *, model: str, mul
 def load_preference_rows(store, where: str = "TRUE", *, model: str, multimodal: bool | None = None) -> tuple[list[PreferenceRow], Selection]:
     """Step-level pairs: prompt = the conversation up to the step (earlier chosen steps), then chosen/rejected."""
     from mmat.lm import adapter_for
-    from mmat.programs.conversation import agent_messages
+    from mmat.programs.agent_turns import agent_messages
     from mmat.signatures.agent import CodeAgentStep
 
     adapter = adapter_for(model)
