@@ -1,4 +1,4 @@
-"""Offline tool backends: latency per call through ToolHost, and OCR accuracy on rendered text.
+"""Offline tool backends: latency per call through WorkspaceToolHost, and OCR accuracy on rendered text.
 
 Measures, on this machine, with every input made here (rendered text, scikit-image sample photos,
 documents written with python-docx/openpyxl/fpdf2):
@@ -99,14 +99,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MMAT_HOME"] = str(Path(tmp) / "home")
         from mmat.config import load_settings
-        from mmat.tools import ToolHost
+        from mmat.tools import WorkspaceToolHost
 
         ws = Path(tmp) / "ws"
         ws.mkdir()
         _inputs(ws)
         settings = load_settings()
         settings.ensure_dirs()
-        host = ToolHost(settings, ws)
+        host = WorkspaceToolHost(settings, ws)
         cases = [
             ("ocr (3 lines, 760x230)", "ocr", {"image_path": "note.png"}),
             ("facedetection (512x512)", "facedetection", {"image_path": "astronaut.png"}),
@@ -140,7 +140,7 @@ def main() -> None:
     lines = [
         f"\n## Offline tool backends ({stamp})\n",
         f"`python bench/tools_offline.py` on {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, load avg {load:.1f}. Calls go through `ToolHost.call` (path checks, "
+        f"{platform.python_version()}, load avg {load:.1f}. Calls go through `WorkspaceToolHost.call` (path checks, "
         f"image decoding, result text); {args.n} timed calls after the first (which includes engine loads).\n",
         "| tool call | first ms | p50 ms | p95 ms |",
         "|---|---:|---:|---:|",

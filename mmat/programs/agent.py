@@ -108,11 +108,11 @@ class CodeAgent(dspy.Module):
 
     def tool_host(self, workspace: Path, files: Sequence[GeneratedFile], tools: Sequence[str] | None = None) -> Any:
         """The tools bound to ``workspace``; task images' pool captions reach the offline visualizer."""
-        from mmat.tools import ToolHost
+        from mmat.tools import WorkspaceToolHost
 
         captions = {f.name: f.caption for f in files if f.is_image and f.caption}
         names = list(tools) if tools is not None else self.tools
-        return ToolHost(self.settings, workspace, names=names, lm=self.tool_lm,
+        return WorkspaceToolHost(self.settings, workspace, names=names, lm=self.tool_lm,
                         caption_lookup=lambda p: captions.get(Path(p).name))
 
     def open_sandbox(self, workspace: Path, files: Sequence[GeneratedFile], tools: Sequence[str] | None = None) -> Any:

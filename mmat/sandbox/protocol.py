@@ -24,7 +24,7 @@ MAX_TOOL_ARGS_DEPTH = 16
 
 @runtime_checkable
 class ToolHost(Protocol):
-    """What the sandbox needs from a tool host (mmat.tools.ToolHost implements it).
+    """What the sandbox needs from a tool host (mmat.tools.WorkspaceToolHost implements it).
 
     ``call`` raises an exception whose class (or a base class) is named ``ToolError`` or
     ``ToolArgumentError`` -- or an ``mmat.errors.ModelOutputError`` -- for failures the model should

@@ -1,7 +1,9 @@
-"""``ToolHost``: the tools as the sandbox sees them, run in the parent process.
+"""``WorkspaceToolHost``: mmat's implementation of the sandbox's ``ToolHost`` protocol
+(:class:`mmat.sandbox.protocol.ToolHost`): the registered tools bound to one workspace, run in the
+parent process.
 
-Sandboxed code calls a tool through RPC; the parent calls :meth:`ToolHost.call` with the tool name
-and keyword arguments (positional ones mapped with :meth:`ToolHost.signature`) and sends the text
+Sandboxed code calls a tool through RPC; the parent calls :meth:`WorkspaceToolHost.call` with the tool name
+and keyword arguments (positional ones mapped with :meth:`WorkspaceToolHost.signature`) and sends the text
 back. Tool errors (:class:`~mmat.tools.errors.ToolError`) are the model's to read: the RPC layer
 turns them into exceptions inside the sandbox. Anything else raised here is a bug in mmat.
 """
@@ -25,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from mmat.config import Settings
 
-__all__ = ["ToolHost", "MAX_OBSERVATION_CHARS", "TOOL_TIMEOUT_S"]
+__all__ = ["WorkspaceToolHost", "MAX_OBSERVATION_CHARS", "TOOL_TIMEOUT_S"]
 
 MAX_OBSERVATION_CHARS = 24_000  # no single observation may flood the agent's context
 # Wall time of one tool call. Decoding untrusted files has its own, shorter bound (mmat.tools.bounded);
@@ -33,8 +35,9 @@ MAX_OBSERVATION_CHARS = 24_000  # no single observation may flood the agent's co
 TOOL_TIMEOUT_S = 120.0
 
 
-class ToolHost:
-    """The tools one agent may call, bound to its workspace, settings and text model.
+class WorkspaceToolHost:
+    """The tools one agent may call, bound to its workspace, settings and text model (implements
+    ``mmat.sandbox.protocol.ToolHost``).
 
     ``names=None`` gives every host-run tool that has an available backend here (so the prompt lists
     only tools that work); explicit ``names`` are kept as given, and calling an unavailable one returns
@@ -52,7 +55,7 @@ class ToolHost:
         timeout_s: float = TOOL_TIMEOUT_S,
     ) -> None:
         if timeout_s <= 0:
-            raise ConfigError(f"ToolHost timeout_s must be > 0, got {timeout_s}")
+            raise ConfigError(f"WorkspaceToolHost timeout_s must be > 0, got {timeout_s}")
         self.timeout_s = timeout_s
         workspace = Path(workspace)
         if not workspace.is_dir():
@@ -74,10 +77,10 @@ class ToolHost:
     def workspace(self) -> Path:
         return self.context.workspace
 
-    def for_workspace(self, workspace: Path) -> ToolHost:
+    def for_workspace(self, workspace: Path) -> WorkspaceToolHost:
         """The same tools, settings, text model and captions bound to another workspace (sandbox forks)."""
         ctx = self.context
-        return ToolHost(ctx.settings, workspace, names=self._names, lm=ctx.lm, caption_lookup=ctx.caption_lookup,
+        return WorkspaceToolHost(ctx.settings, workspace, names=self._names, lm=ctx.lm, caption_lookup=ctx.caption_lookup,
                         timeout_s=self.timeout_s)
 
     def names(self) -> list[str]:

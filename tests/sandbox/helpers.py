@@ -45,7 +45,7 @@ class ToolArgumentError(ToolError):
 
 
 class FakeTools:
-    """A ToolHost with a few deterministic tools, bound to one workspace (like mmat.tools.ToolHost)."""
+    """A ToolHost with a few deterministic tools, bound to one workspace (like mmat.tools.WorkspaceToolHost)."""
 
     PARAMS = {"add": ["a", "b"], "shout": ["text"], "fail": ["why"], "read_file": ["path"], "make_image": ["name"], "crash": []}
 

@@ -89,7 +89,7 @@ def settings(mmat_home):
 
 
 def host(settings, workspace: Path, *names: str, **kw):
-    return tools.ToolHost(settings, workspace, names=list(names), **kw)
+    return tools.WorkspaceToolHost(settings, workspace, names=list(names), **kw)
 
 
 def all_text(r) -> str:

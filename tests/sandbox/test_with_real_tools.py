@@ -1,4 +1,4 @@
-"""The sandbox with mmat's real ToolHost: names, positional mapping, /workspace paths, tool errors."""
+"""The sandbox with mmat's real WorkspaceToolHost: names, positional mapping, /workspace paths, tool errors."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_real_tool_host_over_rpc(workspace, mmat_home):
     from PIL import Image
 
     Image.fromarray(data.astronaut()).save(workspace / "astronaut.png")
-    host = tools.ToolHost(load_settings(), workspace, names=["facedetection"])
+    host = tools.WorkspaceToolHost(load_settings(), workspace, names=["facedetection"])
     with Sandbox(workspace, tools=host, limits=Limits(wall_s=20)) as sb:
         r = sb.run("found = facedetection('astronaut.png')\nprint(found.splitlines()[0])")
         assert r.error is None, r.error

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mmat.config import Settings
-from mmat.tools import ToolHost
+from mmat.tools import WorkspaceToolHost
 
 from .helpers import render_text
 
@@ -36,13 +36,13 @@ def workspace(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_host(settings: Settings, workspace: Path) -> Callable[..., ToolHost]:
-    """``make_host(lm=..., names=..., **setting_overrides)``: a ToolHost on the test workspace."""
+def make_host(settings: Settings, workspace: Path) -> Callable[..., WorkspaceToolHost]:
+    """``make_host(lm=..., names=..., **setting_overrides)``: a WorkspaceToolHost on the test workspace."""
 
-    def make(**kwargs) -> ToolHost:
+    def make(**kwargs) -> WorkspaceToolHost:
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in Settings.model_fields}
         s = settings.model_copy(update=overrides) if overrides else settings
-        return ToolHost(s, workspace, **kwargs)
+        return WorkspaceToolHost(s, workspace, **kwargs)
 
     return make
 

@@ -1,4 +1,4 @@
-"""ToolHost: which tools the sandbox gets, positional signatures, and what calls return."""
+"""WorkspaceToolHost: which tools the sandbox gets, positional signatures, and what calls return."""
 
 from __future__ import annotations
 

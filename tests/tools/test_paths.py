@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mmat.errors import ConfigError
-from mmat.tools import ToolArgumentError, ToolContext, ToolHost
+from mmat.tools import ToolArgumentError, ToolContext, WorkspaceToolHost
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_host_calls_through_the_same_rules(make_host, workspace):
     with pytest.raises(ToolArgumentError, match="outside the workspace"):
         host.call("ocr", {"image_path": "/etc/hostname"})
     with pytest.raises(ConfigError, match="is not a directory"):
-        ToolHost(host.context.settings, workspace / "missing")
+        WorkspaceToolHost(host.context.settings, workspace / "missing")
 
 
 def test_a_failed_output_is_removed_and_a_planted_name_is_skipped(ctx, workspace):
