@@ -144,7 +144,8 @@ def synth_run(args: argparse.Namespace) -> list[str]:
     f = window_figures(events, start, end, args.capacity)
     lm = getattr(summary, "lm", None) or {}  # the gate's figures, where the run has a gate
     limits = [limit for _, limit in lm.get("limit_history", [])] or [args.concurrency]
-    row = (f"| synth run, scheduler ({args.synth_seeds} seeds, {summary.outcomes.get('generated', 0)} tasks, "
+    kind = "scheduler + gate" if lm else "no gate in this run_synth"
+    row = (f"| synth run, {kind} ({args.synth_seeds} seeds, {summary.outcomes.get('generated', 0)} tasks, "
            f"{t_end - t0:.0f} s) | {f['sustained']:.2f} | {f['allowed']:.2f} | {f['ratio']:.3f} | "
            f"{f['throttled_share']:.1%} ({f['throttled']}/{f['arrived']}) | {f['mean_latency']:.3f} | "
            f"{summary.seeds_failed} seeds failed |")
