@@ -433,7 +433,7 @@ def _lm_class():
                 gate = active_gate()
                 if gate is None or _served_from_cache(self, prompt, messages, kwargs, asynchronous=False):
                     return super().__call__(prompt, messages=messages, **kwargs)
-                first = gate.acquire()  # BudgetExhausted here: nothing sent, nothing recorded
+                first = gate.acquire(_candidates(self, kwargs))  # BudgetExhausted here: nothing sent, nothing recorded
                 token = _first_slot.set(first)
                 try:
                     return self._through_gate(prompt, messages=messages, **kwargs)
@@ -447,7 +447,8 @@ def _lm_class():
                 token = _gated_attempt.set(True)
                 try:
                     return first.gate.attempts(lambda: send_once(self, prompt, messages=messages, **kwargs),
-                                               retries=self.__dict__.get("_mmat_num_retries", 0), first=first)
+                                               retries=self.__dict__.get("_mmat_num_retries", 0), first=first,
+                                               weight=first.weight)
                 finally:
                     _gated_attempt.reset(token)
 
@@ -459,7 +460,7 @@ def _lm_class():
                 if gate is None or await asyncio.to_thread(_served_from_cache, self, prompt, messages, kwargs,
                                                            asynchronous=True):
                     return await super().acall(prompt, messages=messages, **kwargs)
-                first = await gate.aacquire()
+                first = await gate.aacquire(_candidates(self, kwargs))
                 token = _first_slot.set(first)
                 try:
                     return await self._athrough_gate(prompt, messages=messages, **kwargs)
@@ -473,7 +474,8 @@ def _lm_class():
                 token = _gated_attempt.set(True)
                 try:
                     return await first.gate.aattempts(lambda: asend_once(self, prompt, messages=messages, **kwargs),
-                                                      retries=self.__dict__.get("_mmat_num_retries", 0), first=first)
+                                                      retries=self.__dict__.get("_mmat_num_retries", 0), first=first,
+                                                      weight=first.weight)
                 finally:
                     _gated_attempt.reset(token)
 
@@ -484,6 +486,14 @@ def _lm_class():
 # Set while the gate runs a call's attempts (DSPy then makes one attempt each), and the slot the first takes.
 _gated_attempt: contextvars.ContextVar[bool] = contextvars.ContextVar("mmat_gated_attempt", default=False)
 _first_slot: contextvars.ContextVar[Any] = contextvars.ContextVar("mmat_first_slot", default=None)
+
+
+def _candidates(lm: Any, kwargs: dict[str, Any]) -> int:
+    """How many requests one call may send: DSPy's native engine sends one per candidate (``n``), one after
+    another, so the gate charges ``n`` to the call budget (a provider taking ``n`` in one request is overcharged,
+    never undercharged)."""
+    n = kwargs.get("n", lm.kwargs.get("n"))
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def _served_from_cache(lm: Any, prompt: Any, messages: Any, kwargs: dict[str, Any], *, asynchronous: bool) -> bool:

@@ -101,9 +101,10 @@ class Slot:
     exit: an exception leaving the block is classified (throttled or failed), otherwise the request counts as
     answered with what ``report()`` was told."""
 
-    def __init__(self, gate: LMGate, seq: int = 0):
+    def __init__(self, gate: LMGate, seq: int = 0, weight: int = 1):
         self._gate = gate
         self.seq = seq  # 0: not acquired yet
+        self.weight = weight  # requests it stands for (a call asking for n candidates may send n, one after another)
         self._released = False
         self._tokens = 0
         self._cost: float | None = None
@@ -119,7 +120,7 @@ class Slot:
 
     def __enter__(self) -> Slot:
         if not self.seq:
-            self.seq = self._gate._acquire_seq()
+            self.seq = self._gate._acquire_seq(self.weight)
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -127,7 +128,7 @@ class Slot:
 
     async def __aenter__(self) -> Slot:
         if not self.seq:
-            self.seq = await self._gate._aacquire_seq()
+            self.seq = await self._gate._aacquire_seq(self.weight)
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -144,6 +145,7 @@ class _Waiter:
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future | None = None
     seq: int = 0
+    weight: int = 1
     error: BudgetExhausted | None = None
 
     def wake(self) -> None:
@@ -211,20 +213,21 @@ class LMGate:
         """``async with gate.aslot():`` the same, awaiting instead of blocking the thread."""
         return Slot(self)
 
-    def acquire(self) -> Slot:
-        """A slot already held (blocks until then); release it with ``with slot:`` around the request."""
-        return Slot(self, self._acquire_seq())
+    def acquire(self, weight: int = 1) -> Slot:
+        """A slot already held (blocks until then); release it with ``with slot:`` around the request.
+        ``weight``: how many requests it is charged to ``max_calls`` for (one slot of concurrency)."""
+        return Slot(self, self._acquire_seq(weight), weight)
 
-    async def aacquire(self) -> Slot:
+    async def aacquire(self, weight: int = 1) -> Slot:
         """Async ``acquire``."""
-        return Slot(self, await self._aacquire_seq())
+        return Slot(self, await self._aacquire_seq(weight), weight)
 
-    def _acquire_seq(self) -> int:
+    def _acquire_seq(self, weight: int = 1) -> int:
         with self._lock:
-            seq = self._try_admit_locked()
+            seq = self._try_admit_locked(weight)
             if seq:
                 return seq
-            waiter = _Waiter(event=threading.Event())
+            waiter = _Waiter(event=threading.Event(), weight=weight)
             self._waiters.append(waiter)
             self._dispatch_locked()
         try:
@@ -236,13 +239,13 @@ class LMGate:
             raise waiter.error
         return waiter.seq
 
-    async def _aacquire_seq(self) -> int:
+    async def _aacquire_seq(self, weight: int = 1) -> int:
         loop = asyncio.get_running_loop()
         with self._lock:
-            seq = self._try_admit_locked()
+            seq = self._try_admit_locked(weight)
             if seq:
                 return seq
-            waiter = _Waiter(loop=loop, future=loop.create_future())
+            waiter = _Waiter(loop=loop, future=loop.create_future(), weight=weight)
             self._waiters.append(waiter)
             self._dispatch_locked()
         try:
@@ -254,20 +257,20 @@ class LMGate:
             raise waiter.error
         return waiter.seq
 
-    def _try_admit_locked(self) -> int:
+    def _try_admit_locked(self, weight: int) -> int:
         """Admit now (a sequence number) when nobody is queued ahead and there is room; raise when stopped."""
-        reason = self._stop_reason_locked()
+        reason = self._stop_reason_locked(weight)
         if reason is not None:
             raise self._exhausted_locked(reason)
         if not self._waiters and self._room_locked(self._clock()):
-            return self._admit_locked()
+            return self._admit_locked(weight)
         return 0
 
     def _room_locked(self, now: float) -> bool:
         return self._in_flight < self._limit and now >= self._pause_until
 
-    def _admit_locked(self) -> int:
-        self._calls += 1
+    def _admit_locked(self, weight: int) -> int:
+        self._calls += weight
         self._seq += 1
         self._in_flight += 1
         return self._seq
@@ -278,7 +281,7 @@ class LMGate:
                 self._waiters.remove(waiter)
                 return
         if waiter.seq:
-            self._refund(Slot(self, waiter.seq))
+            self._refund(Slot(self, waiter.seq, waiter.weight))
 
     def _dispatch_locked(self) -> None:
         """Hand free slots to waiters in order; fail them all once no more requests may be sent."""
@@ -294,7 +297,11 @@ class LMGate:
             if not self._room_locked(now):
                 break
             waiter = self._waiters.popleft()
-            waiter.seq = self._admit_locked()
+            reason = self._stop_reason_locked(waiter.weight)
+            if reason is not None:  # more requests than the budget has left: this one alone is refused
+                waiter.error = self._exhausted_locked(reason)
+            else:
+                waiter.seq = self._admit_locked(waiter.weight)
             waiter.wake()
         self._schedule_locked()
 
@@ -326,10 +333,10 @@ class LMGate:
                 self._timer = None
             self._dispatch_locked()
 
-    def _stop_reason_locked(self) -> str | None:
+    def _stop_reason_locked(self, weight: int = 1) -> str | None:
         if self._closed is not None:
             return self._closed
-        if self.max_calls is not None and self._calls >= self.max_calls:
+        if self.max_calls is not None and self._calls + weight > self.max_calls:
             return "max_calls"
         if self.max_cost is not None and self._cost >= self.max_cost:
             return "max_cost"
@@ -377,7 +384,7 @@ class LMGate:
                 return
             slot._released = True
             self._in_flight -= 1
-            self._calls -= 1
+            self._calls -= slot.weight
             self._dispatch_locked()
 
     def _on_throttle_locked(self, seq: int, retry_after: float | None, now: float) -> None:
@@ -440,12 +447,12 @@ class LMGate:
         return self._limit
 
     # --- requests with retries through the gate -------------------------------------------------
-    def attempts(self, send: Callable[[], T], *, retries: int, first: Slot | None = None,
+    def attempts(self, send: Callable[[], T], *, retries: int, first: Slot | None = None, weight: int = 1,
                  sleep: Callable[[float], None] = time.sleep) -> T:
         """Run ``send`` (one request, measured) until it succeeds, up to ``retries`` retries of transient
         failures, each attempt in its own slot; back off between them honouring Retry-After. The last
         failure is raised as it was; BudgetExhausted when the budget ends the retries."""
-        slot = first or self.acquire()
+        slot = first or self.acquire(weight)
         attempt = 0
         while True:
             try:
@@ -459,11 +466,12 @@ class LMGate:
                 failure = exc
             sleep(retry_delay(failure, attempt))
             attempt += 1
-            slot = self._next_slot(failure)
+            slot = self._next_slot(failure, weight)
 
-    async def aattempts(self, send: Callable[[], Awaitable[T]], *, retries: int, first: Slot | None = None) -> T:
+    async def aattempts(self, send: Callable[[], Awaitable[T]], *, retries: int, first: Slot | None = None,
+                        weight: int = 1) -> T:
         """Async ``attempts``."""
-        slot = first or await self.aacquire()
+        slot = first or await self.aacquire(weight)
         attempt = 0
         while True:
             try:
@@ -478,14 +486,14 @@ class LMGate:
             await asyncio.sleep(retry_delay(failure, attempt))
             attempt += 1
             try:
-                slot = await self.aacquire()
+                slot = await self.aacquire(weight)
             except BudgetExhausted as e:
                 e.last_error = failure
                 raise
 
-    def _next_slot(self, failure: BaseException) -> Slot:
+    def _next_slot(self, failure: BaseException, weight: int) -> Slot:
         try:
-            return self.acquire()
+            return self.acquire(weight)
         except BudgetExhausted as e:  # raised outside the except block: classify() sees the budget, not the 429
             e.last_error = failure
             raise

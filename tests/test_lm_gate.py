@@ -513,3 +513,15 @@ def test_a_refunded_slot_is_not_a_request():
         pass
     stats = gate.snapshot()
     assert stats.calls == 1 and stats.in_flight == 0 and stats.stopped == "max_calls"
+
+
+def test_a_call_asking_for_n_candidates_is_charged_n_requests(server_lm):
+    with FaultServer() as server:
+        lm = server_lm(server)
+        gate = LMGate(2, max_calls=4)
+        with use_gate(gate):
+            assert len(lm(messages=[{"role": "user", "content": "three ways"}], n=3)) == 3
+            with pytest.raises(BudgetExhausted):  # 3 sent, 1 left: a call that may send 2 is refused whole
+                lm(messages=[{"role": "user", "content": "two ways"}], n=2)
+            ask(lm, "one more")
+        assert server.chat_calls == gate.snapshot().calls == 4
