@@ -15,6 +15,7 @@ import os
 import resource
 import site
 import sys
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,21 @@ def worker_source() -> str:
     return _WORKER_SOURCE.read_text()
 
 
-@lru_cache(maxsize=1)
+# CPython 3.11 keeps ast.parse's recursion counter per interpreter, not per thread: two threads parsing at
+# once (sandboxes started in parallel, before the cache below is filled) fail with "SystemError: AST
+# constructor recursion depth mismatch". One parse at a time.
+_parse_lock = threading.Lock()
+
+
 def worker_imports() -> tuple[str, ...]:
     """The standard-library modules the worker imports at its top level: the launcher imports them
     before it forks the worker, so the worker starts without loading anything."""
+    with _parse_lock:
+        return _worker_imports()
+
+
+@lru_cache(maxsize=1)
+def _worker_imports() -> tuple[str, ...]:
     names: list[str] = []
     for node in ast.parse(worker_source()).body:
         if isinstance(node, ast.Import):
