@@ -50,7 +50,8 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser") / "home"
     build_store(home)
     port = _free_port()
-    env = {**os.environ, "MMAT_HOME": str(home), "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    # the fixture's trajectories name dummy/ controllers: the testing kit's provider, loaded as a user's plug-in would be
+    env = {**os.environ, "MMAT_HOME": str(home), "MMAT_PLUGINS": "mmat.testing", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", "from mmat.cli import main; main()", "view", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
