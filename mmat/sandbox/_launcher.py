@@ -214,16 +214,7 @@ def init_main(ctl_r, reply_w):
         os.dup2(null, fd)
     os.close(null)
 
-    def reap(*_):
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-
-    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGCHLD, _reap)
     mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
     os.write(reply_w, b"1")
     while True:
@@ -504,6 +495,7 @@ def zygote_child(sock_fd, request, fds):
 
 
 def _reap(*_):
+    """SIGCHLD: reap every exited child (init's orphans, the zygote's launchers)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
