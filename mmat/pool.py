@@ -29,7 +29,7 @@ from mmat.errors import ConfigError
 from mmat.ids import sha256_bytes
 from mmat.store.schema import EMBED_DIM
 
-__all__ = ["PoolImage", "ImagePool", "BUILTIN_POOL", "IMAGE_SUFFIXES", "png_bytes"]
+__all__ = ["PoolImage", "ImagePool", "BUILTIN_POOL", "IMAGE_SUFFIXES", "png_bytes", "builtin_images", "builtin_spec"]
 
 BUILTIN_POOL = "builtin"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -121,6 +121,40 @@ def _read_captions_file(path: Path) -> dict[str, str]:
     raise ConfigError(f"captions file {path} must end in .json or .csv")
 
 
+_builtin_lock = threading.Lock()
+_builtin: tuple[PoolImage, ...] | None = None
+
+
+def builtin_spec() -> list[dict[str, Any]]:
+    """The builtin pool's entries (loader, index, name, caption) from ``assets/pool_captions.json``."""
+    return list(json.loads((ASSETS_DIR / "pool_captions.json").read_text(encoding="utf-8"))["images"])
+
+
+def builtin_images(*, stored: Iterable[PoolImage] = ()) -> tuple[PoolImage, ...]:
+    """The builtin pool's images, made once per process.
+
+    Why: decoding scikit-image's photos and encoding them as PNG costs about 2 s of CPU, which every
+    ``mmat synth`` paid before its first LM call. ``stored`` (a store's copy of the builtin images) is
+    taken instead when it holds every entry of the captions file, caption for caption; otherwise the
+    images are made from scikit-image. PoolImage is frozen, so the tuple is shared safely."""
+    global _builtin
+    with _builtin_lock:
+        if _builtin is None:
+            spec = builtin_spec()
+            by_caption = {img.caption: img for img in stored if img.pool == BUILTIN_POOL}
+            kept = [by_caption.get(item["caption"].strip()) for item in spec]
+            if all(kept):
+                _builtin = tuple(img.model_copy(update={"name": item["name"], "source": f"skimage:{item['loader']}"})
+                                 for img, item in zip(kept, spec))  # type: ignore[union-attr]
+            else:
+                _builtin = tuple(
+                    _make_image(_skimage_pil(item["loader"], item.get("index")), pool=BUILTIN_POOL, name=item["name"],
+                                caption=item["caption"], source=f"skimage:{item['loader']}")
+                    for item in spec
+                )
+        return _builtin
+
+
 class ImagePool:
     """Images with captions, searchable by text through MiniLM caption embeddings."""
 
@@ -143,17 +177,9 @@ class ImagePool:
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
-    def build_default(cls, *, embedder: Embedder | None = None) -> ImagePool:
-        """The builtin offline pool: scikit-image sample photos with mmat's captions."""
-        spec = json.loads((ASSETS_DIR / "pool_captions.json").read_text(encoding="utf-8"))
-        images = [
-            _make_image(
-                _skimage_pil(item["loader"], item.get("index")),
-                pool=BUILTIN_POOL, name=item["name"], caption=item["caption"], source=f"skimage:{item['loader']}",
-            )
-            for item in spec["images"]
-        ]
-        return cls(images, embedder=embedder)
+    def build_default(cls, *, embedder: Embedder | None = None, stored: Iterable[PoolImage] = ()) -> ImagePool:
+        """The builtin offline pool: scikit-image sample photos with mmat's captions (see builtin_images)."""
+        return cls(builtin_images(stored=stored), embedder=embedder)
 
     def add_images(self, images: Iterable[PoolImage]) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,27 @@ def adjust_schema(schema: dict[str, Any], provider: str, api_base: str | None = 
     return out
 
 
+_schemas: weakref.WeakKeyDictionary[Any, dict[str, Any] | None] = weakref.WeakKeyDictionary()
+_schemas_lock = threading.Lock()
+
+
 def _signature_schema(signature: Any) -> dict[str, Any] | None:
+    """The JSON schema of ``signature``'s outputs (a copy), made once per signature class: DSPy builds a
+    pydantic model to derive it, which cost more CPU than the rest of formatting a request."""
+    try:
+        with _schemas_lock:
+            known = signature in _schemas
+            schema = _schemas.get(signature)
+    except TypeError:  # not weak-referenceable: nothing kept
+        return _make_signature_schema(signature)
+    if not known:
+        schema = _make_signature_schema(signature)
+        with _schemas_lock:
+            _schemas[signature] = schema
+    return copy.deepcopy(schema)
+
+
+def _make_signature_schema(signature: Any) -> dict[str, Any] | None:
     from dspy.adapters.json_adapter import _get_structured_outputs_response_format, _has_open_ended_mapping
 
     if _has_open_ended_mapping(signature):

@@ -137,3 +137,65 @@ def test_add_folder_refuses_uncaptioned_images(tmp_path):
         ImagePool().add_folder(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         ImagePool().add_folder(tmp_path / "nope")
+
+
+def _fresh_process_memo(monkeypatch):
+    import mmat.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_builtin", None)
+    return pool_module
+
+
+def test_a_store_with_the_builtin_images_spares_making_them(tmp_path, monkeypatch, default_pool):
+    from mmat.config import load_settings
+    from mmat.store import open_store
+    from mmat.store.pool_images import load_pool
+
+    settings = load_settings(home=tmp_path / "home")
+    with open_store(settings) as store:
+        first = load_pool(store)  # a fresh store: the builtin images are saved with their embeddings
+    pool_module = _fresh_process_memo(monkeypatch)  # as a new process would start
+
+    def no_skimage(*args):
+        raise AssertionError("the builtin images were made again from scikit-image")
+
+    monkeypatch.setattr(pool_module, "_skimage_pil", no_skimage)
+    with open_store(settings) as store:
+        again = load_pool(store)
+    assert sorted(i.image_id for i in again) == sorted(i.image_id for i in first) == sorted(i.image_id for i in default_pool)
+    by_id = {i.image_id: i for i in default_pool}
+    for img in again:  # names and sources come from the captions file, the bytes from the store
+        assert (img.name, img.source, img.caption, img.png) == (by_id[img.image_id].name, by_id[img.image_id].source,
+                                                                by_id[img.image_id].caption, by_id[img.image_id].png)
+
+
+def test_builtin_images_are_made_again_when_the_store_does_not_match(monkeypatch, default_pool):
+    pool_module = _fresh_process_memo(monkeypatch)
+    made: list[str] = []
+    real = pool_module._skimage_pil
+    monkeypatch.setattr(pool_module, "_skimage_pil", lambda loader, index: made.append(loader) or real(loader, index))
+    stored = [img.model_copy(update={"caption": img.caption + " (edited)"}) if i == 0 else img
+              for i, img in enumerate(default_pool)]  # one caption no longer matches the captions file
+    images = pool_module.builtin_images(stored=stored)
+    assert len(made) == len(images) == len(default_pool)
+    assert [i.image_id for i in images] == [i.image_id for i in default_pool]
+    assert pool_module.builtin_images() is images  # made once per process
+
+
+def test_a_user_image_missing_from_the_blobs_is_a_clear_error(tmp_path):
+    from mmat.config import load_settings
+    from mmat.errors import StoreError
+    from mmat.store import open_store
+    from mmat.store.pool_images import add_pool_folder, load_pool
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    _write_png(folder / "red.png", (255, 0, 0))
+    (folder / "captions.json").write_text(json.dumps({"red.png": "a plain red square used as a test picture"}))
+    settings = load_settings(home=tmp_path / "home")
+    with open_store(settings) as store:
+        (added,) = add_pool_folder(store, folder)
+        path = store.sql("SELECT path FROM pool_images WHERE image_id = ?", [added.image_id])[0]["path"]
+        store.blob_path(path).unlink()
+        with pytest.raises(StoreError, match="missing from the store's blobs"):
+            load_pool(store)

@@ -241,15 +241,16 @@ class SandboxCgroup:
         else:
             state, done = self._fd("freezer.state"), (lambda d: d.startswith(b"FROZEN"))
             os.pwrite(state, b"FROZEN", 0)
-        spins = 0
+        spins, pause = 0, 0.0002
         while not done(os.pread(state, 4096, 0)):
             if time.monotonic() > deadline:
                 return False
             spins += 1
             if spins < 20:
                 os.sched_yield()  # let the sandbox's busy tasks run into the freezer
-            else:
-                time.sleep(0.0002)
+            else:  # a loaded machine may take milliseconds to schedule them: poll less and less often
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.002)
         return True
 
     def thaw(self) -> None:

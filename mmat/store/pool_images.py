@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from mmat.pool import ImagePool, PoolImage
+from mmat.errors import StoreError
+from mmat.pool import BUILTIN_POOL, ImagePool, PoolImage
 
 __all__ = ["load_pool", "add_pool_folder"]
 
@@ -25,16 +26,29 @@ def _save(store, pool: ImagePool, images: list[PoolImage] | None = None) -> None
 def load_pool(store, *, embedder=None) -> ImagePool:
     """Builtin images plus stored user images; caption embeddings computed only where none is cached.
     ``embedder``: what searches embed with (default: the process-wide MiniLM)."""
-    pool = ImagePool.build_default(embedder=embedder)
-    stored = store.sql("SELECT image_id, pool, path, caption, width, height FROM pool_images WHERE pool <> 'builtin'")
-    pool.add_images(
-        PoolImage(image_id=r["image_id"], pool=r["pool"], name=Path(r["path"]).stem, caption=r["caption"],
-                  width=r["width"], height=r["height"], source=r["path"], png=store.blob_path(r["path"]).read_bytes())
-        for r in stored
-    )
+    rows = store.sql("SELECT image_id, pool, path, caption, width, height FROM pool_images")
+    pool = ImagePool.build_default(embedder=embedder,
+                                   stored=_stored_images(store, [r for r in rows if r["pool"] == BUILTIN_POOL]))
+    pool.add_images(_stored_images(store, [r for r in rows if r["pool"] != BUILTIN_POOL], required=True))
     if pool.load_embeddings(store.sql("SELECT image_id, caption, embedding FROM pool_images")) < len(pool):
         _save(store, pool)
     return pool
+
+
+def _stored_images(store, rows: list[dict], *, required: bool = False) -> list[PoolImage]:
+    """Pool images from their rows and blobs. A builtin image whose blob is gone is made again; a user
+    image's (``required``) is an error, since nothing else holds it."""
+    images = []
+    for r in rows:
+        blob = store.blob_path(r["path"])
+        if required and not blob.is_file():
+            raise StoreError(f"the pool image {r['path']} (pool {r['pool']!r}) is missing from the store's blobs: "
+                             f"add its folder again with `mmat pool add`")
+        if blob.is_file():
+            images.append(PoolImage(image_id=r["image_id"], pool=r["pool"], name=Path(r["path"]).stem,
+                                    caption=r["caption"], width=r["width"], height=r["height"], source=r["path"],
+                                    png=blob.read_bytes()))
+    return images
 
 
 def add_pool_folder(
