@@ -2,17 +2,24 @@
 
 Started once per parent process (root mode) as ``python -I -S -B _quota_keeper.py`` in its own
 session; standard library only. The parent writes JSON lines: ``{"op": "add", "workspace": ...,
-"staging": ...}`` when it mounts a quota tmpfs, ``{"op": "del", "workspace": ...}`` once released.
-On EOF (the parent exited or was killed) every mount still listed is taken down the way
-Sandbox.close() would: after a grace period for the
+"staging": ...}`` *before* it mounts a quota tmpfs (on the staging directory, or bound over the
+workspace), ``{"op": "del", "workspace": ...}`` once released. On EOF (the parent exited or was
+killed) every entry still listed is taken down, the last added first (a mount made later may sit
+inside or on top of an earlier one), the way Sandbox.close() would: after a grace period for the
 launchers to kill their sandboxes, the workspace is unmounted, the directory underneath is emptied
 and refilled from the tmpfs (regular files and directories only, never following a link), then the
-tmpfs is unmounted and its staging directory removed.
+tmpfs is unmounted and its staging directory removed. An entry whose mount was never made (the
+parent died between telling and mounting) only loses its empty staging directory.
+
+Notes on what could not be restored go to stderr only after every mount is down: stderr may be a
+pipe nobody reads any more, and a blocked write must not leave mounts behind.
 """
 
 import ctypes
 import json
 import os
+import re
+import signal
 import stat
 import sys
 import time
@@ -22,9 +29,22 @@ MNT_DETACH = 2
 # a sandbox still alive meanwhile cannot mislead the copy (no link is followed, the destination is
 # invisible to it), so the wait is short: a caller re-running at once must find its directory back.
 GRACE_S = 0.1
+# How long the final notes may take to write (a full pipe nobody reads would block forever).
+NOTE_TIMEOUT_S = 2
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+notes = []
+
+
+def _unescape(field):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_mount_point(path):
+    """Whether some mount of this mount namespace sits exactly on path (from /proc/self/mountinfo)."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return any(_unescape(line.split()[4]) == path for line in f if len(line.split()) > 4)
 
 
 def _clear(dir_fd):
@@ -62,50 +82,20 @@ def _copy(src_fd, dst_fd, depth=0):
                     continue
                 d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dst_fd)
                 try:
-                    while True:
-                        chunk = os.read(s, 1 << 20)
+                    left = os.fstat(s).st_size  # a file a dying sandbox still appends to is copied as it was
+                    while left > 0:
+                        chunk = os.read(s, min(left, 1 << 20))
                         if not chunk:
                             break
                         os.write(d, chunk)
+                        left -= len(chunk)
                 finally:
                     os.close(d)
             finally:
                 os.close(s)
 
 
-def _say(text):
-    """A note on stderr, which may be a pipe nobody reads any more (the parent is gone): never fatal."""
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def take_down(workspace, staging):
-    try:
-        ours = os.stat(workspace).st_dev == os.stat(staging).st_dev
-    except OSError:
-        ours = False
-    if not ours:  # released already, or something else is mounted on top now: leave that alone
-        libc.umount2(os.fsencode(staging), MNT_DETACH)
-        try:
-            os.rmdir(staging)
-        except OSError:
-            pass
-        return
-    libc.umount2(os.fsencode(workspace), MNT_DETACH)
-    try:
-        src = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        dst = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            _clear(dst)
-            _copy(src, dst)
-        finally:
-            os.close(src)
-            os.close(dst)
-    except (OSError, RecursionError) as e:
-        _say(f"mmat quota keeper: could not restore {workspace} from {staging}: {e}")
+def _drop_staging(staging):
     libc.umount2(os.fsencode(staging), MNT_DETACH)
     try:
         os.rmdir(staging)
@@ -113,24 +103,71 @@ def take_down(workspace, staging):
         pass
 
 
+def take_down(workspace, staging):
+    if workspace == staging:  # a warm worker's tmpfs, never put over a workspace
+        _drop_staging(staging)
+        return
+    try:
+        ours = os.stat(workspace).st_dev == os.stat(staging).st_dev and is_mount_point(staging)
+        bare = not is_mount_point(workspace)  # not bound yet, or the parent died while releasing it
+    except OSError:
+        ours = bare = False
+    if ours:
+        libc.umount2(os.fsencode(workspace), MNT_DETACH)
+    if (ours or bare) and is_mount_point(staging):  # else: something else is mounted on top now: leave that alone
+        try:
+            src = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            dst = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                _clear(dst)
+                _copy(src, dst)
+            finally:
+                os.close(src)
+                os.close(dst)
+        except (OSError, RecursionError) as e:
+            notes.append(f"mmat quota keeper: could not restore {workspace} from {staging}: {e}")
+    _drop_staging(staging)
+
+
+def _timeout(*_):
+    raise TimeoutError
+
+
+def say_notes():
+    """The notes, on a stderr that may be a pipe nobody reads any more: bounded in time, never fatal."""
+    if not notes:
+        return
+    signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(NOTE_TIMEOUT_S)
+    try:
+        sys.stderr.write("\n".join(notes) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, TimeoutError):
+        pass
+    finally:
+        signal.alarm(0)
+
+
 def main():
-    mounts = {}
+    mounts = {}  # insertion order = the order the parent made them
     for raw in sys.stdin.buffer:
         try:
             msg = json.loads(raw)
         except ValueError:
             continue
         if msg.get("op") == "add":
+            mounts.pop(msg["workspace"], None)
             mounts[msg["workspace"]] = msg["staging"]
         elif msg.get("op") == "del":
             mounts.pop(msg["workspace"], None)
     if mounts:
         time.sleep(GRACE_S)
-    for workspace, staging in mounts.items():
+    for workspace, staging in reversed(list(mounts.items())):
         try:  # one mount that cannot be restored must not leave the others mounted
             take_down(workspace, staging)
         except Exception as e:  # noqa: BLE001 - reported, then the next mount
-            _say(f"mmat quota keeper: could not take down {workspace}: {type(e).__name__}: {e}")
+            notes.append(f"mmat quota keeper: could not take down {workspace}: {type(e).__name__}: {e}")
+    say_notes()
 
 
 if __name__ == "__main__":

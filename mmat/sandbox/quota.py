@@ -22,7 +22,10 @@ import ctypes
 import errno
 import json
 import os
+import re
+import secrets
 import shutil
+import time
 import subprocess
 import sys
 import tempfile
@@ -62,25 +65,81 @@ def _umount(target: Path) -> None:
 _KEEPER = Path(__file__).with_name("_quota_keeper.py")
 _keeper_lock = threading.Lock()
 _keeper: subprocess.Popen[bytes] | None = None
+# What the keeper must take down if this process dies: workspace (or staging) -> staging, in the
+# order mounted. A keeper started anew (the last one died) is told all of it again.
+_live: dict[str, str] = {}
+# How long attach() waits for a quota mount left on a workspace by a killed mmat process (its
+# keeper takes it down within a second) before refusing to stack another one on it.
+LEFTOVER_WAIT_S = 5.0
 
 
-def _tell_keeper(msg: dict[str, str]) -> None:
-    """Send one line to this process's keeper, starting it on first use (see _quota_keeper.py)."""
+def _start_keeper() -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", "-B", str(_KEEPER)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd="/", close_fds=True,
+            start_new_session=True,  # a signal to our process group must not take it down with us
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        )  # fmt: skip
+    except OSError as e:
+        raise SandboxError(f"cannot start the workspace quota keeper ({e}): check that {sys.executable} runs.") from None
+
+
+def _tell_keeper(op: str, workspace: Path, staging: Path | None = None) -> None:
+    """Tell this process's keeper (see _quota_keeper.py) about a mount: "add" *before* it is made,
+    "del" once it is gone. Starts the keeper on first use, and again (with every live entry) if it died."""
     global _keeper
     with _keeper_lock:
+        if op == "add":
+            _live.pop(str(workspace), None)
+            _live[str(workspace)] = str(staging)
+        else:
+            _live.pop(str(workspace), None)
+        lines = [{"op": op, "workspace": str(workspace), **({"staging": str(staging)} if staging else {})}]
         if _keeper is None or _keeper.poll() is not None:
-            try:
-                _keeper = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", str(_KEEPER)],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd="/", close_fds=True,
-                    start_new_session=True,  # a signal to our process group must not take it down with us
-                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                )  # fmt: skip
-            except OSError as e:
-                raise SandboxError(f"cannot start the workspace quota keeper ({e}): check that {sys.executable} runs.") from None
+            if op == "del" and not _live:
+                return  # nothing for a new keeper to do
+            _keeper = _start_keeper()
+            lines = [{"op": "add", "workspace": ws, "staging": st} for ws, st in _live.items()]
         assert _keeper.stdin is not None
-        _keeper.stdin.write(json.dumps(msg).encode() + b"\n")
-        _keeper.stdin.flush()
+        try:
+            _keeper.stdin.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+            _keeper.stdin.flush()
+        except OSError:
+            if op == "add":
+                raise SandboxError("the workspace quota keeper is gone and cannot be told about a new mount.") from None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has its own mounts (if any) and its own keeper, never the parent's."""
+    global _keeper, _keeper_lock
+    _keeper_lock = threading.Lock()
+    if _keeper is not None and _keeper.stdin is not None:
+        try:
+            _keeper.stdin.close()  # our copy of the pipe would keep the parent's keeper from seeing its EOF
+        except OSError:
+            pass
+    _keeper = None
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _quota_mounted_at(path: Path) -> bool:
+    """Whether a workspace quota tmpfs (source "mmat-workspace") sits on path."""
+    want = str(path)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, tail = left.split(), right.split()
+            if len(fields) > 4 and len(tail) > 1 and _unescape(fields[4]) == want and tail[0] == "tmpfs" and tail[1] == "mmat-workspace":
+                return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 class WorkspaceTmpfs:
@@ -101,24 +160,20 @@ class WorkspaceTmpfs:
     def create(cls, limits: Limits, *, uid: int, gid: int) -> WorkspaceTmpfs:
         """The tmpfs alone, on its staging directory, not yet over any workspace (a warm pool's
         sandboxes start on it; attach() puts it over the workspace a trajectory gets)."""
-        staging = Path(tempfile.mkdtemp(prefix="mmat-workspace-"))
         opts = f"size={limits.workspace_bytes},nr_inodes={limits.workspace_inodes + 1},mode=0700,uid={uid},gid={gid}"
+        staging = _new_staging()
+        quota = cls(staging, staging)
         try:
             _mount("mmat-workspace", staging, "tmpfs", MS_NOSUID | MS_NODEV, opts)
         except OSError as e:
-            staging.rmdir()
-            raise SandboxError(f"cannot mount a workspace quota (a tmpfs): {e.strerror}") from None
-        quota = cls(staging, staging)
-        try:
-            _tell_keeper({"op": "add", "workspace": str(staging), "staging": str(staging)})
-        except (OSError, SandboxError):
             quota._drop()
-            raise
+            raise SandboxError(f"cannot mount a workspace quota (a tmpfs): {e.strerror}") from None
         return quota
 
     def attach(self, workspace: Path, limits: Limits) -> None:
         """Copy the workspace's files into the tmpfs, then mount the tmpfs over the workspace."""
         try:
+            _wait_for_leftover(workspace)
             wsp.copy_tree(workspace, self.staging)
         except OSError as e:
             self._drop()
@@ -130,15 +185,19 @@ class WorkspaceTmpfs:
                     "/ workspace_inodes or pass fewer inputs."
                 ) from None
             raise
-        try:
-            _tell_keeper({"op": "add", "workspace": str(workspace), "staging": str(self.staging)})
-            _tell_keeper({"op": "del", "workspace": str(self.staging)})
-            _mount(str(self.staging), workspace, None, MS_BIND)
-        except OSError as e:
-            self._drop()
-            raise SandboxError(f"cannot mount the workspace quota on {workspace}: {e.strerror}") from None
         except SandboxError:
             self._drop()
+            raise
+        try:
+            # the keeper hears of the bind first: a kill before it is made restores the same files
+            _tell_keeper("add", workspace, self.staging)
+            _tell_keeper("del", self.staging)
+            _mount(str(self.staging), workspace, None, MS_BIND)
+        except OSError as e:
+            self._forget(workspace)
+            raise SandboxError(f"cannot mount the workspace quota on {workspace}: {e.strerror}") from None
+        except SandboxError:
+            self._forget(workspace)
             raise
         self.workspace = workspace
 
@@ -163,12 +222,51 @@ class WorkspaceTmpfs:
             if keep and self.workspace != self.staging:
                 wsp.mirror(self.staging, self.workspace)
         finally:
-            self._drop()
-            try:
-                _tell_keeper({"op": "del", "workspace": str(self.workspace)})
-            except (OSError, SandboxError):
-                pass  # a keeper that is gone has nothing left to take down
+            self._forget(self.workspace)
+
+    def _forget(self, workspace: Path) -> None:
+        """Take the tmpfs down and, only then, strike it from the keeper's list."""
+        self._drop()
+        try:
+            _tell_keeper("del", workspace)
+        except SandboxError:
+            pass  # a keeper that is gone has nothing left to take down
 
     def _drop(self) -> None:
         _umount(self.staging)
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self.workspace == self.staging:
+            try:
+                _tell_keeper("del", self.staging)
+            except SandboxError:
+                pass
+
+
+def _new_staging() -> Path:
+    """A new root-only directory in the system temp dir, announced to the keeper *before* it exists:
+    a kill at any moment leaves nothing the keeper does not know of."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    while True:
+        staging = tmp / f"mmat-workspace-{secrets.token_hex(6)}"
+        _tell_keeper("add", staging, staging)
+        try:
+            staging.mkdir(mode=0o700)
+            return staging
+        except FileExistsError:
+            _tell_keeper("del", staging)  # not ours (a clash of random names): another one
+        except OSError as e:
+            _tell_keeper("del", staging)
+            raise SandboxError(f"cannot create a staging directory for the workspace quota in {tmp}: {e.strerror}") from None
+
+
+def _wait_for_leftover(workspace: Path) -> None:
+    """A quota mount already on the workspace is another sandbox's, or one a killed mmat process left
+    for its keeper, which takes it down within a second: wait that long, never stack on it."""
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while _quota_mounted_at(workspace):
+        if time.monotonic() > deadline:
+            raise SandboxError(
+                f"{workspace} already has a workspace quota mounted on it (another open sandbox on the same directory, or "
+                f"one left by an mmat process that was killed): close that sandbox, or run `umount -l {workspace}`."
+            )
+        time.sleep(0.05)

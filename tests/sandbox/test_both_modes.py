@@ -34,6 +34,7 @@ ROOT_ONLY_HERE = {
     "test_cgroup_v1_freezer",
     "test_inputs_larger_than_the_quota_are_a_clear_error",
     "test_quota_mounts_are_taken_down_when_mmat_is_killed",
+    "test_keeper_takes_nested_mounts_down_last_first_and_forgets_mounts_never_made",
     # needs /dev/shm on another filesystem than the temporary directory (a machine may not have one)
     "test_rootless_warm_directories_on_another_filesystem_fall_back_to_a_cold_start",
 }
