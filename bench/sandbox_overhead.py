@@ -135,7 +135,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 sb.run("pass")
 
         pooled = []
-        with SandboxPool(2, places=root) as pool:
+        with SandboxPool(2) as pool:
             if not pool.wait_ready(timeout_s=60):
                 raise SystemExit(f"the warm pool did not fill: {pool.last_error}")
             for i in range(args.starts):

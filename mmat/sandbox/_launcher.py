@@ -16,7 +16,9 @@ Steps (see mmat.sandbox.sandbox for the isolation this buys):
  2. rootless: unshare a user namespace that maps only the caller (to the sandbox's inner uid/gid,
     setgroups denied); then unshare mount, network, IPC, UTS and PID namespaces; every mount private;
  3. build a new root on a tmpfs: read-only binds of /usr, the Python runtime and the venv, the
-    workspace read-write at /workspace, a private /tmp, a minimal /dev; write /.mmat/worker.py;
+    workspace read-write at /workspace (root mode: a bind of the host's quota tmpfs; rootless: a
+    tmpfs of the quota's size mounted here, its root's fd sent to the parent), a private /tmp, a
+    minimal /dev; write /.mmat/worker.py;
  4. fork the namespace's init (PID 1: mounts /proc with hidepid=2 while a full /proc is still
     visible, as a user namespace requires; reaps orphans; stops and continues the sandbox when there
     is no cgroup freezer; takes every sandbox process down with it when the launcher goes away);
@@ -143,6 +145,8 @@ def prepare_root(cfg):
     mount("tmpfs", root + "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_bytes']},mode=1777")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
+    if cfg.get("workspace_tmpfs"):
+        mount_workspace_tmpfs(cfg["workspace_tmpfs"], root + "/workspace", cfg["fd_sock"])
     os.makedirs(root + "/proc", exist_ok=True)
     os.makedirs(root + "/.mmat", exist_ok=True)
     with open(root + "/.mmat/worker.py", "w") as f:
@@ -152,6 +156,24 @@ def prepare_root(cfg):
         os.close(fd)
     # init is forked with this as its working directory, so nothing of it points at the old root
     os.chdir(root)
+
+
+def mount_workspace_tmpfs(spec, target, sock_fd):
+    """Rootless mode: the workspace is a tmpfs of the quota's size and inode count, mounted here in the
+    sandbox's own mount namespace (the launcher holds CAP_SYS_ADMIN over it, not over the host's).
+    Its root's fd goes to the parent over sock_fd (SCM_RIGHTS): the parent fills it with the
+    workspace's files, works on it through that fd, and copies it back to the directory on close."""
+    import socket
+
+    os.makedirs(target, exist_ok=True)
+    mount("mmat-workspace", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['size']},nr_inodes={spec['nr_inodes']},mode=0700")
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        socket.send_fds(sock, [b"workspace"], [fd])
+    finally:
+        sock.close()
+        os.close(fd)
 
 
 def finish_root():
@@ -467,7 +489,8 @@ def report_failure(e):
 
 # --- zygote: one per parent process, forks a ready launcher per sandbox --------------------------
 ZYGOTE_MAX_REQUEST = 1 << 20
-# a request's fds: the launcher's stdin, stdout, stderr, then the worker channel (in, out)
+# a request's fds: the launcher's stdin, stdout, stderr, then the worker channel (in, out); rootless
+# mode adds a sixth, the socket the workspace tmpfs's fd is sent back on
 ZYGOTE_REQUEST_FDS = 5
 
 
@@ -485,6 +508,8 @@ def zygote_child(sock_fd, request, fds):
     try:
         cfg = json.loads(request)
         cfg["chan_fds"] = list(fds[3:5])  # this process's numbers for the channel, not the parent's
+        if len(fds) > ZYGOTE_REQUEST_FDS:
+            cfg["fd_sock"] = fds[ZYGOTE_REQUEST_FDS]  # rootless: where the workspace tmpfs's fd goes
         cfg["worker_source"] = WORKER_SOURCE
         launch(cfg)
     except BaseException as e:  # noqa: BLE001 - the parent turns this into a SandboxError
@@ -519,13 +544,13 @@ def zygote_main(setup):
     signal.signal(signal.SIGCHLD, _reap)
     os.write(1, b"ready\n")
     while True:
-        request, fds, _, _ = socket.recv_fds(sock, ZYGOTE_MAX_REQUEST, ZYGOTE_REQUEST_FDS)
+        request, fds, _, _ = socket.recv_fds(sock, ZYGOTE_MAX_REQUEST, ZYGOTE_REQUEST_FDS + 1)
         if not request:
             os._exit(0)  # the parent is gone
-        if len(fds) != ZYGOTE_REQUEST_FDS:
+        if len(fds) not in (ZYGOTE_REQUEST_FDS, ZYGOTE_REQUEST_FDS + 1):
             for fd in fds:
                 os.close(fd)
-            sock.send(b"error: expected 5 fds")
+            sock.send(b"error: expected 5 or 6 fds")
             continue
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:

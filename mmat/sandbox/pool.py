@@ -17,7 +17,8 @@ warm.py) and hands one to each ``acquire(workspace, tools=...)``, which returns 
 * **No leaks.** close() (also at interpreter exit, Ctrl-C included) kills every warm worker and
   removes its cgroups, mounts and directories; a sandbox already handed out is its owner's to close.
   If the process is killed outright, the launchers kill their sandboxes when their pipes close and
-  the quota keeper takes the tmpfs mounts down (as for any sandbox).
+  (root mode) the quota keeper takes the tmpfs mounts down, as for any sandbox; a rootless warm
+  worker's tmpfs lives only in its own mount namespace and goes with it.
 
 ``shared_pool(settings)`` is the process-wide pool CodeAgent takes its sandboxes from
 (``Settings.sandbox_pool`` workers; 0 turns pooling off).
@@ -27,8 +28,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -59,9 +58,7 @@ MAX_SHARED_POOLS = 2
 class SandboxPool:
     """Keeps ``size`` sandbox workers started; see the module docstring."""
 
-    def __init__(self, size: int, *, limits: Limits = Limits(), places: Path | str | None = None) -> None:
-        """``places``: where rootless mode keeps its warm workers' directories; it must be on the
-        filesystem of the workspaces (rootless adoption is a rename). Default: the system temp dir."""
+    def __init__(self, size: int, *, limits: Limits = Limits()) -> None:
         if not isinstance(size, int) or size < 0:
             raise ConfigError(f"a sandbox pool's size is a whole number >= 0, got {size!r}.")
         self.size = size
@@ -69,11 +66,6 @@ class SandboxPool:
         self.mode = sandbox_mode().name  # SandboxError (saying what to do) where no sandbox can run
         self.stats = {"warm": 0, "cold": 0, "started": 0, "start_failures": 0, "discarded": 0}
         self.last_error: str | None = None
-        self._places: Path | None = None
-        if self.mode == "rootless":
-            base = Path(places) if places is not None else Path(tempfile.gettempdir())
-            base.mkdir(parents=True, exist_ok=True)
-            self._places = Path(tempfile.mkdtemp(prefix=".sandbox-pool-", dir=base))
         self._ready: deque[WarmWorker] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -149,8 +141,6 @@ class SandboxPool:
             left, self._ready = list(self._ready), deque()
         for warm in left:
             warm.destroy()
-        if self._places is not None:
-            shutil.rmtree(self._places, ignore_errors=True)  # empty directories: no worker ever ran code
 
     def __enter__(self) -> SandboxPool:
         return self
@@ -199,7 +189,7 @@ class SandboxPool:
                 if self._closed:
                     return
             try:
-                warm = WarmWorker.start(self.mode, self.limits, places=self._places or Path(tempfile.gettempdir()))
+                warm = WarmWorker.start(self.mode, self.limits)
             except Exception as e:  # noqa: BLE001 - recorded; acquire() starts cold meanwhile
                 failures += 1
                 self._note_failure(f"{type(e).__name__}: {e}")
@@ -239,8 +229,7 @@ _shared: OrderedDict[tuple[Any, ...], SandboxPool] = OrderedDict()
 
 
 def shared_pool(settings: Settings, limits: Limits | None = None) -> SandboxPool | None:
-    """The process-wide pool for these limits (``Settings.sandbox_pool`` workers; None when that is 0).
-    Rootless mode keeps its warm directories under ``settings.workspaces_dir``."""
+    """The process-wide pool for these limits (``Settings.sandbox_pool`` workers; None when that is 0)."""
     size = settings.sandbox_pool
     if size <= 0:
         return None
@@ -250,7 +239,7 @@ def shared_pool(settings: Settings, limits: Limits | None = None) -> SandboxPool
     with _shared_lock:
         pool = _shared.get(key)
         if pool is None or pool.closed:
-            pool = SandboxPool(size, limits=limits, places=settings.workspaces_dir)
+            pool = SandboxPool(size, limits=limits)
             _shared[key] = pool
         _shared.move_to_end(key)
         while len(_shared) > MAX_SHARED_POOLS:

@@ -188,7 +188,8 @@ class _Zygote:
         return self.owner == os.getpid() and self.proc.poll() is None
 
     def spawn(self, cfg: dict[str, Any], fds: list[int]) -> tuple[int, int]:
-        """Fork a launcher for cfg with fds (stdin, stdout, stderr, channel in, channel out): (pid, pidfd)."""
+        """Fork a launcher for cfg with fds (stdin, stdout, stderr, channel in, channel out[, workspace
+        socket]): (pid, pidfd)."""
         request = json.dumps({k: v for k, v in cfg.items() if k != "worker_source"}).encode()
         socket.send_fds(self.sock, [request], fds)
         answer, got, _, _ = socket.recv_fds(self.sock, 256, 1)
@@ -265,13 +266,14 @@ def _spawn_launcher(cfg: dict[str, Any]) -> Launcher:
     keep = {"stdin": pipes[0][1], "stdout": pipes[1][0], "stderr": pipes[2][0]}
     theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
     try:
-        spawned = _Zygote.spawn_launcher(cfg, [*theirs, *cfg["chan_fds"]])
+        extra = [cfg["fd_sock"]] if cfg.get("fd_sock") is not None else []  # rootless: the workspace fd comes back on it
+        spawned = _Zygote.spawn_launcher(cfg, [*theirs, *cfg["chan_fds"], *extra])
         if spawned is not None:
             pid, pidfd = spawned
             return Launcher(keep["stdin"], keep["stdout"], keep["stderr"], pidfd=pidfd)
         popen = subprocess.Popen(
             [sys.executable, *PYTHON_FLAGS, "-c", _BOOTSTRAP],
-            stdin=theirs[0], stdout=theirs[1], stderr=theirs[2], pass_fds=tuple(cfg["chan_fds"]),
+            stdin=theirs[0], stdout=theirs[1], stderr=theirs[2], pass_fds=(*cfg["chan_fds"], *extra),
             env=_LAUNCHER_ENV, cwd="/", close_fds=True,
             start_new_session=True,  # signals to the parent's process group do not reach sandboxes
         )  # fmt: skip
@@ -291,6 +293,16 @@ def _spawn_launcher(cfg: dict[str, Any]) -> Launcher:
             os.close(fd)
 
 
+def _receive_fd(sock: socket.socket, deadline: float) -> int | None:
+    """The one fd the launcher sends over sock (SCM_RIGHTS), or None (closed, nothing, or too late)."""
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    try:
+        _, fds, _, _ = socket.recv_fds(sock, 64, 1)
+    except OSError:
+        return None
+    return fds[0] if fds else None
+
+
 @dataclass
 class WorkerProcess:
     """A running launcher + worker pair. Create with WorkerProcess.start()."""
@@ -307,6 +319,7 @@ class WorkerProcess:
     _status_buf: bytearray = field(default_factory=bytearray)
     exit_info: ExitInfo | None = None
     cgroup: SandboxCgroup | None = None
+    workspace_fd: int | None = None  # rootless: the root of the workspace tmpfs in the sandbox's namespace (take_workspace_fd)
     frozen: bool = False
     last_control_us: float = 0.0  # what the last freeze took (in the launcher, for SIGSTOP freezing)
     _pending_thaws: int = 0  # thaw answers of the launcher not read yet
@@ -322,28 +335,42 @@ class WorkerProcess:
         return wp
 
     @classmethod
-    def launch(cls, workspace: Path, limits: Limits, *, uid: int, rootless: bool = False) -> WorkerProcess:
+    def launch(cls, workspace: Path | None, limits: Limits, *, uid: int, rootless: bool = False) -> WorkerProcess:
         """Build the sandbox up to a running worker that waits for its ``init`` (handshake()); a warm
-        pool (mmat.sandbox.pool) keeps workers in this state."""
+        pool (mmat.sandbox.pool) keeps workers in this state. Root mode binds ``workspace`` at
+        /workspace; rootless mode mounts a tmpfs there instead, whose fd is ``workspace_fd``."""
         t0 = time.perf_counter()
         cgroup = SandboxCgroup.create(memory_bytes=limits.memory_bytes, max_tasks=limits.max_processes, tag=str(uid))
         p2w_r, p2w_w = os.pipe()
         w2p_r, w2p_w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if rootless else (None, None)
         cfg = launcher_config(workspace, limits, uid=uid, chan_fds=(p2w_r, w2p_w), rootless=rootless, cgroups=cgroup.launcher_spec())
+        cfg["fd_sock"] = theirs.fileno() if theirs is not None else None
         try:
             proc = _spawn_launcher(cfg)
         except OSError as e:
             for fd in (p2w_r, p2w_w, w2p_r, w2p_w):
                 os.close(fd)
+            for sock in (ours, theirs):
+                if sock is not None:
+                    sock.close()
             cgroup.remove()
             raise SandboxError(f"cannot start the sandbox launcher ({e}): check that {sys.executable} runs.") from None
         os.close(p2w_r)
         os.close(w2p_w)
+        if theirs is not None:
+            theirs.close()
         os.set_blocking(p2w_w, False)
         os.set_blocking(w2p_r, False)
         deadline = time.monotonic() + limits.start_timeout_s
         wp = cls(proc, p2w_w, w2p_r, uid, worker_pid=0, init_pid=0, python="", start_ms=0.0, cgroup=cgroup)
         started = wp._read_status(deadline)
+        if ours is not None:
+            if started.get("event") == "started":
+                wp.workspace_fd = _receive_fd(ours, deadline)
+                if wp.workspace_fd is None:
+                    started = {"event": "error", "message": "the launcher did not send its workspace tmpfs"}
+            ours.close()
         if started.get("event") != "started":
             detail = started.get("message") or wp._stderr_tail() or "no output"
             wp.kill()
@@ -355,6 +382,13 @@ class WorkerProcess:
         wp.worker_pid, wp.init_pid = int(started["worker_pid"]), int(started["init_pid"])
         wp.start_ms = (time.perf_counter() - t0) * 1000
         return wp
+
+    def take_workspace_fd(self) -> int:
+        """Rootless: the workspace tmpfs's root fd, now the caller's to close (mmat.sandbox.quota.NamespaceTmpfs)."""
+        fd, self.workspace_fd = self.workspace_fd, None
+        if fd is None:
+            raise SandboxError("this sandbox worker has no workspace tmpfs (root mode, or taken already)")
+        return fd
 
     def handshake(self, init: dict[str, Any], deadline: float) -> None:
         """Send the worker its ``init`` (tools, seed, limits) and wait for ``ready``; SandboxError
@@ -556,6 +590,9 @@ class WorkerProcess:
         return info
 
     def close_fds(self) -> None:
+        if self.workspace_fd is not None:  # never taken: nobody else holds the tmpfs
+            os.close(self.workspace_fd)
+            self.workspace_fd = None
         for fd in (self.to_worker, self.from_worker):
             try:
                 os.close(fd)

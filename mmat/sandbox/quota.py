@@ -1,7 +1,7 @@
-"""The workspace quota enforced while a step runs (root mode): the workspace is a tmpfs of
+"""The workspace quota enforced while a step runs: the workspace is a tmpfs of
 ``Limits.workspace_mb`` bytes and ``Limits.workspace_inodes`` entries for the sandbox's life.
 
-How: a tmpfs is mounted on a private staging directory (root-only, in the system temp dir), the
+Root mode (WorkspaceTmpfs): a tmpfs is mounted on a private staging directory (root-only, in the system temp dir), the
 workspace's files are copied into it, and it is bound over the workspace directory, so the parent,
 its tools and the sandbox all see it at the workspace's own path. Writes beyond either limit fail
 with ENOSPC inside the step; the parent's after-step check then deletes what the step created and
@@ -12,8 +12,8 @@ While it is mounted the workspace lives in RAM; what the sandbox writes counts t
 cgroup. If the parent dies without closing the sandbox (even by SIGKILL), a keeper process
 (``_quota_keeper.py``, one per parent, in its own session) sees its pipe close and takes the mounts
 down the same way, files restored to the directory underneath.
-Rootless mode cannot mount on the host: the quota is checked after each step only (documented in
-the README).
+Rootless mode cannot mount on the host; its launcher mounts the tmpfs inside the sandbox's own mount
+namespace instead and hands the parent its fd (NamespaceTmpfs, at the end of this file).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ import threading
 from pathlib import Path
 
 from mmat.errors import SandboxError
+from mmat.sandbox import safefs
 from mmat.sandbox import workspace as wsp
 from mmat.sandbox.limits import MIB, Limits
 
-__all__ = ["WorkspaceTmpfs"]
+__all__ = ["WorkspaceTmpfs", "NamespaceTmpfs"]
 
 MS_NOSUID, MS_NODEV, MS_BIND = 2, 4, 4096
 MNT_DETACH = 2
@@ -178,12 +179,7 @@ class WorkspaceTmpfs:
         except OSError as e:
             self._drop()
             if e.errno == errno.ENOSPC:
-                have = wsp.scan(workspace)
-                raise SandboxError(
-                    f"the files already in {workspace} ({have.total_bytes / MIB:.1f} MiB, {have.inodes} entries) do not fit "
-                    f"its quota of {limits.workspace_mb} MiB and {limits.workspace_inodes} entries: raise Limits.workspace_mb "
-                    "/ workspace_inodes or pass fewer inputs."
-                ) from None
+                raise _inputs_do_not_fit(workspace, limits) from None
             raise
         except SandboxError:
             self._drop()
@@ -203,12 +199,7 @@ class WorkspaceTmpfs:
 
     def exhausted(self) -> str | None:
         """"bytes" or "inodes" when the tmpfs is (nearly) full, else None."""
-        st = os.statvfs(self.staging)
-        if st.f_favail == 0:
-            return "inodes"
-        if st.f_bavail * st.f_frsize < _FULL_BYTES:
-            return "bytes"
-        return None
+        return _full(os.statvfs(self.staging))
 
     def release(self, *, keep: bool = True) -> None:
         """Unmount the workspace and (keep) mirror its files into the directory underneath; the
@@ -242,6 +233,23 @@ class WorkspaceTmpfs:
                 pass
 
 
+def _full(st: os.statvfs_result) -> str | None:
+    if st.f_favail == 0:
+        return "inodes"
+    if st.f_bavail * st.f_frsize < _FULL_BYTES:
+        return "bytes"
+    return None
+
+
+def _inputs_do_not_fit(workspace: Path, limits: Limits) -> SandboxError:
+    have = wsp.scan(workspace)
+    return SandboxError(
+        f"the files already in {workspace} ({have.total_bytes / MIB:.1f} MiB, {have.inodes} entries) do not fit "
+        f"its quota of {limits.workspace_mb} MiB and {limits.workspace_inodes} entries: raise Limits.workspace_mb "
+        "/ workspace_inodes or pass fewer inputs."
+    )
+
+
 def _new_staging() -> Path:
     """A new root-only directory in the system temp dir, announced to the keeper *before* it exists:
     a kill at any moment leaves nothing the keeper does not know of."""
@@ -270,3 +278,73 @@ def _wait_for_leftover(workspace: Path) -> None:
                 f"one left by an mmat process that was killed): close that sandbox, or run `umount -l {workspace}`."
             )
         time.sleep(0.05)
+
+
+class NamespaceTmpfs:
+    """Rootless mode's workspace quota: a tmpfs of ``workspace_mb`` / ``workspace_inodes`` that the
+    sandbox's launcher mounted on /workspace inside the sandbox's own mount namespace, held by the
+    parent as an open fd of its root (sent over SCM_RIGHTS; see _launcher.mount_workspace_tmpfs).
+
+    The host directory does not show it, so while the sandbox is open the parent reaches the
+    workspace only through that fd: attach() copies the directory's files in and registers the fd
+    with safefs.redirect(), so every safefs.root() of the workspace (scans, hygiene, tools, step
+    images) opens the tmpfs. A restarted worker brings a new tmpfs: move_to() copies the files across.
+    release() ends the redirect and mirrors the tmpfs into the directory (fd walks, regular files and
+    directories only, never following a link). The open fd keeps the tmpfs alive after its namespace
+    is gone; if the parent dies, nothing holds it any more and it is freed: the directory then holds
+    what it held when the sandbox started (README, "What does not hold").
+    """
+
+    def __init__(self, fd: int, workspace: Path, at_start: wsp.Snapshot) -> None:
+        self.fd = fd
+        self.workspace = workspace
+        self.at_start = at_start  # the directory's files when the sandbox took them
+        self.released = False
+
+    @classmethod
+    def attach(cls, fd: int, workspace: Path, limits: Limits) -> NamespaceTmpfs:
+        """The workspace's files copied into the tmpfs behind ``fd`` (taken over: closed on failure)."""
+        try:
+            at_start = wsp.scan(workspace)
+            wsp.copy_tree(workspace, fd)
+        except OSError as e:
+            os.close(fd)
+            if e.errno == errno.ENOSPC:
+                raise _inputs_do_not_fit(workspace, limits) from None
+            raise
+        quota = cls(fd, workspace, at_start)
+        safefs.redirect(workspace, fd)
+        return quota
+
+    def move_to(self, fd: int) -> None:
+        """A restarted worker's fresh tmpfs: the files (what the last step left) go there."""
+        try:
+            wsp.copy_tree(self.fd, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        old, self.fd = self.fd, fd
+        safefs.redirect(self.workspace, fd)
+        os.close(old)
+
+    def exhausted(self) -> str | None:
+        """"bytes" or "inodes" when the tmpfs is (nearly) full, else None."""
+        return _full(os.fstatvfs(self.fd))
+
+    def unlock(self) -> None:
+        """Give the tmpfs's root back its mode: the sandbox (the same uid as the parent here) may have
+        chmod-ed it to 000, which would lock the parent out of it; root mode's parent is not stopped by modes."""
+        os.fchmod(self.fd, 0o700)
+
+    def release(self, *, keep: bool = True) -> None:
+        """The workspace path is the directory again; (keep) the tmpfs's files are mirrored into it.
+        Files someone wrote into the directory by path meanwhile (the sandbox never saw them) stay."""
+        if self.released:
+            return
+        self.released = True
+        safefs.unredirect(self.workspace)
+        try:
+            if keep:
+                wsp.mirror(self.fd, self.workspace, since=self.at_start)
+        finally:
+            os.close(self.fd)

@@ -157,7 +157,7 @@ def _worker_imports() -> tuple[str, ...]:
 
 
 def launcher_config(
-    workspace: Path,
+    workspace: Path | None,
     limits: Limits,
     *,
     uid: int,
@@ -165,7 +165,9 @@ def launcher_config(
     rootless: bool = False,
     cgroups: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON the launcher reads on stdin. rootless: map the caller to `uid` in a new user namespace.
+    """The JSON the launcher reads on stdin. rootless: map the caller to `uid` in a new user namespace,
+    and make /workspace a tmpfs of the quota there (its fd comes back over `fd_sock`; ``workspace`` is
+    not used); root mode binds ``workspace`` (the host's quota tmpfs is over it) at /workspace.
     cgroups: SandboxCgroup.launcher_spec() (None: no cgroups, SIGSTOP freezing)."""
     binds, links = runtime_binds()
     python = os.path.realpath(sys.executable)
@@ -177,7 +179,8 @@ def launcher_config(
     return {
         "userns": {"uid": uid, "gid": uid, "outer_uid": os.getuid(), "outer_gid": os.getgid()} if rootless else None,
         "cgroups": cgroups,
-        "binds": [*binds, {"src": str(workspace.resolve()), "dst": WORKSPACE_MOUNT, "kind": "dir", "rw": True}],
+        "binds": [*binds] if rootless else [*binds, {"src": str(Path(workspace).resolve()), "dst": WORKSPACE_MOUNT, "kind": "dir", "rw": True}],
+        "workspace_tmpfs": {"size": limits.workspace_bytes, "nr_inodes": limits.workspace_inodes + 1} if rootless else None,
         "symlinks": list(links),
         "tmp_bytes": limits.tmp_bytes,
         "worker_source": worker_source(),

@@ -18,6 +18,13 @@ writing through it. Walks open each directory ``O_NOFOLLOW`` from its parent's f
 go through the parent's fd with ``follow_symlinks=False``.
 
 What is handed on to a library is bytes or an open file object, never a path.
+
+**Redirected workspaces** (rootless mode, mmat.sandbox.quota.NamespaceTmpfs): while a sandbox runs,
+its workspace is a tmpfs inside the sandbox's own mount namespace, which the host path does not show.
+``redirect(path, fd)`` registers the tmpfs root's fd for the workspace path; from then on every
+``root()`` / ``open_root()`` of that path, or of a directory below it, opens the tmpfs instead (below
+it: resolved from the fd like any other name, never through a link), so the parent and its tools
+reach the live files through the same calls as in root mode. ``unredirect(path)`` ends it.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import ctypes
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +43,8 @@ from typing import BinaryIO
 __all__ = [
     "UnsafePath", "NotRegularFile", "FileTooLarge", "Entry",
     "split_name", "open_root", "open_beneath", "read_bytes", "open_for_read", "create_exclusive",
-    "walk", "unlink", "mkdirs", "copy_file", "has_openat2", "MAX_NAME_BYTES", "MAX_PATH_BYTES", "MAX_WALK_DEPTH",
+    "walk", "unlink", "mkdirs", "copy_file", "has_openat2", "redirect", "unredirect", "live_path",
+    "MAX_NAME_BYTES", "MAX_PATH_BYTES", "MAX_WALK_DEPTH",
 ]  # fmt: skip
 
 SYS_OPENAT2 = 437  # the same number on every architecture (added after the syscall tables were unified)
@@ -134,10 +143,65 @@ def _enc(part: str) -> bytes:
     return part.encode("utf-8", "surrogateescape")
 
 
-def open_root(path: Path | str) -> int:
+def open_root(path: Path | str | int) -> int:
     """An fd of the workspace root itself. Its path is the parent's own (the sandbox cannot rename or
-    replace its mount point), so it is opened by path, still refusing a symlink as the last component."""
+    replace its mount point), so it is opened by path, still refusing a symlink as the last component.
+    A redirected workspace (or a directory below one) is opened from its registered fd; an int is a
+    directory fd already open, opened again (a new file description: listings never share an offset)."""
+    if isinstance(path, int):
+        return os.open(".", os.O_RDONLY | os.O_DIRECTORY | _BASE, dir_fd=path)
+    if _redirects:
+        with _redirect_lock:
+            hit = _redirected(path)
+            if hit is not None:
+                fd, rel = hit
+                return open_beneath(fd, rel, os.O_RDONLY | os.O_DIRECTORY)
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | _BASE)
+
+
+_redirect_lock = threading.Lock()
+_redirects: dict[str, int] = {}  # workspace path (resolved) -> fd of what the sandbox sees there
+
+
+def redirect(path: Path | str, fd: int) -> None:
+    """From now on, root(path) and root(a directory below path) open below ``fd`` (see the module docstring)."""
+    with _redirect_lock:
+        _redirects[os.path.abspath(path)] = fd
+
+
+def unredirect(path: Path | str) -> None:
+    """path is the host directory again; the caller closes the fd it registered (after this returns)."""
+    with _redirect_lock:
+        _redirects.pop(os.path.abspath(path), None)
+
+
+def _redirected(path: Path | str) -> tuple[int, str] | None:
+    """(fd, name below it) when path is a redirected workspace or below one; under _redirect_lock."""
+    for candidate in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
+        rel: list[str] = []
+        here = candidate
+        while True:
+            fd = _redirects.get(here)
+            if fd is not None:
+                return fd, "/".join(reversed(rel))
+            up, name = os.path.split(here)
+            if up == here:
+                break
+            rel.append(name)
+            here = up
+    return None
+
+
+def live_path(path: Path | str) -> Path:
+    """A path through which ``path`` shows what the sandbox sees there now: itself, or for a redirected
+    workspace ``/proc/self/fd/N/...`` (valid while the sandbox is open). For tests and naive tool hosts
+    that open files by name; mmat itself goes through root()."""
+    with _redirect_lock:
+        hit = _redirected(path)
+    if hit is None:
+        return Path(path)
+    fd, rel = hit
+    return Path(f"/proc/self/fd/{fd}") / rel if rel else Path(f"/proc/self/fd/{fd}")
 
 
 def open_beneath(root_fd: int, name: str, flags: int, mode: int = 0o644) -> int:
@@ -355,7 +419,7 @@ def copy_file(src: BinaryIO, size: int, dst_fd: int) -> int:
 
 
 @contextmanager
-def root(path: Path | str) -> Iterator[int]:
+def root(path: Path | str | int) -> Iterator[int]:
     """``with safefs.root(workspace) as fd:`` an fd of the workspace root, closed afterwards."""
     fd = open_root(path)
     try:

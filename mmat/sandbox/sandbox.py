@@ -30,8 +30,9 @@ sandbox section says what differs between the two (mmat.sandbox.modes picks one)
   sandbox), open files, no core dumps, CPU (hard = worker lifetime, soft = per step). Per-sandbox
   cgroups (``cgroups.py``) bound the memory and tasks of all its processes together where writable.
   The parent enforces the wall time per step (tool calls excluded), the workspace quota (bytes and
-  entries; root mode: a tmpfs during the step, ``quota.py``; every mode: after each step) and the
-  tool-call count. Any limit hit kills the step and restarts the worker (state lost).
+  entries; during the step a tmpfs of that size, ``quota.py``: root mode bound over the workspace on
+  the host, rootless mode mounted in the sandbox's own mount namespace and reached by the parent
+  through its fd; after each step a check) and the tool-call count. Any limit hit kills the step and restarts the worker (state lost).
 * **Frozen between steps.** After each step every process and thread of the sandbox is stopped
   (cgroup freezer, else SIGSTOP by its init; SIGCONT is refused inside) until the next step, so what
   the parent inspects after a step cannot change under it; the same while the parent serves a tool
@@ -85,7 +86,7 @@ from mmat.sandbox.modes import sandbox_mode
 from mmat.sandbox.process import ChannelTimeout, ExitInfo, WorkerGone, WorkerProcess, allocate_uid
 from mmat.sandbox.escape import escape_text, escape_value, nesting_depth, scrub_surrogates
 from mmat.sandbox.protocol import MAX_TOOL_ARGS_BYTES, MAX_TOOL_ARGS_DEPTH, DoneMsg, ProtocolViolation, ToolHost, ToolMsg
-from mmat.sandbox.quota import WorkspaceTmpfs
+from mmat.sandbox.quota import NamespaceTmpfs, WorkspaceTmpfs
 from mmat.sandbox.warm import WarmWorker
 from mmat.sandbox.results import StepError, StepResult, ToolCall
 from mmat.sandbox.runtime import site_paths
@@ -148,7 +149,7 @@ def _refuse_arguments(msg: ToolMsg) -> str | None:
 Responder = Callable[[ToolMsg, int], tuple[dict[str, Any], ToolCall, _RecordedTool]]
 
 
-def _shutdown(holder: list[WorkerProcess | None], workspace: Path, quota: list[WorkspaceTmpfs | None]) -> None:
+def _shutdown(holder: list[WorkerProcess | None], workspace: Path, quota: list[WorkspaceTmpfs | NamespaceTmpfs | None]) -> None:
     """Finalizer for a Sandbox that was never closed (or at interpreter exit): take its worker down
     and give the workspace back to the parent's uid."""
     worker = holder[0]
@@ -206,8 +207,9 @@ class Sandbox:
         self._owns_workspace = False
         self.pool: Any = None  # the SandboxPool this sandbox came from (fork() takes its workers from it too)
         self._holder: list[WorkerProcess | None] = [None]
-        # root mode: the quota holds during each step (a tmpfs over the workspace; see quota.py)
-        self._quota: list[WorkspaceTmpfs | None] = [None]
+        # the quota holds during each step: root mode, a tmpfs over the workspace; rootless, a tmpfs in the
+        # sandbox's mount namespace that the parent reaches through its fd (quota.py); set up by _start()
+        self._quota: list[WorkspaceTmpfs | NamespaceTmpfs | None] = [None]
         if _warm is not None:
             self._quota[0] = _warm.adopt(self.workspace)  # the warm worker's /workspace becomes this one
         elif self.mode.name == "root":
@@ -340,6 +342,8 @@ class Sandbox:
                 worker.handshake(init, time.monotonic() + self.limits.start_timeout_s)
             else:
                 worker = WorkerProcess.start(self.workspace, self.limits, init, uid=self.uid, rootless=self.mode.name == "rootless")
+                if self.mode.name == "rootless":
+                    self._take_tmpfs(worker)
         except SandboxError:
             self._holder[0] = None
             wsp.chown_tree(self.workspace, os.geteuid(), os.getegid())
@@ -352,6 +356,19 @@ class Sandbox:
         self.events.append(self._event(reason, worker_pid=worker.worker_pid, uid=self.uid, mode=self.mode.name, ms=ms, python=worker.python, **extra))
         # Not stopped yet: a fresh worker has run no model code, so nothing in it can change anything
         # before its first step; it is frozen when that step ends (and after every later one).
+
+    def _take_tmpfs(self, worker: WorkerProcess) -> None:
+        """Rootless: the new worker's workspace tmpfs gets the files (the directory's at the first start,
+        the previous tmpfs's after a restart). On failure the worker is taken down."""
+        try:
+            fd = worker.take_workspace_fd()
+            if self._quota[0] is None:
+                self._quota[0] = NamespaceTmpfs.attach(fd, self.workspace, self.limits)
+            else:
+                self._quota[0].move_to(fd)  # type: ignore[union-attr]
+        except BaseException:
+            worker.kill()
+            raise
 
     def _restart(self, why: str) -> ExitInfo:
         worker, self._holder[0] = self._holder[0], None
@@ -597,6 +614,9 @@ class Sandbox:
 
     # --- helpers --------------------------------------------------------------------------------
     def _sanitize(self) -> list[str]:
+        quota = self._quota[0]
+        if isinstance(quota, NamespaceTmpfs):
+            quota.unlock()
         removed = wsp.sanitize(self.workspace)
         self._removed.extend(removed)
         return removed

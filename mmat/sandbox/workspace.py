@@ -5,7 +5,8 @@ would point into the host's filesystem and a FIFO would block a reader forever; 
 swap any entry while the parent looks at it. So every function here works through directory fds
 (``mmat.sandbox.safefs``): walks open each directory ``O_NOFOLLOW`` from its parent's fd, reads
 open regular files only, writes create ``O_EXCL``, and unlink/chown act on the parent's fd without
-following links. Nothing is checked by path and then opened again.
+following links. Nothing is checked by path and then opened again. Where a function takes
+``Path | int``, an int is an open directory fd (a rootless sandbox's tmpfs, mmat.sandbox.quota).
 
 ``sanitize`` still deletes symlinks and special files after each step and before each tool call:
 not for safety (nothing here follows them) but so that naive tool hosts and people looking at the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +55,7 @@ class Snapshot:
         return len(self.files) + self.dirs + self.others
 
 
-def scan(root: Path) -> Snapshot:
+def scan(root: Path | int) -> Snapshot:
     """Regular files under root with size, mtime and inode (lstat through dir fds only)."""
     files: dict[str, FileState] = {}
     dirs = others = 0
@@ -185,7 +187,7 @@ def _copy_entry(src_fd: int, dst_fd: int, rel: str) -> None:
             os.close(out)
 
 
-def copy_tree(src: Path, dst: Path) -> None:
+def copy_tree(src: Path | int, dst: Path | int) -> None:
     """Copy src's regular files and directories into dst (existing entries of dst are replaced).
     Symlinks and special files are not copied; nothing of src is opened by path."""
     with safefs.root(src) as sfd, safefs.root(dst) as dfd:
@@ -220,19 +222,25 @@ def _remove_any(root_fd: int, rel: str) -> None:
         os.close(pfd)
 
 
-def mirror(src: Path, dst: Path) -> None:
-    """Make dst's regular files and directories equal to src's (used to finish a fork's replay)."""
+def mirror(src: Path | int, dst: Path | int, *, since: Snapshot | None = None) -> None:
+    """Make dst's regular files and directories equal to src's (used to finish a fork's replay).
+    ``since``: a scan of dst taken earlier; files of dst that src lacks are then removed only if they
+    were there, unchanged, at that scan (src deleted them), and kept if dst got them since (someone
+    else wrote them into dst meanwhile), with their directories. Where both have a name, src wins."""
     want = scan(src)
     have = scan(dst)
+    spared = set() if since is None else {rel for rel, st in have.files.items() if rel not in want.files and since.files.get(rel) != st}
+    spared_dirs = _dirs_of(spared)
+    old_dirs = None if since is None else _dirs_of(since.files)
     with safefs.root(src) as sfd, safefs.root(dst) as dfd:
         want_dirs = {e.rel for e in safefs.walk(sfd) if stat.S_ISDIR(e.st.st_mode)}
         have_dirs = [e.rel for e in safefs.walk(dfd) if stat.S_ISDIR(e.st.st_mode)]
         # first remove what src does not have (also where a file became a directory or back)
         for rel in have.files:
-            if rel not in want.files:
+            if rel not in want.files and rel not in spared:
                 safefs.unlink(dfd, rel)
         for rel in sorted(have_dirs, key=lambda r: r.count("/"), reverse=True):
-            if rel not in want_dirs:
+            if rel not in want_dirs and rel not in spared_dirs and (old_dirs is None or rel in old_dirs):
                 _remove_any(dfd, rel)
         for rel in sorted(want_dirs):
             try:
@@ -247,3 +255,8 @@ def mirror(src: Path, dst: Path) -> None:
                     _copy_entry(sfd, dfd, rel)
                 except _RACED:
                     continue
+
+
+def _dirs_of(files: Iterable[str]) -> set[str]:
+    """The directories these files lie in (a snapshot does not name empty ones)."""
+    return {"/".join(parts[:i]) for rel in files for parts in [rel.split("/")] for i in range(1, len(parts))}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mmat.errors import SandboxError
-from mmat.sandbox import Limits, Sandbox
+from mmat.sandbox import Limits, Sandbox, safefs
 from mmat.sandbox.modes import sandbox_mode
 
 
@@ -31,6 +31,13 @@ needs_sandbox = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 # The name the sandbox tests were written with: a sandbox no longer needs root, only one of the modes.
 needs_root = needs_sandbox
 ROOTLESS = os.geteuid() != 0
+
+def view(path: Path) -> Path:
+    """Where the parent sees a workspace's files *now*, while its sandbox is open: the path itself in
+    root mode (the quota tmpfs is over it), the sandbox's tmpfs through its fd in rootless mode (the
+    directory itself gets the files back on close)."""
+    return safefs.live_path(path)
+
 
 # Short wall time so that runaway-code tests finish quickly; everything else stays at its default.
 FAST = Limits(wall_s=3.0, start_timeout_s=30.0)
@@ -70,12 +77,12 @@ class FakeTools:
         if name == "read_file":
             # Deliberately naive: opens the path on the HOST (following links), so tests can show the
             # sandbox removes links and FIFOs before any tool sees them.
-            path = self.workspace / kwargs["path"]
+            path = view(self.workspace) / kwargs["path"]
             if not path.is_file():
                 raise ToolArgumentError(f"read_file: {kwargs['path']!r} is not a file in the workspace")
             return path.read_text()
         if name == "make_image":
-            (self.workspace / kwargs["name"]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
+            (view(self.workspace) / kwargs["name"]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)
             return f"Saved image to {kwargs['name']}"
         if name == "crash":
             raise KeyError("a bug in the tool host")

@@ -27,16 +27,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates a throwaway u
 
 REPO = Path(mmat.__file__).resolve().parents[1]
 # Tests that need what an unprivileged user does not have here: a writable cgroup (no delegation),
-# or a mount on the host (the workspace quota tmpfs).
+# or a mount on the host (root mode's quota tmpfs and its keeper).
 ROOT_ONLY_HERE = {
     "test_memory_counts_every_process_of_the_sandbox",
     "test_tasks_are_counted_per_sandbox",
     "test_cgroup_v1_freezer",
-    "test_inputs_larger_than_the_quota_are_a_clear_error",
     "test_quota_mounts_are_taken_down_when_mmat_is_killed",
     "test_keeper_takes_nested_mounts_down_last_first_and_forgets_mounts_never_made",
     # needs /dev/shm on another filesystem than the temporary directory (a machine may not have one)
-    "test_rootless_warm_directories_on_another_filesystem_fall_back_to_a_cold_start",
+    "test_a_warm_worker_adopts_a_workspace_on_another_filesystem",
 }
 INNER_TIMEOUT_S = 900
 

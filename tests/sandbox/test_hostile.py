@@ -17,7 +17,7 @@ import pytest
 import mmat
 from mmat.sandbox import Limits, Sandbox
 
-from .helpers import ROOTLESS, FakeTools, alive, needs_root
+from .helpers import ROOTLESS, FakeTools, alive, needs_root, view
 
 pytestmark = needs_root
 
@@ -115,14 +115,25 @@ class TestHostileCode:
         assert "host secret" not in r.stdout
         assert r.stdout.startswith("False False\ntool: read_file: 'link_to_secret' is not a file")
         assert "[sandbox] removed link_to_secret" in r.stdout and "[sandbox] removed passwd" in r.stdout
-        assert not os.path.lexists(workspace / "link_to_secret") and not os.path.lexists(workspace / "passwd")
+        assert not os.path.lexists(view(workspace) / "link_to_secret") and not os.path.lexists(view(workspace) / "passwd")
         alive(tool_sandbox)
+
+    def test_a_workspace_locked_with_chmod_does_not_lock_the_parent_out(self, workspace, mmat_home):
+        """Rootless, the worker's files belong to the parent's own uid, which modes do stop: the
+        workspace's root gets its mode back; a locked subdirectory only hides the sandbox's own files."""
+        (workspace / "input.txt").write_text("in")
+        with Sandbox(workspace, limits=Limits(wall_s=10)) as sb:
+            r = sb.run("import os\nos.mkdir('d')\nopen('d/x', 'w').write('x')\nopen('y', 'w').write('y')\nos.chmod('d', 0)\nos.chmod('.', 0)")
+            assert r.error is None and "y" in r.new_files
+            alive(sb)
+            sb.run("import os\nos.chmod('.', 0)")
+        assert {"input.txt", "y"} <= set(os.listdir(workspace))
 
     def test_fifo_cannot_block_the_tool_host(self, tool_sandbox, workspace):
         t0 = time.monotonic()
         r = tool_sandbox.run("import os\nos.mkfifo('pipe.png')\ntry:\n    read_file('pipe.png')\nexcept ToolError as e:\n    print('tool:', e)")
         assert time.monotonic() - t0 < 10
-        assert "is not a file" in r.stdout and not os.path.lexists(workspace / "pipe.png")
+        assert "is not a file" in r.stdout and not os.path.lexists(view(workspace) / "pipe.png")
         alive(tool_sandbox)
 
     # --- network ----------------------------------------------------------------------------------
@@ -240,7 +251,7 @@ class TestHostileCode:
             r = sb.run("with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'0' * 65536)")
             assert r.limit_hit == "file_size" and r.restarted
             assert "File too large" in r.error.message and "1 MiB" in r.error.message
-            assert (workspace / "big.bin").stat().st_size <= 1024 * 1024
+            assert (view(workspace) / "big.bin").stat().st_size <= 1024 * 1024
             alive(sb)
 
     def test_disk_fill_stops_at_the_workspace_quota(self, workspace, mmat_home):
@@ -249,7 +260,7 @@ class TestHostileCode:
             r = sb.run("for i in range(4):\n    open(f'part{i}.bin', 'wb').write(b'0' * 1_000_000)")
             assert r.limit_hit == "workspace" and r.restarted
             assert "over its 2 MiB limit" in r.error.message
-            assert sorted(os.listdir(workspace)) == ["keep.txt"]
+            assert sorted(os.listdir(view(workspace))) == ["keep.txt"]
             alive(sb)
 
     def test_private_tmp_is_bounded(self, sandbox):

@@ -17,7 +17,7 @@ from mmat.errors import SandboxError
 from mmat.sandbox import Limits, Sandbox
 from mmat.sandbox import cgroups, modes
 
-from .helpers import ROOTLESS, alive, needs_sandbox
+from .helpers import ROOTLESS, alive, needs_sandbox, view
 
 pytestmark = needs_sandbox
 REPO = Path(mmat.__file__).resolve().parents[1]
@@ -228,10 +228,9 @@ def test_workspace_quota_holds_during_the_step(workspace, mmat_home):
         sb.run("open('keep.txt', 'w').write('kept')")
         r = sb.run(_FILL.format(n=40, size=500_000))
         assert r.limit_hit == "workspace" and r.restarted and "over its 4 MiB limit" in r.error.message
-        if not ROOTLESS:  # a tmpfs of 4 MiB: the ninth file cannot be written at all
-            words = r.stdout.split()
-            assert words[:2] == ["stopped", "28"] and int(words[2]) * 500_000 <= 4 * 1024 * 1024
-        assert sorted(os.listdir(workspace)) == ["keep.txt"]  # what the step created is gone
+        words = r.stdout.split()  # a tmpfs of 4 MiB (both modes): the ninth file cannot be written at all
+        assert words[:2] == ["stopped", "28"] and int(words[2]) * 500_000 <= 4 * 1024 * 1024
+        assert sorted(os.listdir(view(workspace))) == ["keep.txt"]  # what the step created is gone
         alive(sb)
 
 
@@ -240,10 +239,9 @@ def test_workspace_counts_files_and_directories(workspace, mmat_home):
         r = sb.run(_FILL.format(n=1000, size=0))
         assert r.limit_hit == "workspace" and r.restarted
         assert "files and directories, over its limit of 200" in r.error.message
-        if not ROOTLESS:
-            words = r.stdout.split()
-            assert words[:2] == ["stopped", "28"] and int(words[2]) <= 200
-        assert os.listdir(workspace) == []
+        words = r.stdout.split()
+        assert words[:2] == ["stopped", "28"] and int(words[2]) <= 200
+        assert os.listdir(view(workspace)) == []
         alive(sb)
 
 
@@ -259,11 +257,20 @@ def test_workspace_files_reach_the_disk_on_close(workspace, mmat_home):
     assert {p.stat().st_uid for p in workspace.rglob("*")} == {os.geteuid()}
 
 
+def test_files_put_in_by_path_while_a_sandbox_runs_are_kept(workspace, mmat_home):
+    """Root mode: the path is the tmpfs, so the sandbox sees the file; rootless: it lands in the
+    directory, which the sandbox does not see, and stays there after close next to the sandbox's files."""
+    with Sandbox(workspace, limits=Limits(wall_s=10)) as sb:
+        sb.run("open('out.txt', 'w').write('out')")
+        (workspace / "by_path.txt").write_text("put in")
+        seen = sb.run("import os\nprint(os.path.exists('by_path.txt'))").stdout
+        assert seen == ("False\n" if ROOTLESS else "True\n")
+    assert sorted(os.listdir(workspace)) == ["by_path.txt", "out.txt"] and (workspace / "by_path.txt").read_text() == "put in"
+
+
 def test_inputs_larger_than_the_quota_are_a_clear_error(workspace, mmat_home, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(b"0" * (3 * 1024 * 1024))
-    if ROOTLESS:
-        pytest.skip("rootless mode has no tmpfs quota: inputs are checked after the first step")
     with pytest.raises(SandboxError, match="do not fit its quota of 2 MiB"):
         Sandbox(workspace, limits=Limits(workspace_mb=2), inputs=[big])
     assert not os.path.ismount(workspace) and (workspace / "big.bin").exists()

@@ -6,9 +6,11 @@ Runs in both modes (test_both_modes.py runs this directory again as an unprivile
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from mmat.errors import ConfigError
 from mmat.sandbox import Limits, SandboxPool
 from mmat.sandbox.pool import close_shared_pools, shared_pool
 
-from .helpers import FAST, FakeTools, needs_sandbox
+from .helpers import FAST, FakeTools, needs_sandbox, view
 
 pytestmark = needs_sandbox
 REPO = Path(mmat.__file__).resolve().parents[1]
@@ -84,7 +86,7 @@ def _warm_state(pool: SandboxPool) -> list[tuple[list[int], list[str], str | Non
 
 @pytest.fixture
 def pool(tmp_path, mmat_home):
-    with SandboxPool(1, limits=FAST, places=tmp_path) as p:
+    with SandboxPool(1, limits=FAST) as p:
         assert p.wait_ready(timeout_s=30), p.last_error
         yield p
 
@@ -104,7 +106,7 @@ def test_a_warm_sandbox_sees_its_workspace_and_runs(pool, tmp_path):
         assert r.error is None, r.error
         assert r.stdout == "files of t1 42\n"
         assert r.new_files == ["out.txt"]
-        assert (ws / "out.txt").read_text() == "made inside"  # the parent sees it where it expects it
+        assert (view(ws) / "out.txt").read_text() == "made inside"  # the parent sees it (rootless: through the tmpfs's fd)
         assert sb.run("print(6 * 7)").stdout == "42\n"
     assert sorted(p.name for p in ws.iterdir()) == ["out.txt", "task.txt"]  # files stay after close
     assert pool.stats["warm"] == 1 and pool.stats["cold"] == 0
@@ -143,10 +145,9 @@ def test_a_used_worker_is_destroyed_and_replaced(pool, tmp_path):
 
 
 def test_close_leaves_no_process_cgroup_mount_or_directory(tmp_path, mmat_home):
-    pool = SandboxPool(2, limits=FAST, places=tmp_path)
+    pool = SandboxPool(2, limits=FAST)
     assert pool.wait_ready(timeout_s=30), pool.last_error
     state = _warm_state(pool)
-    places = pool._places
     assert len(state) == 2
     pool.close()
     assert _wait_gone([p for pids, _, _ in state for p in pids]) == []
@@ -154,7 +155,6 @@ def test_close_leaves_no_process_cgroup_mount_or_directory(tmp_path, mmat_home):
         assert not any(os.path.exists(d) for d in dirs)
         if staging is not None:
             assert staging not in _mounts() and not os.path.exists(staging)
-    assert places is None or not places.exists()
     with pytest.raises(Exception, match="closed"):
         pool.acquire(tmp_path / "late")
 
@@ -164,7 +164,7 @@ def test_many_threads_at_once_each_get_their_own_sandbox(tmp_path, mmat_home, at
     n = 6
     results: dict[int, tuple[str, int | None]] = {}
     errors: list[BaseException] = []
-    with SandboxPool(2, limits=FAST, places=tmp_path) as pool:
+    with SandboxPool(2, limits=FAST) as pool:
         assert pool.wait_ready(timeout_s=30), pool.last_error
         barrier = threading.Barrier(n)
 
@@ -217,7 +217,7 @@ def test_interpreter_exit_and_ctrl_c_take_the_warm_workers_down(tmp_path, how):
     code = (
         "import os, signal, sys, time\n"
         "from mmat.sandbox import SandboxPool, Limits\n"
-        f"pool = SandboxPool(2, limits=Limits(wall_s=3.0), places={str(tmp_path)!r})\n"
+        f"pool = SandboxPool(2, limits=Limits(wall_s=3.0))\n"
         "assert pool.wait_ready(timeout_s=30), pool.last_error\n"
         "for warm in list(pool._ready):\n"
         "    print(warm.worker.worker_pid, warm.worker.init_pid, warm.quota.staging if warm.quota else '-', flush=True)\n"
@@ -262,7 +262,7 @@ def test_codeagent_takes_its_sandbox_from_the_shared_pool(tmp_path, mmat_home):
 
 
 def test_a_fork_of_a_pooled_sandbox_takes_a_warm_worker_too(tmp_path, mmat_home):
-    with SandboxPool(2, limits=FAST, places=tmp_path) as pool:
+    with SandboxPool(2, limits=FAST) as pool:
         assert pool.wait_ready(timeout_s=30), pool.last_error
         ws = _workspace(tmp_path, "parent")
         with pool.acquire(ws, tools=FakeTools(ws)) as sb:
@@ -273,26 +273,47 @@ def test_a_fork_of_a_pooled_sandbox_takes_a_warm_worker_too(tmp_path, mmat_home)
                 assert child.events[0].get("pooled") is True and child.pool is pool
                 assert child.run("print(total, open('notes.txt').read(), open('task.txt').read())").stdout == "5 kept files of parent\n"
                 child.run("open('only_in_fork.txt', 'w').write('x')")
-                assert not (ws / "only_in_fork.txt").exists()
+                assert not (view(ws) / "only_in_fork.txt").exists() and (view(child.workspace) / "only_in_fork.txt").exists()
             finally:
                 child.close()
         assert pool.stats["warm"] == 2
 
 
-def test_rootless_warm_directories_on_another_filesystem_fall_back_to_a_cold_start(tmp_path, mmat_home):
-    """Rootless adoption is a rename: across filesystems it cannot work, so the sandbox starts cold
-    and the workspace keeps its files (root mode copies into its tmpfs and does not care)."""
+def test_a_warm_sandbox_holds_the_quota_during_the_step(tmp_path, mmat_home):
+    """Both modes: a warm worker's tmpfs is the quota's size; writing past it fails inside the step
+    (ENOSPC), the step's files go, the next step prints 42 and what fit is in the directory after close."""
+    canary = tmp_path / "canary.txt"
+    canary.write_text("untouched")
+    limits = Limits(wall_s=20, file_size_mb=1, workspace_mb=2)
+    with SandboxPool(1, limits=limits) as pool:
+        assert pool.wait_ready(timeout_s=30), pool.last_error
+        ws = _workspace(tmp_path, "q")
+        with pool.acquire(ws) as sb:
+            assert sb.events[0].get("pooled") is True
+            assert sb.run("open('kept.bin', 'wb').write(b'1' * 500_000)").error is None
+            r = sb.run("n = 0\ntry:\n    for i in range(10):\n        open(f'part{i}', 'wb').write(b'0' * 500_000)\n        n += 1\n"
+                       "except OSError as e:\n    print(e.errno, n)\n    raise")
+            assert r.limit_hit == "workspace" and r.restarted and r.stdout.split()[:1] == ["28"], r.stdout
+            assert int(r.stdout.split()[1]) <= 3
+            assert sb.run("print(6 * 7)").stdout == "42\n"
+    assert sorted(os.listdir(ws)) == ["kept.bin", "task.txt"] and (ws / "kept.bin").stat().st_size == 500_000
+    assert canary.read_text() == "untouched" and sorted(os.listdir(tmp_path)) == ["canary.txt", "home", "q"]
+
+
+def test_a_warm_worker_adopts_a_workspace_on_another_filesystem(tmp_path, mmat_home):
+    """Both modes copy the workspace into the warm worker's own quota tmpfs, so where the workspace
+    lives does not matter: the sandbox is a warm one, and the files come back to the directory."""
     elsewhere = Path("/dev/shm")
     if not elsewhere.is_dir() or os.stat(elsewhere).st_dev == os.stat(tmp_path).st_dev or not os.access(elsewhere, os.W_OK):
         pytest.skip("needs a writable /dev/shm on another filesystem than the test's temporary directory")
-    with SandboxPool(1, limits=FAST, places=elsewhere) as pool:
-        assert pool.wait_ready(timeout_s=30), pool.last_error
-        ws = _workspace(tmp_path, "far")
-        with pool.acquire(ws) as sb:
-            assert sb.run("print(open('task.txt').read())").stdout == "files of far\n"
-            pooled = sb.events[0].get("pooled") is True
-        assert (ws / "task.txt").read_text() == "files of far"
-        if os.geteuid() == 0:
-            assert pooled and pool.stats["warm"] == 1
-        else:
-            assert not pooled and pool.stats["cold"] == 1 and "another filesystem" in (pool.last_error or "")
+    far = Path(tempfile.mkdtemp(dir=elsewhere))
+    try:
+        with SandboxPool(1, limits=FAST) as pool:
+            assert pool.wait_ready(timeout_s=30), pool.last_error
+            ws = _workspace(far, "far")
+            with pool.acquire(ws) as sb:
+                assert sb.run("print(open('task.txt').read())\nopen('out.txt', 'w').write('made')").stdout == "files of far\n"
+                assert sb.events[0].get("pooled") is True and pool.stats["warm"] == 1
+            assert (ws / "task.txt").read_text() == "files of far" and (ws / "out.txt").read_text() == "made"
+    finally:
+        shutil.rmtree(far, ignore_errors=True)

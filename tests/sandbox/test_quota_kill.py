@@ -37,7 +37,7 @@ from mmat.sandbox import Limits, Sandbox, SandboxPool
 
 base, delay = Path(sys.argv[1]), float(sys.argv[2])
 limits = Limits(wall_s=60)
-pool = SandboxPool(2, limits=limits, places=base)
+pool = SandboxPool(2, limits=limits)
 assert pool.wait_ready(2, 60)
 held = []
 for i in range(4):

@@ -54,3 +54,25 @@ def test_copy_inputs(tmp_path):
     assert copy_inputs(ws, [tmp_path / "in.txt", ws / "already.txt"]) == ["in.txt", "already.txt"]
     with pytest.raises(SandboxError, match="collides"):
         copy_inputs(ws, [tmp_path / "in.txt"])
+
+
+def test_mirror_since_a_scan_keeps_what_was_written_into_dst_meanwhile(tmp_path):
+    """Rootless close: the sandbox's tmpfs (src) is mirrored into the directory (dst); what the sandbox
+    deleted goes, what someone wrote into the directory by path meanwhile stays, src wins on a name."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (dst / "old").mkdir(parents=True)
+    for rel in ("deleted.txt", "old/gone.txt", "both.txt", "kept.txt"):
+        (dst / rel).write_text("start")
+    at_start = scan(dst)
+    (src / "d").mkdir(parents=True)
+    (src / "kept.txt").write_text("start")
+    (src / "both.txt").write_text("from the sandbox")
+    (src / "d" / "made.txt").write_text("made")
+    os.utime(src / "kept.txt", ns=(at_start.files["kept.txt"].mtime_ns,) * 2)
+    (dst / "late").mkdir()
+    (dst / "late" / "by_path.txt").write_text("written meanwhile")
+    (dst / "both.txt").write_text("written meanwhile too")
+    mirror(src, dst, since=at_start)
+    got = {p.relative_to(dst).as_posix(): p.read_text() for p in dst.rglob("*") if p.is_file()}
+    assert got == {"kept.txt": "start", "both.txt": "from the sandbox", "d/made.txt": "made", "late/by_path.txt": "written meanwhile"}
+    assert not (dst / "old").exists()
