@@ -11,7 +11,10 @@ mirrored back into the directory underneath, so callers find them where they alw
 While it is mounted the workspace lives in RAM; what the sandbox writes counts toward its memory
 cgroup. If the parent dies without closing the sandbox (even by SIGKILL), a keeper process
 (``_quota_keeper.py``, one per parent, in its own session) sees its pipe close and takes the mounts
-down the same way, files restored to the directory underneath.
+down the same way, files restored to the directory underneath. So that no kill can leave a mount or
+a staging directory it does not know of, it is told of each one *before* it is made (and of its end
+only after), and a workspace that still has a quota on it (a killed process's, until its keeper is
+done) is waited for, never mounted over.
 Rootless mode cannot mount on the host; its launcher mounts the tmpfs inside the sandbox's own mount
 namespace instead and hands the parent its fd (NamespaceTmpfs, at the end of this file).
 """
