@@ -69,6 +69,11 @@ def _prefs_until_walking(home):
     return proc
 
 
+def _mounts_under(root) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(root))]
+
+
 def _prefs_runs():
     listed = CliRunner().invoke(cli, ["runs", "--json"])
     assert listed.exit_code == 0, listed.output
@@ -87,6 +92,12 @@ def test_a_prefs_run_killed_mid_way_shows_failed(synth_settings, scripted_models
     [run] = _prefs_runs()
     assert run["status"] == "failed" and run["summary"]["error"].startswith(f"abandoned: process {proc.pid} ")
 
+    # root mode: the killed process's quota keeper takes its workspace mounts down (0.1 s after the kill,
+    # files copied back); deleting the directories before that would run into a mount point (EBUSY)
+    deadline = time.monotonic() + 5
+    while _mounts_under(home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _mounts_under(home) == []
     for leftover in home.glob("workspaces/prefs_*"):  # the killed walk's workspace stays behind
         shutil.rmtree(leftover)
     proc = _prefs_until_walking(home)  # the same command resumes the same run; starting it recorded the kill
