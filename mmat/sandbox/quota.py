@@ -100,18 +100,23 @@ def _tell_keeper(op: str, workspace: Path, staging: Path | None = None) -> None:
         else:
             _live.pop(str(workspace), None)
         lines = [{"op": op, "workspace": str(workspace), **({"staging": str(staging)} if staging else {})}]
-        if _keeper is None or _keeper.poll() is not None:
-            if op == "del" and not _live:
-                return  # nothing for a new keeper to do
-            _keeper = _start_keeper()
-            lines = [{"op": "add", "workspace": ws, "staging": st} for ws, st in _live.items()]
-        assert _keeper.stdin is not None
-        try:
-            _keeper.stdin.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
-            _keeper.stdin.flush()
-        except OSError:
-            if op == "add":
-                raise SandboxError("the workspace quota keeper is gone and cannot be told about a new mount.") from None
+        for attempt in range(2):  # a keeper that died (and is not reaped yet) shows as a broken pipe
+            if attempt or _keeper is None or _keeper.poll() is not None:
+                if op == "del" and not _live:
+                    return  # nothing for a new keeper to do
+                _keeper = _start_keeper()
+                lines = [{"op": "add", "workspace": ws, "staging": st} for ws, st in _live.items()]
+            assert _keeper.stdin is not None
+            try:
+                _keeper.stdin.write(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+                _keeper.stdin.flush()
+                return
+            except OSError:
+                continue
+        if op == "add":
+            _live.pop(str(workspace), None)  # the caller does not make this mount
+            raise SandboxError("the workspace quota keeper cannot be told about a new mount: it exits at once; check that "
+                               f"{sys.executable} runs.")
 
 
 def _after_fork_in_child() -> None:

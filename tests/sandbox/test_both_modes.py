@@ -34,6 +34,7 @@ ROOT_ONLY_HERE = {
     "test_cgroup_v1_freezer",
     "test_quota_mounts_are_taken_down_when_mmat_is_killed",
     "test_keeper_takes_nested_mounts_down_last_first_and_forgets_mounts_never_made",
+    "test_a_keeper_started_anew_is_told_every_live_mount",
     # needs /dev/shm on another filesystem than the temporary directory (a machine may not have one)
     "test_a_warm_worker_adopts_a_workspace_on_another_filesystem",
 }

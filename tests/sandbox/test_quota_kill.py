@@ -150,3 +150,39 @@ def test_keeper_takes_nested_mounts_down_last_first_and_forgets_mounts_never_mad
     finally:
         for m in reversed(_mounts_under(tmp_path)):
             _libc.umount2(m.encode(), 2)
+
+
+KEEPER_DIES = r"""
+import os, signal, sys, time
+from pathlib import Path
+from mmat.sandbox import Limits, Sandbox, quota
+
+base = Path(sys.argv[1])
+first = Sandbox(base / "a", limits=Limits(wall_s=10))
+assert first.run("open('a.txt', 'w').write('a')").error is None
+os.kill(quota._keeper.pid, signal.SIGKILL)  # the keeper is gone: it knew of the first mount only
+quota._keeper.wait()
+second = Sandbox(base / "b", limits=Limits(wall_s=10))
+assert second.run("open('b.txt', 'w').write('b')").error is None
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(ROOTLESS, reason="mounts on the host: root mode's keeper")
+def test_a_keeper_started_anew_is_told_every_live_mount(tmp_path):
+    base = tmp_path.resolve()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(base)}
+    proc = subprocess.Popen([sys.executable, "-c", KEEPER_DIES, str(base)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read()[-3000:] if proc.poll() is not None else ""
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + SETTLE_S
+    while _leftovers(base) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _leftovers(base) == []
+    assert (base / "a" / "a.txt").read_text() == "a" and (base / "b" / "b.txt").read_text() == "b"
+    proc.stdout.close()
+    proc.stderr.close()
