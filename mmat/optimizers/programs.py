@@ -65,7 +65,7 @@ def _file_generator(settings: Settings, store: Any) -> Any:
     from mmat.store.pool_images import load_pool
     from mmat.programs.file_generator import FileGenerator
 
-    return FileGenerator(load_pool(store), max_retries=settings.file_retries)
+    return FileGenerator(load_pool(store), max_retries=settings.file_retries, settings=settings)
 
 
 def _agent(settings: Settings, store: Any) -> Any:

@@ -4,6 +4,9 @@ Images are retrieved from the captioned image pool (best caption match, never th
 a task). Every other file is written by teacher code that runs in the sandbox; when the script fails,
 or runs but leaves no usable file, the traceback or the finding goes back to the teacher (FixFileCode)
 for up to ``max_retries`` more attempts. Every attempt is logged: the runner keeps them as data.
+
+With ``settings`` (Synthesis passes its own), those scripts' sandbox comes from the process-wide warm
+pool (``sandbox_pool``), as CodeAgent's does: the worker serves this one workspace and dies with it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, ConfigDict
 
+from mmat.config import Settings
 from mmat.errors import ModelOutputError
 from mmat.pool import ImagePool
 from mmat.programs._calls import call_predictor, mark, strip_code_fences, stage_signature
@@ -112,9 +116,12 @@ class FileGenerator(dspy.Module):
     _mmat_name = "file_generator"
 
     def __init__(self, pool: ImagePool, *, max_retries: int = 3, limits: Any = None, min_image_score: float = 0.0,
-                 signature: type[WriteFileCode] | None = None):
+                 signature: type[WriteFileCode] | None = None, settings: Settings | None = None):
+        """``settings``: take the scripts' sandbox from the process-wide warm pool they configure (and
+        the limits from them when ``limits`` is None); without, a sandbox is started cold per task."""
         super().__init__()
         self.pool = pool
+        self.settings = settings
         self.max_retries = max_retries
         self.limits = limits
         self.min_image_score = min_image_score
@@ -129,10 +136,7 @@ class FileGenerator(dspy.Module):
         named = [(i, need, file_name_for(need, taken)) for i, need in enumerate(spec.file_needs)]
         documents = [(i, need, name) for i, need, name in named if need.modality != "image"]
         if documents:  # before the images go in, so no script can touch them
-            from mmat.sandbox import Sandbox
-            from mmat.sandbox.limits import Limits
-
-            with Sandbox(workspace, tools=None, limits=self.limits or Limits(), inputs=[]) as sandbox:
+            with self.open_sandbox(workspace) as sandbox:
                 for i, need, name in documents:
                     self._write_file(i, need, name, spec.query, workspace, sandbox, result, config or {})
         used_images: set[str] = set()
@@ -142,6 +146,22 @@ class FileGenerator(dspy.Module):
         order = {name: k for k, (_, _, name) in enumerate(named)}
         result.files.sort(key=lambda f: order[f.name])
         return result
+
+    def open_sandbox(self, workspace: Path) -> Any:
+        """The scripts' sandbox on ``workspace`` (no tools): a warm worker from the process's pool
+        when there are settings with ``sandbox_pool`` > 0 (same limits as CodeAgent's by default, so
+        the same pool), else one started now."""
+        from mmat.sandbox import Sandbox
+        from mmat.sandbox.limits import Limits
+        from mmat.sandbox.pool import shared_pool
+
+        if self.settings is None:
+            return Sandbox(workspace, tools=None, limits=self.limits or Limits(), inputs=[])
+        limits = self.limits or Limits.from_settings(self.settings)
+        pool = shared_pool(self.settings, limits)
+        if pool is not None:
+            return pool.acquire(workspace, tools=None, limits=limits)
+        return Sandbox(workspace, tools=None, limits=limits, inputs=[])
 
     # --- images: retrieval ---------------------------------------------------------------------
     def _pick_image(self, i: int, need: FileNeed, name: str, workspace: Path, used: set[str], result: FileGenResult) -> None:

@@ -15,16 +15,18 @@ warning made an error, and zip containers (zip, docx, xlsx, pptx, nested ones to
 member count, total uncompressed size and compression ratio from their central directories --
 Python's zipfile, which every converter here uses, never inflates a member past its declared size.
 
-The child keeps the parent's uid (root under the root sandbox): dropping to another uid would stop
-lazily loaded parts of the libraries (pdfminer's CMaps, magika's model) from reading their package
-files, which live under root's 0700 home on this machine. What it does drop, before it looks at a
-byte (``_confine``): every capability (a root child keeps only an owner's access to root's own
-files: no DAC override, chown, kill of other users, mount, ptrace...), privileges for good
-(no_new_privs), the network (the sandbox's seccomp filter: sockets other than AF_UNIX fail, and
-mount, ptrace, bpf, io_uring, keyctl... too), and the parent's environment (the forkserver keeps
-only PATH, HOME, TMPDIR, TZ and the locale, so no API key reaches a decoder's ``os.environ``).
-What still holds it otherwise is the process boundary, the limits and the fact that it is handed
-bytes only: it can read what the parent's user can read.
+Identity. In root mode each child runs as a fresh random uid/gid (``setgroups([])`` first, from the
+sandboxes' uid range), so even a decoder exploit reads only what any user may read and cannot touch
+a root-owned file; the forkserver made the runtime reachable for such a uid once, in a private mount
+namespace (mmat.tools._decoder_view: closed directories above the runtime, such as a 0700 /root,
+become a tmpfs holding read-only binds of just the runtime). In rootless mode (an unprivileged
+parent) the child keeps the caller's uid: it cannot take another without a user namespace, and the
+caller's files are the caller's own. Before it looks at a byte (``_confine``) it also drops every
+capability, privileges for good (no_new_privs), the network (the sandbox's seccomp filter: sockets
+other than AF_UNIX fail, and mount, ptrace, bpf, io_uring, keyctl... too), and the parent's
+environment (the forkserver keeps only PATH, HOME, TMPDIR, TZ and the locale, so no API key reaches
+a decoder's ``os.environ``). What holds it otherwise is the process boundary, the limits and the
+fact that it is handed bytes only.
 """
 
 from __future__ import annotations
@@ -95,10 +97,12 @@ def _vm_size() -> int:
 # What of the parent's environment the forkserver (and so every decoder) keeps.
 _ENV_KEPT = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_ALL", "LC_CTYPE")
 _seccomp_prog: bytes | None = None  # the sandbox's filter, compiled in the forkserver (see _preload)
+_view_error: str | None = None  # why the forkserver could not expose the runtime (None: it did, or had no need)
 
 
-def _confine() -> None:
-    """In the child, before any decoding: no capabilities, no new privileges, no network (seccomp)."""
+def _confine(uid: int | None) -> None:
+    """In the child, before any decoding: (root mode) the unprivileged ``uid`` as uid and gid with no
+    groups, then no capabilities, no new privileges, no network (seccomp)."""
     import ctypes
     import struct
 
@@ -115,6 +119,12 @@ def _confine() -> None:
         if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
             break
     libc.prctl(pr_cap_ambient, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    if uid is not None and os.geteuid() == 0:  # after the bounding set (that needs CAP_SETPCAP), before capset
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # from root to non-0 without keepcaps: permitted and effective sets empty
+        if 0 in (*os.getresuid(), *os.getresgid()) or os.getgroups():
+            raise OSError("the decoder could not leave root")
     header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     check(libc.capset(ctypes.c_char_p(header), ctypes.create_string_buffer(24)), "capset")
     check(libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0), "no_new_privs")
@@ -124,9 +134,9 @@ def _confine() -> None:
         check(libc.prctl(pr_set_seccomp, 2, ctypes.addressof(prog), 0, 0), "seccomp")
 
 
-def _child(conn: Any, job: str, args: tuple[Any, ...], memory_mb: int, cpu_s: int) -> None:
+def _child(conn: Any, job: str, args: tuple[Any, ...], memory_mb: int, cpu_s: int, uid: int | None) -> None:
     try:
-        _confine()
+        _confine(uid)
         budget = _vm_size() + memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
@@ -217,23 +227,33 @@ def _audio_job(data: bytes, suffix: str) -> tuple[Any, int]:
     return samples.mean(axis=1), rate
 
 
-def _probe_job() -> dict[str, Any]:
+def _probe_job(*paths: str) -> dict[str, Any]:
     """What a decoder child is left with (for tests and diagnostics): capability sets, no_new_privs,
-    seccomp mode, environment names, and whether an AF_INET socket can be created (no traffic)."""
+    seccomp mode, uids, gids and groups, environment names, whether an AF_INET socket can be created
+    (no traffic), and for each of ``paths`` whether it opens for reading ("ok" or the errno name).
+    The only job that takes paths: real decoders get bytes."""
     import socket
 
     status = {}
     with open("/proc/self/status") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key.startswith("Cap") or key in ("NoNewPrivs", "Seccomp", "Uid"):
+            if key.startswith("Cap") or key in ("NoNewPrivs", "Seccomp", "Uid", "Gid", "Groups"):
                 status[key] = value.strip()
     try:
         socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
         inet = "created"
     except OSError as e:
         inet = errno_name(e.errno)
-    return {"status": status, "env": sorted(os.environ), "inet_socket": inet}
+    reads = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+            reads[path] = "ok"
+        except OSError as e:
+            reads[path] = errno_name(e.errno)
+    return {"status": status, "env": sorted(os.environ), "inet_socket": inet, "reads": reads, "view_error": _view_error}
 
 
 def errno_name(number: int | None) -> str:
@@ -247,17 +267,21 @@ _JOBS = {"image": _image_job, "document": _document_job, "audio": _audio_job, "p
 
 def _preload() -> None:
     """Run in the forkserver once: import the decoders so each child starts warm, compile the
-    seccomp filter the children install, and keep only the harmless part of the environment."""
-    global _markitdown, _seccomp_prog
+    seccomp filter the children install, (root) make the runtime reachable for the children's
+    unprivileged uids, and keep only the harmless part of the environment."""
+    global _markitdown, _seccomp_prog, _view_error
     from markitdown import MarkItDown
     from PIL import Image
 
     from mmat.sandbox.seccomp import seccomp_program
+    from mmat.tools._decoder_view import expose_runtime
 
     Image.init()
     _markitdown = MarkItDown(enable_plugins=False)
     _single_threaded_sniffer(_markitdown)
     _seccomp_prog = seccomp_program()
+    if os.geteuid() == 0:
+        _view_error = expose_runtime()
     for key in [k for k in os.environ if k not in _ENV_KEPT]:
         del os.environ[key]
 
@@ -381,7 +405,11 @@ def run_bounded(job: str, *args: Any, timeout_s: float | None = None, memory_mb:
 def _run_in_child(job: str, args: tuple[Any, ...], timeout_s: float, memory_mb: int) -> Any:
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
-    proc = _DecoderProcess(target=_child, args=(send, job, args, memory_mb, int(timeout_s) + 1), daemon=True)
+    from mmat.sandbox.process import allocate_uid
+
+    # root mode: a fresh unprivileged uid per child (the range the sandboxes draw theirs from)
+    uid = allocate_uid() if os.geteuid() == 0 else None
+    proc = _DecoderProcess(target=_child, args=(send, job, args, memory_mb, int(timeout_s) + 1, uid), daemon=True)
     try:
         proc.start()
         send.close()

@@ -1,5 +1,7 @@
 """FileGenerator: pool retrieval for images, sandboxed teacher code with traceback-driven retries."""
 
+import os
+
 import pytest
 
 from mmat.programs import FileGenerator, check_file, file_name_for
@@ -114,3 +116,33 @@ def test_a_rerun_in_the_same_workspace_writes_the_same_names(small_pool, tmp_pat
     again = FileGenerator(small_pool)(task, tmp_path)
     assert [f.name for f in again.files] == [f.name for f in first.files] == ["cup.png", "sky.png"]
     assert [f.image_id for f in again.files] == [f.image_id for f in first.files]
+
+
+def test_with_settings_the_scripts_sandbox_is_a_warm_worker_of_the_shared_pool(small_pool, settings, tmp_path, use_lm):
+    """Synthesis passes its settings: the documents' sandbox is adopted from the process-wide pool (the
+    one CodeAgent uses for the same limits), the file lands in the workspace as with a cold sandbox,
+    and the worker is not handed out again."""
+    from mmat.sandbox.pool import close_shared_pools, shared_pool
+
+    script = "import csv\nwith open('march.csv', 'w', newline='') as f:\n    csv.writer(f).writerows([('category', 'amount'), ('rent', 950)])"
+    settings = settings.model_copy(update={"sandbox_pool": 1})
+    try:
+        pool = shared_pool(settings, FAST)
+        assert pool is not None and pool.wait_ready(timeout_s=60), pool.last_error
+        before = dict(pool.stats)
+        DummyLM([{"code": script}], name="files_warm", cycle=True)
+        generator = FileGenerator(small_pool, limits=FAST, settings=settings)
+        with use_lm("dummy/files_warm"):
+            result = generator(spec(need("table", "March expenses by category", "march", "csv")), tmp_path / "a")
+            assert result.ok, result.failures
+            assert pool.stats["warm"] == before["warm"] + 1 and pool.stats["cold"] == before["cold"]
+            [f] = result.files
+            assert f.path == tmp_path / "a" / "march.csv" and f.source == "generated"
+            assert f.path.read_text().startswith("category,amount") and f.path.stat().st_uid == os.geteuid()
+            # a second task takes the replacement (or starts cold), never the first task's worker
+            assert pool.wait_ready(timeout_s=60), pool.last_error
+            again = generator(spec(need("table", "March expenses by category", "march", "csv")), tmp_path / "b")
+        assert again.ok and pool.stats["warm"] == before["warm"] + 2
+        assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["march.csv"]
+    finally:
+        close_shared_pools()
