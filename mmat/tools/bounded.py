@@ -393,7 +393,8 @@ def run_bounded(job: str, *args: Any, timeout_s: float | None = None, memory_mb:
     decoded before (same bytes, arguments and limits) is answered from :mod:`mmat.tools.decode_cache`."""
     timeout_s = DECODE_TIMEOUT_S if timeout_s is None else timeout_s
     memory_mb = DECODE_MEMORY_MB if memory_mb is None else memory_mb
-    key = cache_key(job, args, (timeout_s, memory_mb))
+    # a probe reports the child itself (its uid is fresh each time) and reads paths: never kept
+    key = None if job == "probe" else cache_key(job, args, (timeout_s, memory_mb))
     kept, value = decode_cache.get(key)
     if kept:
         return value
@@ -403,10 +404,10 @@ def run_bounded(job: str, *args: Any, timeout_s: float | None = None, memory_mb:
 
 
 def _run_in_child(job: str, args: tuple[Any, ...], timeout_s: float, memory_mb: int) -> Any:
-    ctx = _context()
-    recv, send = ctx.Pipe(duplex=False)
     from mmat.sandbox.process import allocate_uid
 
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
     # root mode: a fresh unprivileged uid per child (the range the sandboxes draw theirs from)
     uid = allocate_uid() if os.geteuid() == 0 else None
     proc = _DecoderProcess(target=_child, args=(send, job, args, memory_mb, int(timeout_s) + 1, uid), daemon=True)
