@@ -162,8 +162,8 @@ class Synthesis(dspy.Module):
         self.dedup = dedup
         self.solve = solve
         self.query_generator = query_generator or QueryGenerator(n_queries)
-        self.file_generator = file_generator or FileGenerator(pool, max_retries=self.settings.file_retries, limits=limits,
-                                                                      settings=self.settings)
+        self.file_generator = file_generator or FileGenerator(
+            pool, max_retries=self.settings.file_retries, limits=limits, settings=self.settings)
         self.query_verifier = query_verifier or QueryFileVerifier()
         self.agent = agent or CodeAgent(self.tools or [], settings=self.settings, limits=limits)
         self.trajectory_verifier = trajectory_verifier or TrajectoryVerifier()
