@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import tempfile
+from multiprocessing import forkserver
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,9 @@ def _ids(line: str) -> list[int]:
 def test_a_decoder_child_runs_as_a_fresh_stranger_in_root_mode_and_as_the_caller_rootless():
     """Root mode: real/effective/saved/fs uid and gid of each child are a fresh non-0 id, no groups,
     and a root-owned 0600 canary in a world-readable directory stays unreadable (its public sibling
-    reads, so the probe itself works). Rootless: the caller's own uid (it has no other)."""
+    reads, so the probe itself works), and so does the forkserver's listener socket in root's 0700
+    directory (as root, even without capabilities, a decoder could have connected to it and had the
+    forkserver unpickle its message). Rootless: the caller's own uid (it has no other)."""
     shared = Path(tempfile.mkdtemp(prefix="mmat-decoder-canary-"))
     try:
         os.chmod(shared, 0o755)
@@ -54,7 +57,11 @@ def test_a_decoder_child_runs_as_a_fresh_stranger_in_root_mode_and_as_the_caller
         os.chmod(canary, 0o600)
         public.write_text("public")
         os.chmod(public, 0o644)
-        probes = [bounded.run_bounded("probe", str(canary), str(public)) for _ in range(3)]
+        bounded.run_bounded("probe")  # the forkserver is running from here on
+        # the forkserver's listener (it unpickles what a client sends, as root): a decoder must not reach it
+        listener = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_address", None)
+        extra = [listener] if os.geteuid() == 0 and listener else []
+        probes = [bounded.run_bounded("probe", str(canary), str(public), *extra) for _ in range(3)]
         for probe in probes:
             uids, gids = _ids(probe["status"]["Uid"]), _ids(probe["status"]["Gid"])
             assert len(uids) == len(gids) == 4, probe["status"]
@@ -62,7 +69,7 @@ def test_a_decoder_child_runs_as_a_fresh_stranger_in_root_mode_and_as_the_caller
                 assert 0 not in uids and 0 not in gids, probe["status"]
                 assert len(set(uids)) == 1 and set(uids) == set(gids)
                 assert probe["status"]["Groups"] == "", probe["status"]
-                assert probe["reads"] == {str(canary): "EACCES", str(public): "ok"}, probe["reads"]
+                assert probe["reads"] == {str(canary): "EACCES", str(public): "ok", **{p: "EACCES" for p in extra}}, probe["reads"]
                 assert probe["view_error"] is None
             else:
                 assert set(uids) == {os.getuid()} and set(gids) == {os.getgid()}
