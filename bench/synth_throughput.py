@@ -217,7 +217,9 @@ def run_once(concurrency: int, seeds: int, api_base: str, server_pid: int, home:
     from mmat.config import load_settings
     from mmat.pipeline.synth import SynthRequest, run_synth
 
-    settings = load_settings(home=home, teacher="openai/teacher", verifier="openai/verifier", controller="openai/agent",
+    # seed=concurrency: each level is a run of its own in the shared home (the same request would resume
+    # the previous level's run, whose seeds are all done)
+    settings = load_settings(home=home, seed=concurrency, teacher="openai/teacher", verifier="openai/verifier", controller="openai/agent",
                              api_base=api_base, concurrency=concurrency, dedup_threshold=0.99, num_retries=0)
     _stats(api_base, reset=True)
     cpu0, t0, mono0 = _cpu(server_pid), time.monotonic(), time.monotonic()

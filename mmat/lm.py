@@ -98,7 +98,9 @@ def _quiet_litellm() -> Any:
     litellm.suppress_debug_info = True
     litellm.telemetry = False
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        if logger.level != logging.ERROR:  # setLevel clears every logger's cache: not once per LM call
+            logger.setLevel(logging.ERROR)
     return litellm
 
 
