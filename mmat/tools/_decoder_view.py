@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["expose_runtime", "runtime_paths", "closed_tops"]
+__all__ = ["expose_runtime", "runtime_paths", "outermost_open", "closed_tops"]
 
 _CLONE_NEWNS = 0x00020000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
@@ -33,10 +33,18 @@ def runtime_paths() -> list[str]:
     binds, _ = runtime_binds()
     paths = [b["src"] for b in binds if b["kind"] == "dir"]
     paths += [p for p in sys.path if p]
-    paths.append(str(Path(__file__).resolve().parents[2]))  # the directory holding the mmat package
-    real = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
-    # keep the outermost only: a bind of a directory brings everything below it
-    return [p for p in real if not any(q != p and p.startswith(q.rstrip("/") + "/") for q in real)]
+    here = Path(__file__).resolve()
+    paths += [str(here.parents[1]), str(here.parents[2])]  # the mmat package, and the directory holding it
+    return outermost_open(sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}))
+
+
+def outermost_open(paths: list[str]) -> list[str]:
+    """The paths other users may enter, each dropped when one above it is kept (a bind of a directory
+    brings everything below it). A path others cannot enter is never kept, nor merged into: a bind keeps
+    its mode, so for a checkout in a 0700 directory (mktemp -d) its open venv and package are bound
+    instead of the closed checkout, which would hide them again."""
+    entered = [p for p in paths if os.stat(p).st_mode & 0o001]
+    return [p for p in entered if not any(q != p and p.startswith(q.rstrip("/") + "/") for q in entered)]
 
 
 def closed_tops(paths: list[str]) -> dict[str, list[str]]:

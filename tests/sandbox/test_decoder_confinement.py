@@ -114,3 +114,26 @@ def test_closed_tops_covers_the_outermost_closed_directory_only():
         assert groups == {str(top): [str(top / "a" / "venv")]}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_runtime_inside_a_closed_checkout_is_exposed_by_its_open_parts():
+    """A fresh clone in a 0700 directory (mktemp -d) holding the venv: the checkout itself must not be
+    what is bound (its 0700 would hide the venv again); its open venv and package are, under it."""
+    from mmat.tools._decoder_view import closed_tops, outermost_open
+
+    base = Path(tempfile.mkdtemp(prefix="mmat-closed-clone-"))
+    try:
+        clone = base / "clone"
+        site = clone / ".venv" / "lib" / "site-packages"
+        site.mkdir(parents=True)
+        (clone / "mmat").mkdir()
+        for d in (base, clone / ".venv", clone / ".venv" / "lib", site, clone / "mmat"):
+            os.chmod(d, 0o755)
+        os.chmod(clone, 0o700)
+        kept = outermost_open(sorted(str(p) for p in (clone, clone / ".venv", site, clone / "mmat")))
+        assert kept == [str(clone / ".venv"), str(clone / "mmat")]
+        assert closed_tops(kept) == {str(clone): kept}
+        os.chmod(clone, 0o755)  # an open checkout: bound whole, as before
+        assert outermost_open(sorted(str(p) for p in (clone, site, clone / "mmat"))) == [str(clone)]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
