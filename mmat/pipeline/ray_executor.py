@@ -29,6 +29,7 @@ executor, so ``--max-calls``/``--max-cost`` are refused with ``--executor ray``.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import tarfile
@@ -43,6 +44,8 @@ from mmat.errors import ConfigError
 __all__ = ["RayExecutor", "ray_available", "RAY_EXTRA_HINT"]
 
 RAY_EXTRA_HINT = "pip install 'mmat[ray]' (or pip install ray)"
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 30.0  # how long shutdown waits for the workers to take their warm sandboxes down
 _RESTARTS = 2  # a dying worker process is restarted (and its in-flight seeds retried) this many times
 
 
@@ -126,6 +129,13 @@ def _actor_classes():
             self.local.vectors.update(vectors)
             self.local.contaminated.update(contaminated)
             return flags
+
+        def close(self) -> None:
+            """Take this worker's warm sandboxes down (their processes, cgroups and quota mounts) while it
+            can: Ray kills a worker's child processes with it, the mounts' keeper among them."""
+            from mmat.sandbox.pool import close_shared_pools
+
+            close_shared_pools()
 
         def run_seed(self, seed, workspace: str, redo: int):
             import ray
@@ -220,6 +230,10 @@ class RayExecutor:
         return out
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        try:  # each worker closes its sandbox pools first (a worker that is gone or stuck is not waited on)
+            self.ray.get([worker.close.remote() for worker in self.workers], timeout=CLOSE_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 -- the kill below still ends them
+            log.warning("Ray workers did not all close their sandboxes (%s); killing them", str(e).splitlines()[0] if str(e) else type(e).__name__)
         for worker in self.workers:
             self.ray.kill(worker)
         self.ray.kill(self.dedup_actor)

@@ -16,6 +16,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not ray_available(), reason="
 TABLES = ("tasks", "files", "trajectories", "steps", "verdicts", "query_embeddings", "synth_seeds")
 
 
+_worker_tmp: list = []
+
+
+def _mounts_under(folder) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [p for p in points if p.startswith(str(folder))]
+
+
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
     die_dir = tmp_path_factory.mktemp("die_once")
@@ -23,8 +32,10 @@ def ray_local(tmp_path_factory):
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback only (see RayExecutor)
     import ray
 
+    # the workers' temp dir is this module's own: the warm pools' quota staging mounts show up there
+    _worker_tmp.append(tmp_path_factory.mktemp("ray_worker_tmp"))
     env = {"MMAT_PLUGINS": "mmat.testing.ray_world:register", "MMAT_TEST_DIE_ONCE": str(die_dir),
-           "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+           "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "TMPDIR": str(_worker_tmp[0])}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": env})
     yield die_dir
@@ -60,6 +71,8 @@ def test_ray_run_writes_what_a_local_run_writes_and_resumes(ray_local, tmp_path,
     again = run_synth(remote, request.model_copy(update={"executor": "ray", "workers": 2}), progress=False)
     assert again.seeds_done_before == 2 and again.seeds_run == 0
     assert _counts(remote) == _counts(local)
+    # the workers closed their warm sandboxes before Ray killed them (and their quota keepers with them)
+    assert _mounts_under(_worker_tmp[0]) == []
 
 
 def test_a_worker_that_dies_mid_seed_is_retried_and_nothing_is_duplicated(ray_local, tmp_path, scripted_models):
