@@ -130,18 +130,19 @@ def builtin_spec() -> list[dict[str, Any]]:
     return list(json.loads((ASSETS_DIR / "pool_captions.json").read_text(encoding="utf-8"))["images"])
 
 
-def builtin_images(*, stored: Iterable[PoolImage] = ()) -> tuple[PoolImage, ...]:
+def builtin_images(*, stored: Callable[[], Iterable[PoolImage]] | None = None) -> tuple[PoolImage, ...]:
     """The builtin pool's images, made once per process.
 
     Why: decoding scikit-image's photos and encoding them as PNG costs about 2 s of CPU, which every
-    ``mmat synth`` paid before its first LM call. ``stored`` (a store's copy of the builtin images) is
-    taken instead when it holds every entry of the captions file, caption for caption; otherwise the
-    images are made from scikit-image. PoolImage is frozen, so the tuple is shared safely."""
+    ``mmat synth`` paid before its first LM call. ``stored`` (reads a store's copy of the builtin
+    images; called only while the process has none yet) is taken instead when it holds every entry of
+    the captions file, caption for caption; otherwise the images are made from scikit-image. PoolImage
+    is frozen, so the tuple is shared safely."""
     global _builtin
     with _builtin_lock:
         if _builtin is None:
             spec = builtin_spec()
-            by_caption = {img.caption: img for img in stored if img.pool == BUILTIN_POOL}
+            by_caption = {img.caption: img for img in (stored() if stored else ()) if img.pool == BUILTIN_POOL}
             kept = [by_caption.get(item["caption"].strip()) for item in spec]
             if all(kept):
                 _builtin = tuple(img.model_copy(update={"name": item["name"], "source": f"skimage:{item['loader']}"})
@@ -177,7 +178,8 @@ class ImagePool:
 
     # --- building ------------------------------------------------------------------------------
     @classmethod
-    def build_default(cls, *, embedder: Embedder | None = None, stored: Iterable[PoolImage] = ()) -> ImagePool:
+    def build_default(cls, *, embedder: Embedder | None = None,
+                      stored: Callable[[], Iterable[PoolImage]] | None = None) -> ImagePool:
         """The builtin offline pool: scikit-image sample photos with mmat's captions (see builtin_images)."""
         return cls(builtin_images(stored=stored), embedder=embedder)
 

@@ -176,7 +176,7 @@ def test_builtin_images_are_made_again_when_the_store_does_not_match(monkeypatch
     monkeypatch.setattr(pool_module, "_skimage_pil", lambda loader, index: made.append(loader) or real(loader, index))
     stored = [img.model_copy(update={"caption": img.caption + " (edited)"}) if i == 0 else img
               for i, img in enumerate(default_pool)]  # one caption no longer matches the captions file
-    images = pool_module.builtin_images(stored=stored)
+    images = pool_module.builtin_images(stored=lambda: stored)
     assert len(made) == len(images) == len(default_pool)
     assert [i.image_id for i in images] == [i.image_id for i in default_pool]
     assert pool_module.builtin_images() is images  # made once per process

@@ -40,7 +40,7 @@ from mmat.sandbox import safefs
 from mmat.sandbox import workspace as wsp
 from mmat.sandbox.limits import MIB, Limits
 
-__all__ = ["WorkspaceTmpfs", "NamespaceTmpfs"]
+__all__ = ["WorkspaceTmpfs", "NamespaceTmpfs", "mount_fs"]
 
 MS_NOSUID, MS_NODEV, MS_BIND = 2, 4, 4096
 MNT_DETACH = 2
@@ -52,7 +52,8 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
-def _mount(source: str | None, target: Path, fstype: str | None, flags: int, data: str | None = None) -> None:
+def mount_fs(source: str | None, target: Path | str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """mount(2) through libc; an OSError naming source and target when it fails."""
     enc = (lambda s: None if s is None else s.encode())  # noqa: E731
     if _libc.mount(enc(source), str(target).encode(), enc(fstype), flags, enc(data)) != 0:
         err = ctypes.get_errno()
@@ -173,7 +174,7 @@ class WorkspaceTmpfs:
         staging = _new_staging()
         quota = cls(staging, staging)
         try:
-            _mount("mmat-workspace", staging, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+            mount_fs("mmat-workspace", staging, "tmpfs", MS_NOSUID | MS_NODEV, opts)
         except OSError as e:
             quota._drop()
             raise SandboxError(f"cannot mount a workspace quota (a tmpfs): {e.strerror}") from None
@@ -196,7 +197,7 @@ class WorkspaceTmpfs:
             # the keeper hears of the bind first: a kill before it is made restores the same files
             _tell_keeper("add", workspace, self.staging)
             _tell_keeper("del", self.staging)
-            _mount(str(self.staging), workspace, None, MS_BIND)
+            mount_fs(str(self.staging), workspace, None, MS_BIND)
         except OSError as e:
             self._forget(workspace)
             raise SandboxError(f"cannot mount the workspace quota on {workspace}: {e.strerror}") from None

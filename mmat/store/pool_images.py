@@ -27,8 +27,8 @@ def load_pool(store, *, embedder=None) -> ImagePool:
     """Builtin images plus stored user images; caption embeddings computed only where none is cached.
     ``embedder``: what searches embed with (default: the process-wide MiniLM)."""
     rows = store.sql("SELECT image_id, pool, path, caption, width, height FROM pool_images")
-    pool = ImagePool.build_default(embedder=embedder,
-                                   stored=_stored_images(store, [r for r in rows if r["pool"] == BUILTIN_POOL]))
+    pool = ImagePool.build_default(
+        embedder=embedder, stored=lambda: _stored_images(store, [r for r in rows if r["pool"] == BUILTIN_POOL]))
     pool.add_images(_stored_images(store, [r for r in rows if r["pool"] != BUILTIN_POOL], required=True))
     if pool.load_embeddings(store.sql("SELECT image_id, caption, embedding FROM pool_images")) < len(pool):
         _save(store, pool)
@@ -41,13 +41,14 @@ def _stored_images(store, rows: list[dict], *, required: bool = False) -> list[P
     images = []
     for r in rows:
         blob = store.blob_path(r["path"])
-        if required and not blob.is_file():
-            raise StoreError(f"the pool image {r['path']} (pool {r['pool']!r}) is missing from the store's blobs: "
-                             f"add its folder again with `mmat pool add`")
-        if blob.is_file():
-            images.append(PoolImage(image_id=r["image_id"], pool=r["pool"], name=Path(r["path"]).stem,
-                                    caption=r["caption"], width=r["width"], height=r["height"], source=r["path"],
-                                    png=blob.read_bytes()))
+        if not blob.is_file():
+            if required:
+                raise StoreError(f"the pool image {r['path']} (pool {r['pool']!r}) is missing from the store's "
+                                 f"blobs: add its folder again with `mmat pool add`")
+            continue
+        images.append(PoolImage(image_id=r["image_id"], pool=r["pool"], name=Path(r["path"]).stem,
+                                caption=r["caption"], width=r["width"], height=r["height"], source=r["path"],
+                                png=blob.read_bytes()))
     return images
 
 

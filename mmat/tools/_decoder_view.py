@@ -69,14 +69,9 @@ def expose_runtime() -> str | None:
     groups = closed_tops(runtime_paths())
     if not groups:
         return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    from mmat.sandbox.quota import mount_fs as mount
 
-    def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-        enc = (lambda s: None if s is None else s.encode())
-        if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+    libc = ctypes.CDLL(None, use_errno=True)
 
     try:
         if libc.unshare(_CLONE_NEWNS) != 0:
