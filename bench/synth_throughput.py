@@ -213,7 +213,8 @@ def _occupancy(spans: list, start: float, concurrency: int) -> tuple[float, floa
     return first - start, busy / (concurrency * max(1e-9, full_until - first)), last - full_until
 
 
-def run_once(concurrency: int, seeds: int, api_base: str, server_pid: int, home: Path) -> dict:
+def run_once(concurrency: int, seeds: int, api_base: str, server_pid: int, home: Path, executor: str = "local",
+             workers: int | None = None) -> dict:
     from mmat.config import load_settings
     from mmat.pipeline.synth import SynthRequest, run_synth
 
@@ -224,7 +225,8 @@ def run_once(concurrency: int, seeds: int, api_base: str, server_pid: int, home:
     _stats(api_base, reset=True)
     cpu0, t0, mono0 = _cpu(server_pid), time.monotonic(), time.monotonic()
     summary = run_synth(settings, SynthRequest(tasks=seeds, tools=["inspect_file_as_text", "visualizer"],
-                                               trajectories_per_task=1), progress=False)
+                                               trajectories_per_task=1, executor=executor, workers=workers),
+                        progress=False)
     wall, (own, kids) = time.monotonic() - t0, _cpu(server_pid)
     own, kids = own - cpu0[0], kids - cpu0[1]
     stats = _stats(api_base)
@@ -255,6 +257,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16, help="seeds per level (3 tasks each); at least level / 8")
     parser.add_argument("--levels", default="32", help="concurrency levels, comma-separated")
     parser.add_argument("--rng-seed", type=int, default=7)
+    parser.add_argument("--executor", choices=["local", "process"], default="local",
+                        help="mmat synth --executor: this process's threads, or worker processes")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes for --executor process")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the fake server's process
     args = parser.parse_args()
 
@@ -276,7 +281,7 @@ def main() -> None:
     rows = []
     for level in [int(x) for x in args.levels.split(",")]:
         seeds = max(args.seeds, -(-level // 8))  # a task makes ~10 calls: a few seeds keep many slots busy
-        r = run_once(level, seeds, api_base, server.pid, home)
+        r = run_once(level, seeds, api_base, server.pid, home, args.executor, args.workers)
         calls_per_task = r["calls"] / r["tasks"]
         tps = r["tasks"] / r["wall"]
         utilisation = r["calls"] * r["mean_latency"] / (level * r["wall"])
@@ -298,10 +303,14 @@ def main() -> None:
     server.wait(10)
     load_after = os.getloadavg()[0]
 
+    executor_args = f" --executor {args.executor}" + (f" --workers {args.workers}" if args.workers else "")
+    if args.executor == "local":
+        executor_args = ""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"\n## synth throughput, task-level scheduler — {stamp} (mean latency {args.latency * 1000:.0f} ms lognormal "
              f"sigma {SIGMA}, {cores} cores, load {load_before:.1f} before / {load_after:.1f} after, "
-             f"`python bench/synth_throughput.py --latency {args.latency:g} --levels {args.levels} --seeds {args.seeds}`)\n",
+             f"`python bench/synth_throughput.py --latency {args.latency:g} --levels {args.levels} --seeds {args.seeds}"
+             f"{executor_args}`)\n",
              "| concurrency | seeds | tasks | LM calls | calls/task | mean latency s | wall s | tasks/s "
              "| LM-slot utilisation | while work waited | tail s | first call s | LM-bound tasks/s | CPU s/task "
              "| of which mmat's process | CPU-bound tasks/s | one-interpreter bound tasks/s "

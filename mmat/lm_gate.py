@@ -71,6 +71,9 @@ class BudgetExhausted(MmatError):
         self.reason = reason
         self.last_error: BaseException | None = None
 
+    def __reduce__(self):  # crosses to worker processes (mmat.pipeline.process_executor) with its reason
+        return (BudgetExhausted, (self.reason, str(self)))
+
 
 class GateStats(BaseModel):
     """What the gate has done so far (``LMGate.snapshot()``); JSON-able, stored with a run's summary."""
@@ -354,6 +357,10 @@ class LMGate:
     # --- outcomes and AIMD ----------------------------------------------------------------------
     def _release(self, slot: Slot, exc: BaseException | None) -> None:
         throttled, retry_after = throttle_of(exc) if exc is not None else (False, None)
+        self._settle(slot, exc is None, throttled, retry_after)
+
+    def _settle(self, slot: Slot, ok: bool, throttled: bool, retry_after: float | None) -> None:
+        """Release ``slot`` with its outcome: answered (``ok``), throttled (with its Retry-After) or failed."""
         with self._lock:
             if slot._released or not slot.seq:
                 return
@@ -361,7 +368,7 @@ class LMGate:
             full = self._in_flight >= self._limit or bool(self._waiters)  # was the limit in use?
             self._in_flight -= 1
             now = self._clock()
-            if exc is None:
+            if ok:
                 self._succeeded += 1
                 self._tokens += slot._tokens
                 if isinstance(slot._cost, (int, float)) and math.isfinite(slot._cost):

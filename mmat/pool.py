@@ -176,6 +176,10 @@ class ImagePool:
         self.__init__(state["images"])
         self._vectors = dict(state["vectors"])
 
+    def use_embedder(self, embedder: Any) -> None:
+        """Embed searches and new captions with ``embedder`` (a pool that came from another process has none)."""
+        self._embedder = embedder
+
     # --- building ------------------------------------------------------------------------------
     @classmethod
     def build_default(cls, *, embedder: Embedder | None = None,

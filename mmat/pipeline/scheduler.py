@@ -132,12 +132,14 @@ class UnitPool:
 @dataclass
 class SeedOutcome:
     """A seed that ended: its assembled result, or the exception that ended it. ``abandoned``: it ended because
-    the run is stopping (budget, Ctrl-C): nothing of it is written and it is redone on rerun."""
+    the run is stopping (budget, Ctrl-C): nothing of it is written and it is redone on rerun. ``failure``: the
+    error already classified (a worker process sends that instead of the exception)."""
 
     seed: Any
     result: Any = None
     error: BaseException | None = None
     abandoned: bool = False
+    failure: Any = None
 
 
 @dataclass

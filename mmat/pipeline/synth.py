@@ -66,7 +66,7 @@ class SynthRequest(BaseModel):
     exclude: Path | None = None
     queries_per_seed: int = 3
     # how, not what: not part of the run ID (a run started locally can be continued on Ray and back)
-    executor: Literal["local", "ray"] = "local"
+    executor: Literal["local", "process", "ray"] = "local"
     ray_address: str | None = None
     workers: int | None = None
     max_calls: int | None = None  # LM requests sent (cache hits are free); None: no limit
@@ -168,9 +168,13 @@ class QueryFilter:
                 rejection.reason = "shares a 13-gram with a benchmark query (--exclude)"
 
     def __call__(self, queries: list[str]) -> list[bool]:
+        return self.decide(queries, self.embedder.embed(queries))
+
+    def decide(self, queries: list[str], vectors: Any) -> list[bool]:
+        """Flag each query (with its embedding, computed by the caller) a near-duplicate or contaminated;
+        the others join the index. A worker process embeds its queries and asks the driver's filter this."""
         from mmat.embed import near_duplicate_mask
 
-        vectors = self.embedder.embed(queries)
         flags = []
         with self.lock:
             for query, vec in zip(queries, vectors, strict=True):
@@ -196,8 +200,9 @@ def _benchmark_index(path: Path | None) -> NgramIndex | None:
     return NgramIndex(item.question for item in report.items)
 
 
-def build_program(settings: Settings, request: SynthRequest, pool, dedup) -> Any:
-    """The run's Synthesis program (with the compiled program loaded, if any) — one per process."""
+def build_program(settings: Settings, request: SynthRequest, pool, dedup, *, announce: bool = True) -> Any:
+    """The run's Synthesis program (with the compiled program loaded, if any) — one per process. ``announce``:
+    say on stderr which compiled program was loaded (the driver does; its workers do not repeat it)."""
     from mmat.programs.synthesis import Synthesis
 
     program = Synthesis(
@@ -205,12 +210,11 @@ def build_program(settings: Settings, request: SynthRequest, pool, dedup) -> Any
         trajectories_per_task=request.trajectories_per_task, dedup=dedup,
     )
     if request.program is not None:
-        from mmat.optimizers.compiled import load_compiled
-
-        from mmat.optimizers.compiled import describe_loaded
+        from mmat.optimizers.compiled import describe_loaded, load_compiled
 
         target = load_compiled(program, request.program)
-        print(describe_loaded(request.program, target), file=sys.stderr, flush=True)
+        if announce:
+            print(describe_loaded(request.program, target), file=sys.stderr, flush=True)
     return program
 
 
@@ -293,14 +297,30 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
     (``request.max_calls``/``max_cost``) that runs out ends the run with status ``budget`` and
     ``exit_code`` EXIT_BUDGET: the seeds complete by then are stored, the rest resume on rerun."""
     from mmat.lm import configure_litellm
-    from mmat.lm_gate import LMGate, use_gate
-    from mmat.store import LMCallRecorder, open_store, resumable_run_id, run_lifecycle
 
     started = time.monotonic()
     if request.executor == "ray" and (request.max_calls is not None or request.max_cost is not None):
         raise ConfigError("--max-calls and --max-cost count the LM calls of this process: they work with "
-                          "--executor local only")
+                          "--executor local or process")
     configure_litellm(settings)
+    workers = None
+    if request.executor == "process":  # forked before this process opens a connection or starts a thread
+        from mmat.pipeline.process_executor import ProcessExecutor, default_workers
+
+        workers = ProcessExecutor.fork(request.workers or default_workers(), settings)
+    try:
+        return _run_synth(settings, request, command=command, progress=progress, retry_failed=retry_failed,
+                          started=started, workers=workers)
+    finally:
+        if workers is not None:
+            workers.close()
+
+
+def _run_synth(settings: Settings, request: SynthRequest, *, command: str, progress: bool, retry_failed: bool,
+               started: float, workers) -> SynthSummary:
+    from mmat.lm_gate import LMGate, use_gate
+    from mmat.store import LMCallRecorder, open_store, resumable_run_id, run_lifecycle
+
     modes = preflight(settings, command)
     tools = _resolve_tools(settings, request)
     request = request.model_copy(update={"tools": tools})
@@ -322,7 +342,9 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
                            retry_failed=retry_failed, gate=None if request.executor == "ray" else LMGate(
                                settings.concurrency, max_calls=request.max_calls, max_cost=request.max_cost),
                            use_gate=use_gate, recorder=LMCallRecorder(store, run_id), progress=progress,
-                           command=command)
+                           command=command, workers=workers)
+            if workers is not None:  # before the store closes: their last rows are written
+                workers.close()
     if final.status == "failed" and final.error:
         raise ModelUnavailableError(final.error)
     if final.status == "interrupted":
@@ -331,7 +353,8 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
 
 
 def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds: list, program, pool, dedup, handle,
-           started: float, *, retry_failed: bool, gate, use_gate, recorder, progress: bool, command: str) -> SynthSummary:
+           started: float, *, retry_failed: bool, gate, use_gate, recorder, progress: bool, command: str,
+           workers=None) -> SynthSummary:
     """Schedule the seeds still to do, write each one that ends, and fill ``handle`` (the run's row)."""
     stored = _seed_statuses(store, run_id)
     done = {i for i, r in stored.items() if r["status"] == "done"}
@@ -393,7 +416,8 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
         )
 
     def start_work() -> tuple[queue.Queue[SeedOutcome], Any, Any]:
-        """Schedule every pending seed: (where ended seeds arrive, stop scheduling, the local scheduler or None)."""
+        """Schedule every pending seed: (where ended seeds arrive, stop scheduling, wait until the units in flight
+        have ended (None on Ray, which has no budgets))."""
         if request.executor == "ray":
             from mmat.pipeline.ray_executor import RayExecutor
 
@@ -410,10 +434,16 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
                 executor.submit(seed, workspace_root / f"seed_{seed.index}", redo_of(seed)).add_done_callback(
                     lambda fut, seed=seed: deliver(fut, seed))
             return inbox, lambda: executor.shutdown(wait=False, cancel_futures=True), None
+        if workers is not None:
+            workers.start(request=request, gate=gate, dedup=dedup, pool=pool, store=store, run_id=run_id,
+                          threads=unit_threads(settings.concurrency), command=command)
+            for order, seed in enumerate(pending):
+                workers.submit(seed, workspace_root / f"seed_{seed.index}", order=order, redo=redo_of(seed))
+            return workers.outcomes, workers.stop, workers.wait_idle
         scheduler = SeedScheduler(program, recorder, threads=unit_threads(settings.concurrency), tools=request.tools)
         for order, seed in enumerate(pending):
             scheduler.submit(seed, workspace_root / f"seed_{seed.index}", order=order, redo=redo_of(seed))
-        return scheduler.outcomes, scheduler.stop, scheduler
+        return scheduler.outcomes, scheduler.stop, scheduler.pool.wait_idle
 
     fatal = None
     budget = None
@@ -426,8 +456,9 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
             if refused is not None and refused.reason in BUDGET_REASONS and budget is None:
                 budget = refused.reason
             return
-        if outcome.error is not None:
-            failure = classify(outcome.error, settings, command)  # re-raises anything that is not an LM failure
+        if outcome.failure is not None or outcome.error is not None:
+            # classify re-raises anything that is not an LM failure; a worker process sends it classified
+            failure = outcome.failure or classify(outcome.error, settings, command)
             if failure.fatal:
                 fatal = failure
                 return
@@ -443,7 +474,7 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
     lm_scope = use_gate(gate) if gate is not None else contextlib.nullcontext()
     with lm_scope, StopOnInterrupt("synth") as stop, handle.progress("synth", len(pending)) as bar:
         try:
-            inbox, stop_work, scheduler = start_work()
+            inbox, stop_work, wait_idle = start_work()
             while remaining and not stop.requested and fatal is None and budget is None:
                 try:
                     outcome = inbox.get(timeout=0.25)
@@ -457,7 +488,7 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
             if budget is not None:  # in-flight calls finish (their replies are cached); complete seeds are kept
                 stop_work()
                 gate.close(budget)
-                while not scheduler.pool.wait_idle(0.25):
+                while not wait_idle(0.25):
                     bar.describe(_tick(gate, outcomes))
                 while not inbox.empty():
                     before = seeds_run

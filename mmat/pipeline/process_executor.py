@@ -1,0 +1,484 @@
+"""`mmat synth --executor process`: seeds run in worker processes on this machine; the driver keeps the
+store and the run's LM gate.
+
+Why: one Python process does all of mmat's own work (DSPy's prompt formatting and parsing, the HTTP
+clients, the agents' sandbox round trips) under one GIL, so at short LM latencies, or with many slots, a
+local run is bound by one core however many slots it has (bench/RESULTS.md). Worker processes spread
+that work over the machine's cores while every LM request still takes a slot of the driver's one
+:class:`mmat.lm_gate.LMGate`: the concurrency limit, AIMD under 429/503 and ``--max-calls``/``--max-cost``
+hold for the run as a whole, exactly as with ``--executor local``.
+
+- **Forked early.** Workers are forked at the start of the run, after mmat, DSPy and litellm are imported
+  and before the driver opens its store, sends a request or starts a thread (a fork copies only the thread
+  that calls it, so nothing is copied mid-lock). A worker is ready in milliseconds; ``spawn`` costs
+  6-7 CPU-seconds of imports per worker on this machine.
+- **Own program.** Each worker builds its own Synthesis program (its own sandboxes, model clients and
+  embedder) from the run's settings and runs its seeds, assigned round-robin in seed order, on its own
+  task-level :class:`mmat.pipeline.scheduler.SeedScheduler`.
+- **One gate, one dedup index.** Workers reach the driver's gate and its query filter over a Unix socket
+  in a private (0700) directory, with a random authkey (multiprocessing's HMAC handshake), one connection
+  per thread: a thread waiting for a slot waits in the driver, in the gate's one FIFO queue. A worker
+  embeds its queries itself and asks the driver only to decide, so two workers never both accept the same
+  query.
+- **Rows come home in order.** A worker sends its ``lm_calls`` rows and then its ended seeds over its pipe;
+  the driver writes them through the store's single writer — the code path of the local executor, so
+  resume after a SIGKILL and the row counts are exactly those of a local run.
+- **Stopping.** Workers ignore Ctrl-C (the driver takes it and stops them) and die with the driver
+  (PDEATHSIG); on close each worker takes its warm sandboxes down before it exits. A worker that dies on
+  its own ends the run with an error naming it; what was complete is stored, a rerun does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import queue
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import traceback
+from collections.abc import Callable
+from multiprocessing import connection as mpc
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from mmat.errors import ConfigError
+from mmat.lm_gate import BudgetExhausted, LMGate, Slot
+from mmat.pipeline.scheduler import SeedOutcome, budget_error
+
+__all__ = ["ProcessExecutor", "RemoteGate", "WorkerCrash", "default_workers"]
+
+CLOSE_TIMEOUT_S = 30.0  # how long close() waits for a worker to take its sandboxes down and exit
+START_TIMEOUT_S = 300.0  # how long start() waits for every worker to build its program
+_PR_SET_PDEATHSIG = 1
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+class WorkerCrash(RuntimeError):
+    """A worker process failed outside any LM stage (a bug, or it died): the run stops with its words."""
+
+
+# --- the driver's services, over a Unix socket ----------------------------------------------------------
+class _RpcServer:
+    """Serves ``methods`` to the workers: one thread per connection, so a call that blocks (a gate
+    acquire) blocks only its caller. Written here rather than with multiprocessing's managers because
+    those proxy objects (reference counting, a server process of their own); we need plain calls into
+    objects living in this process."""
+
+    def __init__(self, methods: dict[str, Callable[..., Any]]):
+        self._dir = tempfile.mkdtemp(prefix="mmat-rpc-")  # 0700: only this user reaches the socket
+        self.address = os.path.join(self._dir, "rpc")
+        self.authkey = secrets.token_bytes(32)
+        self._methods = methods
+        self._listener = mpc.Listener(self.address, family="AF_UNIX", authkey=self.authkey)
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name="mmat-rpc-accept", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self._listener.accept()
+            except (OSError, EOFError, mpc.AuthenticationError):
+                if self._closed:
+                    return
+                continue
+            if self._closed:
+                conn.close()
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="mmat-rpc", daemon=True).start()
+
+    def _serve(self, conn: mpc.Connection) -> None:
+        with conn:
+            while True:
+                try:
+                    name, args = conn.recv()
+                except (EOFError, OSError):
+                    return
+                try:
+                    reply = (True, self._methods[name](*args))
+                except Exception as e:  # noqa: BLE001 -- raised again in the worker that called
+                    reply = (False, e)
+                try:
+                    try:
+                        conn.send(reply)
+                    except Exception as e:  # noqa: BLE001 -- an exception that does not pickle: its words do
+                        conn.send((False, RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError, EOFError, mpc.AuthenticationError):  # wake the accept() blocked in its thread
+            mpc.Client(self.address, family="AF_UNIX", authkey=self.authkey).close()
+        self._thread.join(5)
+        self._listener.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _RpcClient:
+    """A worker's line to the driver: one connection per thread."""
+
+    def __init__(self, address: str, authkey: bytes):
+        self._address, self._authkey = address, authkey
+        self._local = threading.local()
+
+    def call(self, name: str, *args: Any) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = mpc.Client(self._address, family="AF_UNIX", authkey=self._authkey)
+        try:
+            conn.send((name, args))
+            ok, value = conn.recv()
+        except (EOFError, OSError) as e:
+            raise WorkerCrash(f"the synth driver is gone ({type(e).__name__}); this worker stops") from None
+        if ok:
+            return value
+        raise value
+
+
+def _gate_methods(gate: LMGate) -> dict[str, Callable[..., Any]]:
+    def settle(seq: int, weight: int, ok: bool, throttled: bool, retry_after: float | None, tokens: int,
+               cost: float | None) -> None:
+        slot = Slot(gate, seq, weight)
+        slot.report(tokens=tokens, cost=cost)
+        gate._settle(slot, ok, throttled, retry_after)
+
+    return {"acquire": gate._acquire_seq, "settle": settle,
+            "refund": lambda seq, weight: gate._refund(Slot(gate, seq, weight))}
+
+
+class RemoteGate(LMGate):
+    """The driver's gate seen from a worker: every admission, release and refund is decided there, so the
+    limit, its AIMD and the budgets count the requests of all workers together. What the slot measured
+    (tokens, cost, throttled with its Retry-After) travels with the release."""
+
+    def __init__(self, rpc: _RpcClient, concurrency: int):
+        super().__init__(concurrency)
+        self._rpc = rpc
+
+    def _acquire_seq(self, weight: int = 1) -> int:
+        return self._rpc.call("acquire", weight)
+
+    async def _aacquire_seq(self, weight: int = 1) -> int:
+        acquiring = asyncio.get_running_loop().run_in_executor(None, self._acquire_seq, weight)
+        try:
+            return await asyncio.shield(acquiring)
+        except asyncio.CancelledError:  # the slot the thread is still waiting for is given back once it comes
+            acquiring.add_done_callback(
+                lambda f: f.cancelled() or f.exception() is not None or self._rpc.call("refund", f.result(), weight))
+            raise
+
+    def _settle(self, slot: Slot, ok: bool, throttled: bool, retry_after: float | None) -> None:
+        if slot._released or not slot.seq:
+            return
+        slot._released = True
+        self._rpc.call("settle", slot.seq, slot.weight, ok, throttled, retry_after, slot._tokens, slot._cost)
+
+    def _refund(self, slot: Slot) -> None:
+        if slot._released or not slot.seq:
+            return
+        slot._released = True
+        self._rpc.call("refund", slot.seq, slot.weight)
+
+    def snapshot(self) -> Any:
+        raise NotImplementedError("a worker's gate has no figures of its own: the driver's gate has them")
+
+    def close(self, reason: str) -> None:
+        raise NotImplementedError("the driver closes the run's gate")
+
+
+class _RemoteDedup:
+    """The program's dedup callback in a worker: embed here, let the driver's filter decide."""
+
+    def __init__(self, rpc: _RpcClient, embedder: Any):
+        self._rpc, self._embedder = rpc, embedder
+
+    def __call__(self, queries: list[str]) -> list[bool]:
+        return self._rpc.call("decide", list(queries), self._embedder.embed(queries))
+
+
+class _Rows:
+    """Stands in for the store in a worker: the LM-call recorder's rows go to the driver over the pipe."""
+
+    closed = False  # the recorder asks the store's writer this before writing
+
+    def __init__(self, send: Callable[[tuple], None]):
+        self._send = send
+        self.writer = self
+
+    def put(self, table: str, rows: list[dict[str, Any]], **_: Any) -> None:
+        self._send(("rows", table, rows))
+
+
+# --- the worker process ---------------------------------------------------------------------------------
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the closed pipe ends the worker instead
+        pass
+
+
+def _portable(outcome: SeedOutcome, settings: Any, command: str) -> SeedOutcome:
+    """An outcome the driver can unpickle and classify: a model failure is described here (its exception
+    may hold clients that do not pickle), a budget keeps its reason, a bug becomes a WorkerCrash."""
+    from mmat.preflight import describe_failure
+
+    if outcome.error is None:
+        return outcome
+    if outcome.abandoned:
+        refused = budget_error(outcome.error)
+        return SeedOutcome(outcome.seed, error=BudgetExhausted(refused.reason, str(refused)) if refused else None,
+                           abandoned=True)
+    failure = describe_failure(outcome.error, settings, command)
+    if failure is None:
+        text = "".join(traceback.format_exception(outcome.error)).rstrip()
+        return SeedOutcome(outcome.seed, error=WorkerCrash(f"seed {outcome.seed.index} failed in worker "
+                                                           f"process {os.getpid()}:\n{text}"))
+    return SeedOutcome(outcome.seed, failure=failure)
+
+
+def _worker_main(conn: mpc.Connection, settings: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers
+    _die_with_parent()
+    lock = threading.Lock()
+
+    def send(message: tuple) -> None:
+        with lock:
+            try:
+                conn.send(message)
+            except (OSError, ValueError):  # the driver is gone (PDEATHSIG follows)
+                pass
+
+    try:
+        message = conn.recv()
+    except EOFError:
+        return
+    if message[0] != "start":
+        return
+    try:
+        scheduler, scope = _build(message[1], settings, send)
+    except BaseException:  # noqa: BLE001 -- the driver raises it with the traceback
+        send(("crash", traceback.format_exc()))
+        return
+    send(("ready",))
+    command = message[1]["command"]
+    idle_mark = object()
+
+    def forward() -> None:
+        while True:
+            outcome = scheduler.outcomes.get()
+            if outcome is idle_mark:
+                send(("idle",))
+                continue
+            try:
+                send(("outcome", _portable(outcome, settings, command)))
+            except Exception as e:  # noqa: BLE001 -- a result that does not pickle is a bug: say which
+                send(("outcome", SeedOutcome(outcome.seed, error=WorkerCrash(
+                    f"seed {outcome.seed.index}'s result could not be sent to the driver: {e!r}"))))
+
+    def report_idle() -> None:
+        scheduler.pool.wait_idle()
+        scheduler.outcomes.put(idle_mark)  # after every outcome of the units that were in flight
+
+    threading.Thread(target=forward, name="mmat-worker-forward", daemon=True).start()
+    with scope:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                break
+            if message[0] == "seed":
+                _, seed, workspace, order, redo = message
+                scheduler.submit(seed, Path(workspace), order=order, redo=redo)
+            elif message[0] == "stop":
+                scheduler.stop()
+                threading.Thread(target=report_idle, daemon=True).start()
+            elif message[0] == "close":
+                break
+        scheduler.stop()
+        scheduler.pool.wait_idle(CLOSE_TIMEOUT_S)
+        from mmat.sandbox.pool import close_shared_pools
+
+        close_shared_pools()  # its warm sandboxes (processes, cgroups, quota mounts) go down with it
+    send(("closed",))
+
+
+def _build(start: dict[str, Any], settings: Any, send: Callable[[tuple], None]) -> tuple[Any, Any]:
+    """The worker's scheduler over its own program, and the scope that routes its LM requests to the
+    driver's gate."""
+    from mmat.lm_gate import use_gate
+    from mmat.pipeline.scheduler import EmbedBatcher, SeedScheduler
+    from mmat.pipeline.synth import build_program
+    from mmat.store import LMCallRecorder
+
+    request = start["request"]
+    rpc = _RpcClient(start["address"], start["authkey"])
+    embedder = EmbedBatcher()
+    pool = start["pool"]
+    pool.use_embedder(embedder)
+    program = build_program(settings, request, pool, _RemoteDedup(rpc, embedder), announce=False)
+    scheduler = SeedScheduler(program, LMCallRecorder(_Rows(send), start["run_id"]), threads=start["threads"],
+                              tools=request.tools)
+    return scheduler, use_gate(RemoteGate(rpc, settings.concurrency))
+
+
+# --- the driver's side ----------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self, process: Any, conn: mpc.Connection):
+        self.process, self.conn = process, conn
+        self.ready, self.idle, self.closed = threading.Event(), threading.Event(), threading.Event()
+        self.crash: str | None = None
+        self.lock = threading.Lock()
+
+    def send(self, message: tuple) -> bool:
+        with self.lock:
+            try:
+                self.conn.send(message)
+                return True
+            except (OSError, ValueError):
+                return False
+
+
+class ProcessExecutor:
+    """Worker processes for one synth run: :meth:`fork` them first, :meth:`start` them once the store, gate and
+    dedup filter exist, :meth:`submit` seeds, read ended seeds from ``outcomes``, :meth:`close` at the end."""
+
+    def __init__(self, workers: list[_Worker]):
+        self._workers = workers
+        self.outcomes: queue.Queue[SeedOutcome] = queue.Queue()
+        self._rpc: _RpcServer | None = None
+        self._store: Any = None
+        self._closed = False
+
+    @classmethod
+    def fork(cls, n: int, settings: Any) -> ProcessExecutor:
+        """Fork ``n`` workers now. Call it before the process opens connections or starts threads."""
+        if n < 1:
+            raise ConfigError(f"--workers must be at least 1, got {n}")
+        # what every worker needs, imported once here instead of once per worker after the fork
+        import mmat.pipeline.synth  # noqa: F401
+        import mmat.preflight  # noqa: F401
+        import mmat.programs.synthesis  # noqa: F401
+        import mmat.sandbox.pool  # noqa: F401
+        import mmat.store  # noqa: F401
+        from mmat.embed import Embedder
+
+        # The tokenizer's Rust threads must not be used before a fork (it would warn in every worker and
+        # turn its parallelism off there anyway); one text is tokenized serially whatever this says.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        Embedder.shared().embed(["load the model once, before the fork"])  # the workers share its pages
+
+        context = get_context("fork")
+        workers = []
+        for i in range(n):
+            parent, child = context.Pipe()
+            # not daemonic: a worker starts processes of its own (sandboxes, the decoders' forkserver)
+            process = context.Process(target=_worker_main, args=(child, settings),
+                                      name=f"mmat-synth-worker-{i}")
+            process.start()
+            child.close()
+            workers.append(_Worker(process, parent))
+        return cls(workers)
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def start(self, *, request: Any, gate: LMGate, dedup: Any, pool: Any, store: Any, run_id: str, threads: int,
+              command: str) -> None:
+        """Give every worker what it needs (the gate and the dedup filter stay here, served over the socket)
+        and wait until each has built its program."""
+        self._store = store
+        self._rpc = _RpcServer(_gate_methods(gate) | {"decide": dedup.decide})
+        payload = {"request": request, "address": self._rpc.address, "authkey": self._rpc.authkey, "pool": pool, "run_id": run_id,
+                   "threads": threads, "command": command}
+        for worker in self._workers:
+            threading.Thread(target=self._read, args=(worker,), name="mmat-worker-read", daemon=True).start()
+            worker.send(("start", payload))
+        for worker in self._workers:
+            if not worker.ready.wait(START_TIMEOUT_S) or worker.crash is not None:
+                why = worker.crash or f"it was not ready after {START_TIMEOUT_S:g} s"
+                raise WorkerCrash(f"synthesis worker process {worker.process.pid} could not start:\n{why}")
+
+    def _read(self, worker: _Worker) -> None:
+        while True:
+            try:
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception as e:  # noqa: BLE001 -- a message that does not unpickle here
+                self.outcomes.put(SeedOutcome(None, error=WorkerCrash(f"a worker's message could not be read: {e!r}")))
+                continue
+            kind = message[0]
+            if kind == "rows":
+                if not self._store.writer.closed:
+                    self._store.writer.put(message[1], message[2], surface_errors=False)
+            elif kind == "outcome":
+                self.outcomes.put(message[1])
+            elif kind == "idle":
+                worker.idle.set()
+            elif kind == "ready":
+                worker.ready.set()
+            elif kind == "crash":
+                worker.crash = message[1]
+                worker.ready.set()
+            elif kind == "closed":
+                worker.closed.set()
+        if not worker.closed.is_set():  # it died on its own
+            worker.crash = worker.crash or "it exited"
+            worker.ready.set()
+            if not self._closed:
+                worker.process.join(1)
+                self.outcomes.put(SeedOutcome(None, error=WorkerCrash(
+                    f"synthesis worker process {worker.process.pid} died (exit status {worker.process.exitcode}); "
+                    "what was complete is stored: rerun the same command to continue")))
+
+    def submit(self, seed: Any, workspace: Path, *, order: int, redo: int = 0) -> None:
+        self._workers[order % len(self._workers)].send(("seed", seed, str(workspace), order, redo))
+
+    def stop(self) -> None:
+        """No unit starts in any worker from now on; units in flight end (or meet the closed gate)."""
+        for worker in self._workers:
+            worker.idle.clear()
+            worker.send(("stop",))
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """After stop(): True once every worker's units in flight have ended (and their seeds were sent)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if worker.process.is_alive() and not worker.idle.wait(left):
+                return False
+        return True
+
+    def close(self) -> None:
+        """Stop the workers, let each take its sandboxes down, and end them (killed after CLOSE_TIMEOUT_S)."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in self._workers:
+            worker.send(("close",))
+        for worker in self._workers:
+            if worker.ready.is_set():  # a started worker first takes its sandboxes down
+                worker.closed.wait(CLOSE_TIMEOUT_S)
+            worker.process.join(CLOSE_TIMEOUT_S if worker.closed.is_set() or not worker.ready.is_set() else 0)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(5)
+            worker.conn.close()
+        if self._rpc is not None:
+            self._rpc.close()
