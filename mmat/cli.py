@@ -394,7 +394,7 @@ def _split_csv(ctx, param, value):
 @click.option("--retry-failed/--no-retry-failed", default=True, show_default=True, help="On a rerun, retry the seeds that failed by error (rate limits, timeouts, unreadable replies).")
 @click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True, help="Run seeds in this process's threads, in worker processes on this machine (mmat's own CPU work spread over the cores; one LM gate and budget for all), or on Ray workers (pip install 'mmat[ray]'); the store stays with this process.")
 @click.option("--ray-address", default=None, help="Ray cluster to join (HOST:6379 or ray://HOST:10001); default: start a local Ray instance.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes for --executor process (default: one per CPU here; all share --concurrency) or ray (default: one per CPU of the cluster; --concurrency is split among them).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes for --executor process (default: two per CPU here, at most one per 8 slots of --concurrency; all share its slots) or ray (default: one per CPU of the cluster; --concurrency is split among them).")
 @click.option("--max-calls", type=click.IntRange(min=0), default=None, help="Stop cleanly after this many LM requests sent (cache hits are free); rerun without it to continue (exit 3).")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, help="Stop cleanly once the recorded LM cost reaches this many USD (exit 3).")
 @click.option("--dry-run", is_flag=True, help="Print the estimated LM calls and cost of the run and stop: from its finished seeds, else from a sample of 2 seeds it runs now and keeps as the run's first seeds.")
@@ -892,7 +892,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "install-embedded": ("mmat install-embedded", "mmat install-embedded --check"),
     "doctor": ("mmat doctor",),
     "synth": ("mmat synth --tasks 20 -k 2", "mmat synth --teacher openai/gpt-4o-mini --tasks 200 --concurrency 16",
-              "mmat synth --program qgen.json --tasks 50", "mmat synth --executor ray --workers 4 --tasks 200"),
+              "mmat synth --program qgen.json --tasks 50", "mmat synth --executor process --tasks 200 --concurrency 32",
+              "mmat synth --executor ray --workers 4 --tasks 200"),
     "verify": ('mmat verify --verifier openai/gpt-4o --where "k.domain = \'finance\'"', "mmat verify --rules-only"),
     "pool": ("mmat pool add ~/photos --captions ~/photos/captions.csv", "mmat pool list"),
     "pool add": ("mmat pool add ~/photos --captions ~/photos/captions.csv",),

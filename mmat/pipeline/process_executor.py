@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import queue
 import secrets
@@ -56,11 +57,20 @@ __all__ = ["ProcessExecutor", "RemoteGate", "WorkerCrash", "default_workers"]
 CLOSE_TIMEOUT_S = 30.0  # how long close() waits for a worker to take its sandboxes down and exit
 START_TIMEOUT_S = 300.0  # how long start() waits for every worker to build its program
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger(__name__)
 
 
-def default_workers() -> int:
-    """One worker per CPU this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+SLOTS_PER_WORKER = 8  # the default gives each worker at least this many of the run's LM slots
+
+
+def default_workers(concurrency: int) -> int:
+    """Two workers per CPU this process may use, but no more than one per SLOTS_PER_WORKER slots.
+
+    Why more workers than cores: a worker's threads queue for its one GIL, and every LM request waits there
+    to be sent and again to be read, while it holds a slot. At 32 slots / 1 s on 2 cores, 2 workers kept
+    0.87 of the slots busy over a run, 4 kept 0.91 (bench/RESULTS.md), with less CPU per task."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2 * cpus, -(-concurrency // SLOTS_PER_WORKER)))
 
 
 class WorkerCrash(RuntimeError):
@@ -230,6 +240,18 @@ def _die_with_parent() -> None:
         pass
 
 
+def _fresh_clients() -> None:
+    """Forget the HTTP clients the parent made before the fork (a bench, a notebook or a test that ran a
+    synth before): their keep-alive sockets are the parent's, and two workers sending on one connection
+    would read each other's replies. litellm makes new ones on the next request."""
+    import litellm
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
+
+    litellm.in_memory_llm_clients_cache.flush_cache()
+    litellm.module_level_client = HTTPHandler(timeout=litellm.request_timeout)
+    litellm.module_level_aclient = AsyncHTTPHandler(timeout=litellm.request_timeout)
+
+
 def _portable(outcome: SeedOutcome, settings: Any, command: str) -> SeedOutcome:
     """An outcome the driver can unpickle and classify: a model failure is described here (its exception
     may hold clients that do not pickle), a budget keeps its reason, a bug becomes a WorkerCrash."""
@@ -252,6 +274,7 @@ def _portable(outcome: SeedOutcome, settings: Any, command: str) -> SeedOutcome:
 def _worker_main(conn: mpc.Connection, settings: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers
     _die_with_parent()
+    _fresh_clients()
     lock = threading.Lock()
 
     def send(message: tuple) -> None:
@@ -423,8 +446,7 @@ class ProcessExecutor:
                 continue
             kind = message[0]
             if kind == "rows":
-                if not self._store.writer.closed:
-                    self._store.writer.put(message[1], message[2], surface_errors=False)
+                self._write(message[1], message[2])
             elif kind == "outcome":
                 self.outcomes.put(message[1])
             elif kind == "idle":
@@ -444,6 +466,14 @@ class ProcessExecutor:
                 self.outcomes.put(SeedOutcome(None, error=WorkerCrash(
                     f"synthesis worker process {worker.process.pid} died (exit status {worker.process.exitcode}); "
                     "what was complete is stored: rerun the same command to continue")))
+
+    def _write(self, table: str, rows: list[dict[str, Any]]) -> None:
+        from mmat.errors import StoreError
+
+        try:
+            self._store.writer.put(table, rows, surface_errors=False)
+        except StoreError as e:  # the store closed after a failed run: its abandoned calls have nothing to keep
+            log.debug("%d %s row(s) from a worker not stored: %s", len(rows), table, e)
 
     def submit(self, seed: Any, workspace: Path, *, order: int, redo: int = 0) -> None:
         self._workers[order % len(self._workers)].send(("seed", seed, str(workspace), order, redo))

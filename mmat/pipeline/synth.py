@@ -1,7 +1,10 @@
 """`mmat synth`: run the Synthesis program over many seeds, in parallel, into the store.
 
-Concurrency: seeds run on a thread pool (the work is LM-bound); rows are written only from the
-calling thread through the store's single writer.
+Concurrency: the stages of all seeds interleave on threads (``mmat.pipeline.scheduler``), in this process
+(``executor="local"``), in worker processes forked at the start (``"process"``,
+``mmat.pipeline.process_executor``: mmat's own CPU work spread over the cores) or on Ray (``"ray"``). Every
+LM request of a local or process run takes a slot of the run's one gate; rows are written only from the
+calling thread through the store's single writer, whichever executor ran the seed.
 
 Resume: the run ID is a hash of what the run was asked to make (models, tools, domains, split,
 trajectories per task, seed, compiled program), not of how (concurrency, count). A seed is marked
@@ -307,7 +310,7 @@ def run_synth(settings: Settings, request: SynthRequest, *, command: str = "mmat
     if request.executor == "process":  # forked before this process opens a connection or starts a thread
         from mmat.pipeline.process_executor import ProcessExecutor, default_workers
 
-        workers = ProcessExecutor.fork(request.workers or default_workers(), settings)
+        workers = ProcessExecutor.fork(request.workers or default_workers(settings.concurrency), settings)
     try:
         return _run_synth(settings, request, command=command, progress=progress, retry_failed=retry_failed,
                           started=started, workers=workers)

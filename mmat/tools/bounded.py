@@ -31,6 +31,7 @@ fact that it is handed bytes only.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import os
@@ -375,6 +376,24 @@ class _DecoderProcess(mp_context.ForkServerProcess):
     @staticmethod
     def _Popen(process_obj: Any) -> _Popen:
         return _Popen(process_obj)
+
+
+def _forget_parents_forkserver() -> None:
+    """A forked child (a synth worker process) starts a forkserver of its own when it first decodes: the
+    parent's is not its child (multiprocessing's liveness check, waitpid, fails there). Its "alive" fd is
+    closed here only in the child; the parent's server lives on."""
+    server = forkserver._forkserver
+    if server._forkserver_alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+    server._inherited_fds = None
+    server._lock = threading.Lock()
+    global _ctx_lock
+    _ctx_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parents_forkserver)
 
 
 def _context() -> Any:

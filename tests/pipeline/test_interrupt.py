@@ -19,12 +19,12 @@ from mmat.testing.scripted import SPECS_PER_SEED
 SEEDS = 2
 
 
-def _synth(home, server, **popen):
+def _synth(home, server, *extra, **popen):
     env = {**os.environ, "MMAT_HOME": str(home), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MMAT_DEDUP_THRESHOLD": "0.99",
            "MMAT_STRUCTURED_OUTPUT": "json_schema", "MMAT_NUM_RETRIES": "0"}
     args = [sys.executable, "-m", "mmat.cli", "synth", "--teacher", "hosted_vllm/teacher", "--verifier", "hosted_vllm/verifier",
             "--controller", "hosted_vllm/agent", "--api-base", server.api_base, "--tasks", str(SEEDS), "-k", "1",
-            "--tools", "inspect_file_as_text,visualizer", "--concurrency", "2", "--quiet"]
+            "--tools", "inspect_file_as_text,visualizer", "--concurrency", "2", "--quiet", *extra]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -36,12 +36,14 @@ def _wait_for_calls(server, proc, n, limit_s=300):
 
 
 @pytest.mark.slow
-def test_first_ctrl_c_stops_within_seconds_and_a_rerun_completes(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "process"])
+def test_first_ctrl_c_stops_within_seconds_and_a_rerun_completes(tmp_path, executor):
     home = tmp_path / "home"
+    extra = ("--executor", executor, "--workers", "2")
     with FaultServer(latency_s=1.5) as server:  # every call in flight for 1.5 s
-        proc = _synth(home, server)
+        proc = _synth(home, server, *extra, start_new_session=True)
         _wait_for_calls(server, proc, 4)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to the whole group, worker processes too
         sent = time.monotonic()
         out, err = proc.communicate(timeout=60)
         took = time.monotonic() - sent
@@ -55,7 +57,7 @@ def test_first_ctrl_c_stops_within_seconds_and_a_rerun_completes(tmp_path):
         assert server.chat_calls == calls_at_exit  # nothing kept calling the server after the exit
 
     with FaultServer() as healed:
-        rerun = _synth(home, healed)
+        rerun = _synth(home, healed, *extra)
         out, err = rerun.communicate(timeout=600)
         assert rerun.returncode == 0, err[-2000:]
     with open_store(load_settings(home=home), read_only=True) as store:
