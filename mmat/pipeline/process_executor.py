@@ -402,6 +402,9 @@ class ProcessExecutor:
         # turn its parallelism off there anyway); one text is tokenized serially whatever this says.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         Embedder.shared().embed(["load the model once, before the fork"])  # the workers share its pages
+        from mmat.tools.bounded import start_decoders
+
+        start_decoders()  # one decoders' forkserver (a process of its own) for all the workers
 
         context = get_context("fork")
         workers = []

@@ -36,7 +36,7 @@ import io
 import multiprocessing
 import os
 from multiprocessing import context as mp_context
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing import forkserver, popen_forkserver, reduction, resource_tracker, spawn, util
 import resource
 import threading
 import warnings
@@ -378,22 +378,50 @@ class _DecoderProcess(mp_context.ForkServerProcess):
         return _Popen(process_obj)
 
 
-def _forget_parents_forkserver() -> None:
-    """A forked child (a synth worker process) starts a forkserver of its own when it first decodes: the
-    parent's is not its child (multiprocessing's liveness check, waitpid, fails there). Its "alive" fd is
-    closed here only in the child; the parent's server lives on."""
-    server = forkserver._forkserver
-    if server._forkserver_alive_fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(server._forkserver_alive_fd)
-    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
-    server._inherited_fds = None
-    server._lock = threading.Lock()
+def start_decoders() -> None:
+    """Start the decoders' forkserver now (it preloads the decoders in its own process, in the background).
+    A process about to fork workers (``mmat.pipeline.process_executor``) calls it so that they all decode
+    through this one instead of starting one each (1-2 CPU-s of imports apiece)."""
+    _context()
+    forkserver.ensure_running()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _share_parents_forkserver() -> None:
+    """In a forked child (a synth worker process): decode through the parent's forkserver, which lives as long
+    as the parent. multiprocessing's own liveness check (waitpid) works only in the process that started it,
+    so the child asks /proc instead, and starts a forkserver of its own once the parent's is gone."""
     global _ctx_lock
-    _ctx_lock = threading.Lock()
+    _ctx_lock = threading.Lock()  # a lock another thread held at the fork stays held in the child
+    server = forkserver._forkserver
+    server._lock = threading.Lock()
+    pid = server._forkserver_pid
+    if pid is None:
+        return
+    switch = threading.Lock()
+
+    def ensure_running() -> None:
+        with switch:
+            if server._forkserver_pid == pid and _alive(pid):
+                resource_tracker.ensure_running()
+                return
+            if server._forkserver_pid == pid:  # the parent's is gone: forget it, start this process's own
+                with contextlib.suppress(OSError):
+                    os.close(server._forkserver_alive_fd)
+                server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
+        type(server).ensure_running(server)
+
+    server.ensure_running = ensure_running
 
 
-os.register_at_fork(after_in_child=_forget_parents_forkserver)
+os.register_at_fork(after_in_child=_share_parents_forkserver)
 
 
 def _context() -> Any:
