@@ -50,7 +50,7 @@ from typing import Any
 
 from mmat.errors import ConfigError
 from mmat.lm_gate import BudgetExhausted, LMGate, Slot
-from mmat.pipeline.scheduler import SeedOutcome, budget_error
+from mmat.pipeline.scheduler import SeedOutcome, budget_error, unit_threads
 
 __all__ = ["ProcessExecutor", "RemoteGate", "WorkerCrash", "default_workers"]
 
@@ -421,6 +421,12 @@ class ProcessExecutor:
     @property
     def size(self) -> int:
         return len(self._workers)
+
+    def unit_threads(self, concurrency: int) -> int:
+        """Threads per worker: enough for twice its share of the slots (so the workers still busy at the
+        end of a run fill the slots the others left), not all of them each: at 128 slots, 4 workers of 192
+        threads queue every request behind hundreds of threads for their GIL."""
+        return unit_threads(min(concurrency, 2 * -(-concurrency // len(self._workers))))
 
     def start(self, *, request: Any, gate: LMGate, dedup: Any, pool: Any, store: Any, run_id: str, threads: int,
               command: str) -> None:

@@ -439,7 +439,7 @@ def _drive(settings: Settings, request: SynthRequest, store, run_id: str, seeds:
             return inbox, lambda: executor.shutdown(wait=False, cancel_futures=True), None
         if workers is not None:
             workers.start(request=request, gate=gate, dedup=dedup, pool=pool, store=store, run_id=run_id,
-                          threads=unit_threads(settings.concurrency), command=command)
+                          threads=workers.unit_threads(settings.concurrency), command=command)
             for order, seed in enumerate(pending):
                 workers.submit(seed, workspace_root / f"seed_{seed.index}", order=order, redo=redo_of(seed))
             return workers.outcomes, workers.stop, workers.wait_idle
