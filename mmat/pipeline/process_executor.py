@@ -119,12 +119,14 @@ class _RpcServer:
                 except Exception as e:  # noqa: BLE001 -- raised again in the worker that called
                     reply = (False, e)
                 try:
-                    try:
-                        conn.send(reply)
-                    except Exception as e:  # noqa: BLE001 -- an exception that does not pickle: its words do
-                        conn.send((False, RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
-                except OSError:
+                    conn.send(reply)
+                except OSError:  # the worker is gone
                     return
+                except Exception:  # noqa: BLE001 -- an exception that does not pickle: its words do
+                    try:
+                        conn.send((False, RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}")))
+                    except OSError:
+                        return
 
     def close(self) -> None:
         if self._closed:
@@ -512,9 +514,7 @@ class ProcessExecutor:
         for worker in self._workers:
             worker.send(("close",))
         for worker in self._workers:
-            if worker.ready.is_set():  # a started worker first takes its sandboxes down
-                worker.closed.wait(CLOSE_TIMEOUT_S)
-            worker.process.join(CLOSE_TIMEOUT_S if worker.closed.is_set() or not worker.ready.is_set() else 0)
+            worker.process.join(CLOSE_TIMEOUT_S)  # a started worker first takes its sandboxes down
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(5)
