@@ -41,6 +41,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing import connection as mpc
@@ -420,10 +421,6 @@ class ProcessExecutor:
             workers.append(_Worker(process, parent))
         return cls(workers)
 
-    @property
-    def size(self) -> int:
-        return len(self._workers)
-
     def unit_threads(self, concurrency: int) -> int:
         """Threads per worker: enough for twice its share of the slots (so the workers still busy at the
         end of a run fill the slots the others left), not all of them each: at 128 slots, 4 workers of 192
@@ -497,8 +494,6 @@ class ProcessExecutor:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """After stop(): True once every worker's units in flight have ended (and their seeds were sent)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         for worker in self._workers:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
