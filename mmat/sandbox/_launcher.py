@@ -128,6 +128,10 @@ def prepare_root(cfg):
         os.makedirs(root + path, exist_ok=True)
         size = cfg["tmp_bytes"] if path == "/tmp" else 65536
         mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode={mode}")
+    scaffolds = tmp_scaffolds([b["dst"] for b in cfg["binds"]])
+    for path in scaffolds:
+        os.makedirs(root + path)
+        mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
     for item, fd in zip(cfg["binds"], src_fds):
         target = root + item["dst"]
         if item["kind"] == "dir":
@@ -136,6 +140,8 @@ def prepare_root(cfg):
             os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
             open(target, "a").close()
         bind(fd, target, readonly=not item.get("rw", False))
+    for path in scaffolds:  # never a bind's own path: remounting that would remount its source
+        mount(None, root + path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for link in cfg["symlinks"]:
         os.symlink(link["target"], root + link["path"])
     for name, fd in zip(DEV_NODES, dev_fds):
@@ -156,6 +162,16 @@ def prepare_root(cfg):
         os.close(fd)
     # init is forked with this as its working directory, so nothing of it points at the old root
     os.chdir(root)
+
+
+def tmp_scaffolds(dsts):
+    """Where the mount points of binds under /tmp are made: a tmpfs of their own on each first
+    component of /tmp above a bind, read-only once the binds are in. Made on the private /tmp itself,
+    those directories would belong to the worker's uid in rootless mode, and the worker could write
+    beside the runtime (a checkout under /tmp would look writable from inside, though nothing written
+    there reaches the host)."""
+    tops = {"/tmp/" + d[len("/tmp/"):].split("/")[0] for d in dsts if d.startswith("/tmp/")}
+    return sorted(tops - set(dsts))
 
 
 def mount_workspace_tmpfs(spec, target, sock_fd):

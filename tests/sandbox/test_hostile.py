@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import mmat
-from mmat.sandbox import Limits, Sandbox
+from mmat.sandbox import Limits, Sandbox, runtime
 
-from .helpers import ROOTLESS, FakeTools, alive, needs_root, view
+from .helpers import FAST, ROOTLESS, FakeTools, alive, needs_root, view
 
 pytestmark = needs_root
 
@@ -101,6 +101,34 @@ class TestHostileCode:
         assert not (REPO / marker).exists() and not (tmp_path / marker).exists()
         assert not Path(f"/tmp/{marker}").exists()  # the sandbox's /tmp is private
         alive(sandbox)
+
+    def test_nothing_beside_a_runtime_under_tmp_is_writable(self, workspace, mmat_home, tmp_path, monkeypatch):
+        """A checkout (and so its venv) under /tmp: the runtime's binds land on the private /tmp, and
+        the directories above them must be no more writable than the rest of the runtime's tree."""
+        (tmp_path / "venv").mkdir()
+        (tmp_path / "venv" / "lib.txt").write_text("runtime")
+        top = f"/tmp/mmat-scaffold-{os.getpid()}-{time.time_ns()}"
+        dst = f"{top}/checkout/.venv"
+        binds, links = runtime.runtime_binds()
+        monkeypatch.setattr(runtime, "runtime_binds", lambda: ((*binds, {"src": str(tmp_path / "venv"), "dst": dst, "kind": "dir"}), links))
+        code = (
+            "import errno, os\nresults = {}\n"
+            f"print(open({dst + '/lib.txt'!r}).read())\n"
+            f"for path in [{top + '/x'!r}, {top + '/checkout/x'!r}, {dst + '/x'!r}]:\n"
+            "    try:\n        open(path, 'w').write('x')\n        results[path] = 'written'\n"
+            "    except OSError as e:\n        results[path] = errno.errorcode[e.errno]\n"
+            f"for attempt in (lambda: os.chmod({top!r}, 0o777), lambda: os.mkdir({top + '/checkout/d'!r}), lambda: os.rename({top + '/checkout'!r}, {top + '/moved'!r})):\n"
+            "    try:\n        attempt()\n        results[len(results)] = 'done'\n"
+            "    except OSError as e:\n        results[len(results)] = errno.errorcode[e.errno]\n"
+            "open('/tmp/elsewhere', 'w').write('private')\n"
+            "print(sorted(set(results.values())))"
+        )
+        with Sandbox(workspace, limits=FAST) as sb:
+            r = sb.run(code)
+            assert r.error is None, r.error
+            assert r.stdout.splitlines() == ["runtime", "['EROFS']"], r.stdout
+            alive(sb)
+        assert sorted(os.listdir(tmp_path / "venv")) == ["lib.txt"] and not os.path.lexists(top)
 
     def test_symlink_escape_from_the_workspace(self, tool_sandbox, workspace, tmp_path):
         secret = tmp_path / "secret.txt"
