@@ -30,7 +30,7 @@ import dspy
 
 from mmat.config import Settings, load_settings
 
-__all__ = ["remember", "resolved", "forget", "StructuredAdapter", "adjust_schema", "configured_mode", "resolve_mode", "probe_mode", "cached_modes",
+__all__ = ["remember", "resolved", "resolved_models", "forget", "StructuredAdapter", "adjust_schema", "configured_mode", "resolve_mode", "probe_mode", "cached_modes",
            "PROBE_SCHEMA", "CACHE_FILE"]
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,12 @@ def remember(model: str, mode: str, provider: str, api_base: str | None) -> None
 def resolved(model: str) -> tuple[str, str, str | None] | None:
     with _lock:
         return _by_model.get(model)
+
+
+def resolved_models() -> dict[str, tuple[str, str, str | None]]:
+    """Everything ``remember`` noted in this process (a synth driver hands it to its worker processes)."""
+    with _lock:
+        return dict(_by_model)
 
 
 def forget() -> None:

@@ -52,6 +52,7 @@ from typing import Any
 from mmat.errors import ConfigError
 from mmat.lm_gate import BudgetExhausted, LMGate, Slot
 from mmat.pipeline.scheduler import SeedOutcome, budget_error, unit_threads
+from mmat.structured import resolved_models
 
 __all__ = ["ProcessExecutor", "RemoteGate", "WorkerCrash", "default_workers"]
 
@@ -222,19 +223,6 @@ class _RemoteDedup:
         return self._rpc.call("decide", list(queries), self._embedder.embed(queries))
 
 
-class _Rows:
-    """Stands in for the store in a worker: the LM-call recorder's rows go to the driver over the pipe."""
-
-    closed = False  # the recorder asks the store's writer this before writing
-
-    def __init__(self, send: Callable[[tuple], None]):
-        self._send = send
-        self.writer = self
-
-    def put(self, table: str, rows: list[dict[str, Any]], **_: Any) -> None:
-        self._send(("rows", table, rows))
-
-
 # --- the worker process ---------------------------------------------------------------------------------
 def _die_with_parent() -> None:
     try:
@@ -347,15 +335,19 @@ def _build(start: dict[str, Any], settings: Any, send: Callable[[tuple], None]) 
     from mmat.lm_gate import use_gate
     from mmat.pipeline.scheduler import EmbedBatcher, SeedScheduler
     from mmat.pipeline.synth import build_program
-    from mmat.store import LMCallRecorder
+    from mmat.store.recorder import LMCallRecorder, RowSink
+    from mmat.structured import remember
 
     request = start["request"]
+    for model, (mode, provider, api_base) in start["structured"].items():
+        remember(model, mode, provider, api_base)
     rpc = _RpcClient(start["address"], start["authkey"])
     embedder = EmbedBatcher()
     pool = start["pool"]
     pool.use_embedder(embedder)
     program = build_program(settings, request, pool, _RemoteDedup(rpc, embedder), announce=False)
-    scheduler = SeedScheduler(program, LMCallRecorder(_Rows(send), start["run_id"]), threads=start["threads"],
+    rows = RowSink(lambda table, batch: send(("rows", table, batch)))  # each row goes to the driver at once
+    scheduler = SeedScheduler(program, LMCallRecorder(rows, start["run_id"]), threads=start["threads"],
                               tools=request.tools)
     return scheduler, use_gate(RemoteGate(rpc, settings.concurrency))
 
@@ -434,7 +426,10 @@ class ProcessExecutor:
         self._store = store
         self._rpc = _RpcServer(_gate_methods(gate) | {"decide": dedup.decide})
         payload = {"request": request, "address": self._rpc.address, "authkey": self._rpc.authkey, "pool": pool, "run_id": run_id,
-                   "threads": threads, "command": command}
+                   "threads": threads, "command": command,
+                   # the output modes the preflight resolved here, after the fork: a worker would otherwise
+                   # probe each server again, without the run's settings (adapters are built without them)
+                   "structured": resolved_models()}
         for worker in self._workers:
             threading.Thread(target=self._read, args=(worker,), name="mmat-worker-read", daemon=True).start()
             worker.send(("start", payload))

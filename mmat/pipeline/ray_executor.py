@@ -40,6 +40,7 @@ from typing import Any
 
 from mmat.config import Settings
 from mmat.errors import ConfigError
+from mmat.structured import resolved_models
 
 __all__ = ["RayExecutor", "ray_available", "RAY_EXTRA_HINT"]
 
@@ -53,21 +54,6 @@ def ray_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ray") is not None
-
-
-class _CollectedRows:
-    """Stands in for the store in a worker: the LM-call recorder's rows are kept and sent to the driver."""
-
-    closed = False  # the recorder asks the store's writer this before writing
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self.writer = self
-
-    def put(self, table: str, rows: list[dict[str, Any]], **_: Any) -> None:
-        with self._lock:
-            self.rows.extend(rows)
 
 
 def _pack(workspace: Path) -> bytes | None:
@@ -108,15 +94,21 @@ def _actor_classes():
 
     @ray.remote
     class SynthWorker:
-        def __init__(self, settings_record: dict, request_record: dict, pool, dedup, run_id: str, driver_node: str):
+        def __init__(self, settings_record: dict, request_record: dict, pool, dedup, run_id: str, driver_node: str,
+                     structured: dict):
             from mmat.config import Settings
             from mmat.lm import configure_litellm
             from mmat.pipeline.synth import SynthRequest, build_program
             from mmat.plugins import load_plugins
+            from mmat.structured import remember
 
             load_plugins()  # plug-in tools and providers exist in every worker, as in the driver
             self.settings = Settings.model_validate(settings_record)
             configure_litellm(self.settings)
+            # the output modes the driver's preflight resolved: adapters are built without settings, and
+            # would probe each server again from this worker's environment (without a --api-base)
+            for model, (mode, provider, api_base) in structured.items():
+                remember(model, mode, provider, api_base)
             self.request = SynthRequest.model_validate(request_record)
             self.dedup, self.run_id, self.driver_node = dedup, run_id, driver_node
             self.local = threading.local()
@@ -141,13 +133,19 @@ def _actor_classes():
             import ray
 
             from mmat.pipeline.synth import run_seed
-            from mmat.store import LMCallRecorder
+            from mmat.store.recorder import LMCallRecorder, RowSink
 
             self.local.vectors, self.local.contaminated = {}, set()
-            rows = _CollectedRows()
-            result = run_seed(self.program, seed, Path(workspace), LMCallRecorder(rows, self.run_id), redo)
+            rows: list[dict] = []
+            collect = threading.Lock()
+
+            def keep(table: str, batch: list[dict]) -> None:
+                with collect:
+                    rows.extend(batch)
+
+            result = run_seed(self.program, seed, Path(workspace), LMCallRecorder(RowSink(keep), self.run_id), redo)
             remote = ray.get_runtime_context().get_node_id() != self.driver_node
-            return {"result": result, "lm_calls": rows.rows, "vectors": self.local.vectors,
+            return {"result": result, "lm_calls": rows, "vectors": self.local.vectors,
                     "contaminated": sorted(self.local.contaminated),
                     "workspace": _pack(Path(workspace)) if remote else None, "pid": os.getpid()}
 
@@ -201,7 +199,7 @@ class RayExecutor:
         self.workers = [
             SynthWorker.options(max_concurrency=per_worker, max_restarts=_RESTARTS, max_task_retries=_RESTARTS,
                                 num_cpus=0).remote(record, request.model_dump(mode="json"), self._pool_ref, self.dedup_actor,
-                                                   run_id, driver_node)
+                                                   run_id, driver_node, resolved_models())
             for _ in range(n)
         ]
         self._next = 0

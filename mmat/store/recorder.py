@@ -36,6 +36,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,7 @@ from mmat.errors import StoreError
 from mmat.store.context import Attribution, current_attribution
 from mmat.store.runs import utcnow
 
-__all__ = ["LMCallRecorder", "module_name", "note_unparsable"]
+__all__ = ["LMCallRecorder", "RowSink", "module_name", "note_unparsable"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,20 @@ class _Pending:
     started_at: Any
     t0: float = field(default_factory=time.perf_counter)
     depth: int = 1
+
+
+class RowSink:
+    """Stands in for the store where there is none, in a worker process or on a Ray actor: each batch of
+    rows the recorder writes goes to ``send(table, rows)`` (kept, or sent on to the driver's writer)."""
+
+    closed = False  # the recorder asks the store's writer this before writing
+
+    def __init__(self, send: Callable[[str, list[dict[str, Any]]], None]):
+        self._send = send
+        self.writer = self
+
+    def put(self, table: str, rows: list[dict[str, Any]], **_: Any) -> None:
+        self._send(table, rows)
 
 
 class LMCallRecorder(BaseCallback):

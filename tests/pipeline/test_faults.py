@@ -17,7 +17,7 @@ from mmat.config import load_settings
 from mmat.preflight import clear_cache
 from mmat.store import open_store
 from mmat.structured import forget
-from mmat.testing.fault_server import Fault, FaultServer, always, fail_from, fail_models
+from mmat.testing.fault_server import Fault, FaultServer, fail_from, fail_models
 from mmat.testing.scripted import SPECS_PER_SEED
 
 CANARY = "sk-canary-91b3e7-never-print-me"
@@ -86,6 +86,20 @@ def assert_complete(home, seeds: int):
     assert [(r["status"], r["n"]) for r in seed_rows] == [("done", seeds)]
     n, distinct = q(home, "select count(*) n, count(distinct task_id) d from tasks")[0].values()
     assert n == distinct == seeds * SPECS_PER_SEED
+
+
+@pytest.mark.slow
+def test_worker_processes_use_the_server_the_command_line_named(home):
+    """--api-base is a flag, in no environment variable, and the output mode is probed (auto): the workers
+    must not probe the server again without the run's settings (what the driver's preflight resolved
+    travels with their start)."""
+    with FaultServer() as server:
+        result = synth(server, home, "--executor", "process", "--workers", "2", tasks=2,
+                       env={"MMAT_STRUCTURED_OUTPUT": "auto"})
+        assert result.exit_code == 0, result.output
+        assert_complete(home, 2)
+        assert q(home, "select count(*) n from lm_calls where error is not null")[0]["n"] == 0
+        assert_no_secret(home, result.output)
 
 
 @pytest.mark.slow
