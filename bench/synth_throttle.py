@@ -23,7 +23,7 @@ the run fills the server's slots, which on a loaded 2-core machine the run's own
 
 Only 127.0.0.1 is contacted. Usage: python bench/synth_throttle.py [--capacity 8] [--concurrency 32]
 [--latency 1] [--retry-after 1] [--warmup 15] [--duration 45] [--baseline 15] [--no-results]
-[--show-history] [--synth-seeds 24] [--tail 5]
+[--show-history] [--synth-seeds 24] [--executor local|process] [--workers N] [--tail 5]
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def synth_run(args: argparse.Namespace) -> list[str]:
                                  structured_output="json_schema")
         t0 = time.monotonic()
         summary = run_synth(settings, SynthRequest(tasks=args.synth_seeds, tools=["inspect_file_as_text", "visualizer"],
-                                                   trajectories_per_task=1), progress=False)
+                                                   trajectories_per_task=1, executor=args.executor,
+                                                   workers=args.workers), progress=False)
         t_end = time.monotonic()
     finally:
         server.stop()
@@ -145,6 +146,8 @@ def synth_run(args: argparse.Namespace) -> list[str]:
     lm = getattr(summary, "lm", None) or {}  # the gate's figures, where the run has a gate
     limits = [limit for _, limit in lm.get("limit_history", [])] or [args.concurrency]
     kind = "scheduler + gate" if lm else "no gate in this run_synth"
+    if args.executor == "process":
+        kind += f", {args.workers or 'default'} worker processes"
     row = (f"| synth run, {kind} ({args.synth_seeds} seeds, {summary.outcomes.get('generated', 0)} tasks, "
            f"{t_end - t0:.0f} s) | {f['sustained']:.2f} | {f['allowed']:.2f} | {f['ratio']:.3f} | "
            f"{f['throttled_share']:.1%} ({f['throttled']}/{f['arrived']}) | {f['mean_latency']:.3f} | "
@@ -168,6 +171,9 @@ def main() -> int:
     ap.add_argument("--no-results", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--show-history", action="store_true", help="print the limit's changes after the warm-up")
     ap.add_argument("--synth-seeds", type=int, default=0, help="also run run_synth with this many seeds (0: skip)")
+    ap.add_argument("--executor", choices=["local", "process"], default="local",
+                    help="the synth run's mmat synth --executor (process: worker processes sharing the driver's gate)")
+    ap.add_argument("--workers", type=int, default=None, help="worker processes for --executor process")
     ap.add_argument("--tail", type=float, default=5.0, help="seconds at the end of the synth run left out")
     args = ap.parse_args()
 

@@ -13,8 +13,9 @@ verification. Each reply waits a latency drawn from a lognormal distribution (si
   request spans, the utilisation *while work waited* (from the first call to the last moment every slot
   was busy) and the tail after it (the last tasks' chains of sequential calls running out: a run's
   length, not the scheduler, decides its share), and how long the run took to send its first call;
-- CPU seconds per task of mmat (this process and its child processes: sandboxes are forks of the zygote,
-  whose reaped children it accumulates; decoders) and the CPU-bound ceiling cores / CPU-s per task;
+- CPU seconds per task of mmat (the machine's busy time less the fake server's, so every sandbox, decoder
+  and worker process counts, however deep in the process tree; run it on an otherwise idle machine) and
+  the CPU-bound ceiling cores / CPU-s per task;
   the ratio of tasks/s to min(LM-bound, CPU-bound), where LM-bound = concurrency / (calls per task x
   mean latency); and the one-interpreter bound 1 / (CPU-s per task of mmat's own process), since one
   Python process runs the DSPy modules, the store writer and the HTTP clients on at most one core's
@@ -122,6 +123,8 @@ def make_handler(latency: float, counter: dict):
     mu = math.log(latency) - SIGMA ** 2 / 2  # so that the mean of the draws is `latency`
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as LM servers do (HTTP/1.0 would cost a connection per call)
+
         def log_message(self, *args):  # quiet
             pass
 
@@ -167,23 +170,23 @@ def make_handler(latency: float, counter: dict):
     return Handler
 
 
+def _machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy (every core, user + system + irq + steal), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu(server_pid: int) -> tuple[float, float]:
-    """(this process, its child processes) CPU seconds so far. Sandboxes are forks of the zygote (a child of
-    this process) that the zygote and their launchers reap, so their time is in the zygote's children
-    times; decoders are reaped by this process. The fake server's process is left out."""
+    """(this process, mmat altogether) CPU seconds so far. mmat altogether is the machine's busy time less the
+    fake server's: in process mode the sandboxes are forks of each worker's zygote, grandchildren of this
+    process that no rusage of it sees while they live, so counting by process tree missed a fifth of the
+    work. The machine must be otherwise idle (the table records the load before and after)."""
     import psutil
 
-    me, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    kids = reaped.ru_utime + reaped.ru_stime  # short-lived children of this process (the server is reaped last)
-    for child in psutil.Process().children():
-        if child.pid == server_pid:
-            continue
-        try:
-            t = child.cpu_times()
-        except psutil.Error:  # ended meanwhile
-            continue
-        kids += t.user + t.system + t.children_user + t.children_system
-    return me.ru_utime + me.ru_stime, kids
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    server = psutil.Process(server_pid).cpu_times()
+    return me.ru_utime + me.ru_stime, _machine_cpu() - (server.user + server.system)
 
 
 def _stats(api_base: str, *, reset: bool = False) -> dict:
@@ -227,14 +230,14 @@ def run_once(concurrency: int, seeds: int, api_base: str, server_pid: int, home:
     summary = run_synth(settings, SynthRequest(tasks=seeds, tools=["inspect_file_as_text", "visualizer"],
                                                trajectories_per_task=1, executor=executor, workers=workers),
                         progress=False)
-    wall, (own, kids) = time.monotonic() - t0, _cpu(server_pid)
-    own, kids = own - cpu0[0], kids - cpu0[1]
+    wall, (own, whole) = time.monotonic() - t0, _cpu(server_pid)
+    own, whole = own - cpu0[0], whole - cpu0[1]
     stats = _stats(api_base)
     # the server's clock is time.monotonic() too (CLOCK_MONOTONIC is system-wide on Linux)
     first, steady, tail = _occupancy(stats["spans"], mono0, concurrency)
     tasks = summary.counts.get("generated", 0) + summary.counts.get("rejected", 0)
     return {"concurrency": concurrency, "seeds": seeds, "tasks": tasks, "calls": stats["calls"], "wall": wall,
-            "cpu": own + kids, "cpu_children": kids, "mean_latency": stats["latency_sum"] / max(1, stats["calls"]),
+            "cpu": whole, "cpu_own": own, "mean_latency": stats["latency_sum"] / max(1, stats["calls"]),
             "by_role": stats["by_role"], "first_call": first, "steady": steady, "tail": tail,
             "limit_low": min((limit for _, limit in summary.lm.get("limit_history", [])), default=concurrency)}
 
@@ -287,7 +290,7 @@ def main() -> None:
         utilisation = r["calls"] * r["mean_latency"] / (level * r["wall"])
         lm_limit = level / (calls_per_task * r["mean_latency"])
         cpu_per_task = r["cpu"] / r["tasks"]
-        own_per_task = (r["cpu"] - r["cpu_children"]) / r["tasks"]
+        own_per_task = r["cpu_own"] / r["tasks"]
         cpu_limit = cores / cpu_per_task
         gil_limit = 1 / own_per_task  # one interpreter runs mmat's own Python: at most one core of it
         rows.append((level, r["seeds"], r["tasks"], r["calls"], calls_per_task, r["mean_latency"], r["wall"], tps,
