@@ -88,3 +88,24 @@ def test_a_worker_that_dies_mid_seed_is_retried_and_nothing_is_duplicated(ray_lo
     run_synth(local, SynthRequest(tasks=2, tools=TOOLS, trajectories_per_task=1), progress=False)
     counts, expected = _counts(settings), _counts(local)
     assert {t: counts[t] for t in TABLES} == {t: expected[t] for t in TABLES}
+
+
+def test_ray_workers_use_the_output_mode_the_driver_resolved_for_a_server(ray_local, tmp_path, monkeypatch):
+    """The server's address is in the settings only (no environment variable reaches the workers) and the
+    output mode is probed: the workers must take the driver's resolution, not probe again without it."""
+    from mmat.config import load_settings
+    from mmat.pipeline.synth import SynthRequest, run_synth
+    from mmat.structured import forget
+    from mmat.testing.fault_server import FaultServer
+
+    for var in ("HOSTED_VLLM_API_BASE", "MMAT_API_BASE", "MMAT_STRUCTURED_OUTPUT"):
+        monkeypatch.delenv(var, raising=False)
+    forget()
+    with FaultServer() as server:
+        settings = load_settings(home=tmp_path / "home", teacher="hosted_vllm/teacher", verifier="hosted_vllm/verifier",
+                                 controller="hosted_vllm/agent", api_base=server.api_base, structured_output="auto",
+                                 dedup_threshold=0.99, concurrency=2, num_retries=0, step_timeout_s=20)
+        request = SynthRequest(tasks=2, tools=TOOLS, trajectories_per_task=1, executor="ray", workers=2)
+        summary = run_synth(settings, request, progress=False)
+    forget()
+    assert summary.exit_code == 0 and summary.seeds_run == 2 and summary.seeds_failed == 0
