@@ -30,7 +30,7 @@ import dspy
 
 from mmat.config import Settings, load_settings
 
-__all__ = ["remember", "resolved", "resolved_models", "forget", "StructuredAdapter", "adjust_schema", "configured_mode", "resolve_mode", "probe_mode", "cached_modes",
+__all__ = ["remember", "resolved", "resolved_models", "remember_models", "forget", "StructuredAdapter", "adjust_schema", "configured_mode", "resolve_mode", "probe_mode", "cached_modes",
            "PROBE_SCHEMA", "CACHE_FILE"]
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ def resolved_models() -> dict[str, tuple[str, str, str | None]]:
     """Everything ``remember`` noted in this process (a synth driver hands it to its worker processes)."""
     with _lock:
         return dict(_by_model)
+
+
+def remember_models(models: dict[str, tuple[str, str, str | None]]) -> None:
+    """``remember`` each of another process's ``resolved_models()`` (a synth worker, from its driver)."""
+    with _lock:
+        _by_model.update({model: tuple(found) for model, found in models.items()})
 
 
 def forget() -> None:

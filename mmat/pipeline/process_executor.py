@@ -336,11 +336,10 @@ def _build(start: dict[str, Any], settings: Any, send: Callable[[tuple], None]) 
     from mmat.pipeline.scheduler import EmbedBatcher, SeedScheduler
     from mmat.pipeline.synth import build_program
     from mmat.store.recorder import LMCallRecorder, RowSink
-    from mmat.structured import remember
+    from mmat.structured import remember_models
 
     request = start["request"]
-    for model, (mode, provider, api_base) in start["structured"].items():
-        remember(model, mode, provider, api_base)
+    remember_models(start["structured"])
     rpc = _RpcClient(start["address"], start["authkey"])
     embedder = EmbedBatcher()
     pool = start["pool"]

@@ -100,15 +100,14 @@ def _actor_classes():
             from mmat.lm import configure_litellm
             from mmat.pipeline.synth import SynthRequest, build_program
             from mmat.plugins import load_plugins
-            from mmat.structured import remember
+            from mmat.structured import remember_models
 
             load_plugins()  # plug-in tools and providers exist in every worker, as in the driver
             self.settings = Settings.model_validate(settings_record)
             configure_litellm(self.settings)
             # the output modes the driver's preflight resolved: adapters are built without settings, and
             # would probe each server again from this worker's environment (without a --api-base)
-            for model, (mode, provider, api_base) in structured.items():
-                remember(model, mode, provider, api_base)
+            remember_models(structured)
             self.request = SynthRequest.model_validate(request_record)
             self.dedup, self.run_id, self.driver_node = dedup, run_id, driver_node
             self.local = threading.local()
