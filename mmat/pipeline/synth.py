@@ -47,7 +47,7 @@ from mmat.pipeline.progress import lm_line, lm_summary_line, stats_record
 from mmat.pipeline.scheduler import EmbedBatcher, SeedOutcome, SeedScheduler, budget_error, unit_threads
 from mmat.store.blobs import safe_suffix
 from mmat.store.pool_images import load_pool
-from mmat.store.rows import attribute_seed_calls, delete_partial_seeds, seed_rows
+from mmat.store.rows import attribute_seed_calls, delete_partial_seeds, finished_query_embeddings, seed_rows
 from mmat.store.runs import utcnow
 from mmat.store.schema import EMBED_DIM
 
@@ -335,7 +335,7 @@ def _run_synth(settings: Settings, request: SynthRequest, *, command: str, progr
         # the program (and a --program file) first: a refused file must not leave a run marked running
         embedder = EmbedBatcher()
         pool = load_pool(store, embedder=embedder)
-        existing = store.sql_arrow("SELECT embedding FROM query_embeddings").column("embedding").to_pylist()
+        existing = finished_query_embeddings(store)
         dedup = QueryFilter(np.asarray(existing, np.float32) if existing else None, settings.dedup_threshold, exclude,
                             embedder=embedder)
         program = build_program(settings, request, pool, dedup)

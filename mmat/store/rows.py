@@ -261,6 +261,16 @@ def delete_partial_seeds(store: Store, run_id: str, done: set[int]) -> list[int]
     return partial
 
 
+def finished_query_embeddings(store: Store) -> list[list[float]]:
+    """The query vectors of every seed marked done, in any run: what a new query is checked against for
+    near-duplicates. A seed a kill left without its done marker is not among them: its rows are deleted when
+    its run resumes, and its queries, made again, must not count as duplicates of themselves."""
+    return store.sql_arrow(
+        "SELECT e.embedding FROM query_embeddings e JOIN tasks k USING (task_id) "
+        "JOIN synth_seeds s ON s.run_id = k.run_id AND s.seed_idx = k.seed_idx WHERE s.status = 'done'"
+    ).column("embedding").to_pylist()
+
+
 def delete_unfinished_walks(store: Store, run_id: str) -> None:
     """Delete this prefs run's walks (trajectories, steps) and pairs of tasks a kill or a failure left without
     their done mark in ``prefs_tasks``."""

@@ -51,6 +51,24 @@ def test_rerun_resumes_and_duplicates_nothing(synth_settings, scripted_models):
         assert n == distinct == 3 * SPECS_PER_SEED
 
 
+def test_a_seed_killed_between_its_rows_and_its_done_mark_comes_back_as_it_was(synth_settings, scripted_models):
+    """A kill after a seed's rows were flushed but before its done mark: the rerun deletes those rows and makes
+    the seed again. Its queries must not be judged near-duplicates of the rows being redone."""
+    request = SynthRequest(tasks=3, tools=TOOLS, trajectories_per_task=1)
+    run_synth(synth_settings, request, progress=False)
+    outcome = "select t.seed_idx, t.status, t.status_reason, count(j.traj_id) n from tasks t " \
+              "left join trajectories j using (task_id) group by all order by all"
+    with open_store(synth_settings) as store:
+        uninterrupted = store.sql(outcome)
+        store.writer.execute("DELETE FROM synth_seeds WHERE seed_idx = 2")
+        store.writer.flush()
+    again = run_synth(synth_settings, request, progress=False)
+    assert again.seeds_run == 1 and again.seeds_done_before == 2
+    with open_store(synth_settings, read_only=True) as store:
+        assert store.sql(outcome) == uninterrupted
+        assert store.sql("select count(*) n from trajectories")[0]["n"] == 3 * VERIFIED_PER_SEED
+
+
 def test_exclude_drops_queries_sharing_a_13gram_with_the_benchmark(synth_settings, scripted_models, tmp_path):
     bench = tmp_path / "gta.json"
     bench.write_text(json.dumps({"0": {
