@@ -39,6 +39,7 @@ import queue
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -91,7 +92,10 @@ class _RpcServer:
         self.address = os.path.join(self._dir, "rpc")
         self.authkey = secrets.token_bytes(32)
         self._methods = methods
-        self._listener = mpc.Listener(self.address, family="AF_UNIX", authkey=self.authkey)
+        # No authkey here: Listener.accept() would run the handshake in the accept thread, where one peer
+        # that connects and never answers holds up every later connection and close(). Each connection's
+        # own thread runs it instead (_serve).
+        self._listener = mpc.Listener(self.address, family="AF_UNIX")
         self._closed = False
         self._thread = threading.Thread(target=self._accept, name="mmat-rpc-accept", daemon=True)
         self._thread.start()
@@ -100,9 +104,10 @@ class _RpcServer:
         while True:
             try:
                 conn = self._listener.accept()
-            except (OSError, EOFError, mpc.AuthenticationError):
+            except OSError:
                 if self._closed:
                     return
+                time.sleep(0.01)  # e.g. out of file descriptors: retry without spinning
                 continue
             if self._closed:
                 conn.close()
@@ -111,6 +116,11 @@ class _RpcServer:
 
     def _serve(self, conn: mpc.Connection) -> None:
         with conn:
+            try:  # multiprocessing's HMAC handshake, both ways, as Listener(authkey=...) runs it
+                mpc.deliver_challenge(conn, self.authkey)
+                mpc.answer_challenge(conn, self.authkey)
+            except (OSError, EOFError, mpc.AuthenticationError):
+                return
             while True:
                 try:
                     name, args = conn.recv()
@@ -134,8 +144,11 @@ class _RpcServer:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError, EOFError, mpc.AuthenticationError):  # wake the accept() blocked in its thread
-            mpc.Client(self.address, family="AF_UNIX", authkey=self.authkey).close()
+        # Wake the accept thread with a bare connection. Not with a Client: that waits for a challenge, and
+        # none comes once the accept thread has seen _closed and returned (CI hung here, at 95%).
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
+            wake.settimeout(1.0)
+            wake.connect(self.address)
         self._thread.join(5)
         self._listener.close()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 
 import psutil
 import pytest
@@ -83,6 +85,40 @@ def test_the_socket_refuses_a_wrong_key_and_lives_in_a_private_directory(served_
     with pytest.raises(AuthenticationError):
         _RpcClient(server.address, b"x" * 32).call("acquire", 1)
     assert gate.snapshot().calls == 0  # the stranger took no slot
+
+
+def _returns_within(seconds: float, fn: Callable[[], object]) -> bool:
+    done = threading.Event()
+    threading.Thread(target=lambda: (fn(), done.set()), daemon=True).start()
+    return done.wait(seconds)
+
+
+def test_a_peer_that_never_answers_the_handshake_holds_up_neither_workers_nor_close(served_gate):
+    gate, server = served_gate
+    with socket.socket(socket.AF_UNIX) as staller:
+        staller.connect(server.address)  # connects, then never answers the challenge
+        assert _returns_within(5, lambda: _RpcClient(server.address, server.authkey).call("acquire", 1))
+        assert gate.snapshot().in_flight == 1
+        assert _returns_within(5, server.close)
+
+
+def test_close_returns_right_after_a_refused_key_every_time():
+    # close() used to wake the accept thread with a handshaking Client: when that thread had seen the
+    # refusal, then _closed, and returned, the Client waited for a challenge forever. A race: repeated,
+    # with threads switching often (before the fix, about 1 in 500 closes hung at this interval).
+    from multiprocessing import AuthenticationError
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(150):
+            server = _RpcServer(_gate_methods(LMGate(1)))
+            with pytest.raises(AuthenticationError):
+                _RpcClient(server.address, b"x" * 32).call("acquire", 1)
+            assert _returns_within(5, server.close)
+            assert not os.path.exists(server.address)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_remote_slots_obey_the_drivers_limit_budget_and_throttles(served_gate):
