@@ -40,6 +40,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -81,6 +82,29 @@ class WorkerCrash(RuntimeError):
 
 
 # --- the driver's services, over a Unix socket ----------------------------------------------------------
+RPC_DIR_PREFIX = "mmat-rpc-"
+_STALE_AFTER_S = 60.0  # a directory this young may be a live run's, between mkdtemp and bind
+
+
+def _sweep_dead_sockets() -> None:
+    """Remove this user's socket directories whose server is gone: a SIGKILLed driver cannot remove its own.
+    Gone means the socket refuses a connection (nothing listens), or is missing from a directory older than
+    a minute. A live server's socket accepts; its accept thread sees a bare connection close, as at close()."""
+    root = Path(tempfile.gettempdir())
+    for directory in root.glob(RPC_DIR_PREFIX + "*"):
+        try:
+            info = directory.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or time.time() - info.st_mtime < _STALE_AFTER_S:
+                continue
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(1.0)
+                probe.connect(str(directory / "rpc"))
+        except (ConnectionRefusedError, FileNotFoundError):
+            shutil.rmtree(directory, ignore_errors=True)
+        except OSError:  # a busy or odd entry: leave it
+            continue
+
+
 class _RpcServer:
     """Serves ``methods`` to the workers: one thread per connection, so a call that blocks (a gate
     acquire) blocks only its caller. Written here rather than with multiprocessing's managers because
@@ -88,7 +112,8 @@ class _RpcServer:
     objects living in this process."""
 
     def __init__(self, methods: dict[str, Callable[..., Any]]):
-        self._dir = tempfile.mkdtemp(prefix="mmat-rpc-")  # 0700: only this user reaches the socket
+        _sweep_dead_sockets()
+        self._dir = tempfile.mkdtemp(prefix=RPC_DIR_PREFIX)  # 0700: only this user reaches the socket
         self.address = os.path.join(self._dir, "rpc")
         self.authkey = secrets.token_bytes(32)
         self._methods = methods

@@ -10,10 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -119,6 +121,40 @@ def test_close_returns_right_after_a_refused_key_every_time():
             assert not os.path.exists(server.address)
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_a_new_server_removes_the_socket_directories_of_dead_drivers_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = time.time() - 3600
+
+    def directory(name: str) -> Path:
+        path = tmp_path / name
+        path.mkdir(mode=0o700)
+        return path
+
+    dead = directory("mmat-rpc-dead")  # a SIGKILLed driver's: the socket is there, nothing listens
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(dead / "rpc"))
+    empty = directory("mmat-rpc-empty")  # killed between mkdtemp and bind
+    young = directory("mmat-rpc-young")  # maybe a run between mkdtemp and bind right now
+    other = directory("not-mmat-rpc")
+    stranger = directory("mmat-rpc-stranger")  # another user's
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(stranger / "rpc"))
+    if os.getuid() == 0:
+        os.chown(stranger, 54321, 54321)
+    live = _RpcServer(_gate_methods(LMGate(2)))
+    for path in (dead, empty, other, stranger, Path(live.address).parent):
+        os.utime(path, (old, old))
+    second = _RpcServer(_gate_methods(LMGate(2)))
+    try:
+        assert not dead.exists() and not empty.exists()
+        assert young.exists() and other.exists() and os.path.exists(live.address)
+        assert stranger.exists() == (os.getuid() == 0)
+        _RpcClient(live.address, live.authkey).call("acquire", 1)  # the live one still serves
+    finally:
+        live.close()
+        second.close()
 
 
 def test_remote_slots_obey_the_drivers_limit_budget_and_throttles(served_gate):
