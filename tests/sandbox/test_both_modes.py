@@ -43,6 +43,7 @@ ROOT_ONLY_HERE = {
 INNER_TIMEOUT_S = 900
 
 
+@pytest.mark.timeout(INNER_TIMEOUT_S + 120)  # the inner run's own limit comes first, with its output
 def test_the_sandbox_suite_passes_as_an_unprivileged_user():
     if missing_tools():
         pytest.skip(f"needs {', '.join(missing_tools())} (util-linux, passwd)")
