@@ -83,22 +83,29 @@ class WorkerCrash(RuntimeError):
 
 # --- the driver's services, over a Unix socket ----------------------------------------------------------
 RPC_DIR_PREFIX = "mmat-rpc-"
+_SOCKET_NAME = "rpc"
 _STALE_AFTER_S = 60.0  # a directory this young may be a live run's, between mkdtemp and bind
+
+
+def _knock(address: str) -> None:
+    """Connect to ``address`` and hang up at once, without a handshake; raises OSError (refused, missing,
+    timed out). The server's accept thread takes it and its connection thread sees the peer gone."""
+    with socket.socket(socket.AF_UNIX) as peer:
+        peer.settimeout(1.0)
+        peer.connect(address)
 
 
 def _sweep_dead_sockets() -> None:
     """Remove this user's socket directories whose server is gone: a SIGKILLed driver cannot remove its own.
     Gone means the socket refuses a connection (nothing listens), or is missing from a directory older than
-    a minute. A live server's socket accepts; its accept thread sees a bare connection close, as at close()."""
+    a minute. A live server's socket accepts the knock."""
     root = Path(tempfile.gettempdir())
     for directory in root.glob(RPC_DIR_PREFIX + "*"):
         try:
             info = directory.lstat()
             if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or time.time() - info.st_mtime < _STALE_AFTER_S:
                 continue
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.settimeout(1.0)
-                probe.connect(str(directory / "rpc"))
+            _knock(str(directory / _SOCKET_NAME))
         except (ConnectionRefusedError, FileNotFoundError):
             shutil.rmtree(directory, ignore_errors=True)
         except OSError:  # a busy or odd entry: leave it
@@ -114,7 +121,7 @@ class _RpcServer:
     def __init__(self, methods: dict[str, Callable[..., Any]]):
         _sweep_dead_sockets()
         self._dir = tempfile.mkdtemp(prefix=RPC_DIR_PREFIX)  # 0700: only this user reaches the socket
-        self.address = os.path.join(self._dir, "rpc")
+        self.address = os.path.join(self._dir, _SOCKET_NAME)
         self.authkey = secrets.token_bytes(32)
         self._methods = methods
         # No authkey here: Listener.accept() would run the handshake in the accept thread, where one peer
@@ -171,9 +178,8 @@ class _RpcServer:
         self._closed = True
         # Wake the accept thread with a bare connection. Not with a Client: that waits for a challenge, and
         # none comes once the accept thread has seen _closed and returned (CI hung here, at 95%).
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as wake:
-            wake.settimeout(1.0)
-            wake.connect(self.address)
+        with contextlib.suppress(OSError):
+            _knock(self.address)
         self._thread.join(5)
         self._listener.close()
         shutil.rmtree(self._dir, ignore_errors=True)
